@@ -1,0 +1,110 @@
+"""Attention backends behind one signature, chosen by name (HF attention interface).
+
+Every backend is `fn(q, k, v, *, causal, key_padding_mask, dropout) -> out` with q, k, v and out
+[B, H, L, Dh] and `key_padding_mask` [B, L] bool, True = real token (None = all real). It is
+self-attention: queries and keys share the sequence, so the mask also marks padded *queries*,
+and every backend returns exact zeros at padded query rows. Sequences are left-padded, so under
+`causal` a padded row has no valid key at all; zeroing it is what keeps outputs and gradients
+finite (no softmax over an empty row). `dropout` is the attention-dropout probability; callers
+pass 0.0 outside training.
+
+`eager` is the reference (explicit softmax(QK^T / sqrt(Dh))); `sdpa` is PyTorch's fused kernel;
+`linear` and `linear_decay` are kernelized O(L)-memory attention (see linear_attention.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class AttentionFn(Protocol):
+    """The one signature every attention backend implements."""
+
+    def __call__(
+        self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool, key_padding_mask: Tensor | None, dropout: float
+    ) -> Tensor: ...
+
+
+def _allowed(key_padding_mask: Tensor | None, causal: bool, L: int, device: torch.device) -> Tensor | None:
+    """Bool [B or 1, 1, L, L]: True where query i may attend to key j (None = everything allowed)."""
+    allowed = None
+    if causal:
+        allowed = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]  # [1, 1, L, L]
+    if key_padding_mask is not None:
+        keys = key_padding_mask[:, None, None, :]  # [B, 1, 1, L]
+        allowed = keys if allowed is None else allowed & keys
+    return allowed
+
+
+def _zero_padded_queries(out: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    if key_padding_mask is None:
+        return out
+    return out * key_padding_mask[:, None, :, None].to(out.dtype)  # [B, H, L, Dh]
+
+
+def eager_attention(
+    q: Tensor, k: Tensor, v: Tensor, *, causal: bool, key_padding_mask: Tensor | None, dropout: float
+) -> Tensor:
+    """Reference attention: explicit softmax(QK^T / sqrt(Dh)) with causal and key-padding masks."""
+    B, H, L, Dh = q.shape
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(Dh)  # [B, H, L, L]
+    allowed = _allowed(key_padding_mask, causal, L, q.device)
+    if allowed is not None:
+        # A finite fill (not -inf) keeps rows with no allowed key finite: softmax makes them
+        # uniform, and the masked_fill below turns them into zeros.
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(dim=-1)
+    if allowed is not None:
+        weights = weights.masked_fill(~allowed, 0.0)
+    if dropout > 0.0:
+        weights = F.dropout(weights, p=dropout)
+    out = weights @ v  # [B, H, L, Dh]
+    return _zero_padded_queries(out, key_padding_mask)
+
+
+def sdpa_attention(
+    q: Tensor, k: Tensor, v: Tensor, *, causal: bool, key_padding_mask: Tensor | None, dropout: float
+) -> Tensor:
+    """torch.nn.functional.scaled_dot_product_attention, with empty rows made safe."""
+    if key_padding_mask is None:
+        # No mask tensor at all: lets PyTorch pick its flash / memory-efficient kernels.
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
+    L = q.shape[-2]
+    allowed = _allowed(key_padding_mask, causal, L, q.device)
+    assert allowed is not None
+    # A padded query row may have no allowed key (causal + left padding, or an all-padding
+    # sequence); SDPA would return NaN there. Let such rows see every key, then zero them.
+    padded_query = ~key_padding_mask[:, None, :, None]  # [B, 1, L, 1]
+    attn_mask = allowed | padded_query  # [B, 1, L, L]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+    return _zero_padded_queries(out, key_padding_mask)
+
+
+ATTENTION: dict[str, AttentionFn] = {
+    "eager": eager_attention,
+    "sdpa": sdpa_attention,
+}
+
+# Backends that take a `chunk_size` keyword (bound by `get_attention`).
+_CHUNKED = frozenset({"linear", "linear_decay"})
+
+
+def get_attention(name: str, *, chunk_size: int | None = None) -> AttentionFn:
+    """Return the backend called `name`.
+
+    Args:
+        name: a key of `ATTENTION`; an unknown name raises `KeyError` listing the valid names.
+        chunk_size: chunk length for the chunked (linear) backends; ignored by the others.
+    """
+    if name not in ATTENTION:
+        raise KeyError(f"unknown attention backend {name!r}; valid names: {sorted(ATTENTION)}")
+    fn = ATTENTION[name]
+    if chunk_size is not None and name in _CHUNKED:
+        return functools.partial(fn, chunk_size=chunk_size)
+    return fn
