@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recsys.nn.linear_attention import linear_attention, linear_decay_attention
+
 
 class AttentionFn(Protocol):
     """The one signature every attention backend implements."""
@@ -89,6 +91,8 @@ def sdpa_attention(
 ATTENTION: dict[str, AttentionFn] = {
     "eager": eager_attention,
     "sdpa": sdpa_attention,
+    "linear": linear_attention,
+    "linear_decay": linear_decay_attention,
 }
 
 # Backends that take a `chunk_size` keyword (bound by `get_attention`).
