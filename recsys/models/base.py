@@ -18,6 +18,8 @@ class SequentialRecommender(nn.Module):
     """
 
     objective: Objective = "next_item"  # which training batches the model learns from
+    mask_token: int = -1  # masked-objective models set their mask token id
+    mask_prob: float = 0.0
     max_len: int
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,97 @@
+"""Batched full-ranking: exact tie-aware target ranks and top-k over the whole catalog, in chunks.
+
+The rank of a target counts the items scored strictly higher plus the items with an equal score
+and a smaller item index (ties are broken by catalog order, deterministically), plus one. Items the
+user has already seen are masked by a scatter of -inf when `exclude_seen` is set; the padding
+item 0 is always masked. The catalog is scored in chunks of `item_chunk` items, so a 1M-item
+catalog never needs a [U, N] score matrix for more than one user batch at a time.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class RankResult(NamedTuple):
+    ranks: torch.Tensor  # [U] long, 1-based rank of the target among all unmasked items
+    topk_ids: torch.Tensor  # [U, K] long, best item indices first
+
+
+def rank_targets(
+    user_repr: torch.Tensor,
+    item_emb: torch.Tensor,
+    targets: torch.Tensor,
+    seen: torch.Tensor | None,
+    *,
+    topk: int = 20,
+    item_chunk: int = 262_144,
+) -> RankResult:
+    """Rank each target in the full catalog for one batch of users.
+
+    Args:
+        user_repr: [U, D] sequence representations.
+        item_emb: [N, D] item embeddings, row 0 = padding.
+        targets: [U] held-out item indices (1..N-1).
+        seen: [U, S] item indices to mask (0 = padding), or None for no masking.
+        topk: length of the returned top-k lists (for coverage and inspection).
+        item_chunk: number of catalog items scored at once.
+    """
+    n = item_emb.shape[0]
+    chunks = [(lo, min(lo + item_chunk, n)) for lo in range(0, n, item_chunk)]
+    target_scores = torch.empty(len(targets), dtype=user_repr.dtype, device=user_repr.device)
+    best_scores = best_ids = None
+    cached: torch.Tensor | None = None
+    for lo, hi in chunks:
+        scores = _masked_scores(user_repr, item_emb, seen, lo, hi)  # [U, hi - lo]
+        inside = (targets >= lo) & (targets < hi)
+        local = (targets - lo).clamp(0, hi - lo - 1)
+        target_scores = torch.where(inside, scores.gather(1, local[:, None]).squeeze(1), target_scores)
+        best_scores, best_ids = _merge_topk(best_scores, best_ids, scores, lo, topk)
+        cached = scores if len(chunks) == 1 else None
+    ranks = torch.ones_like(targets)
+    for lo, hi in chunks:  # second pass only when the catalog did not fit in one chunk
+        scores = cached if cached is not None else _masked_scores(user_repr, item_emb, seen, lo, hi)
+        ids = torch.arange(lo, hi, device=scores.device)
+        ts = target_scores[:, None]
+        ahead = (scores > ts) | ((scores == ts) & (ids[None, :] < targets[:, None]))
+        ranks = ranks + ahead.sum(1)
+    assert best_ids is not None
+    return RankResult(ranks=ranks, topk_ids=best_ids)
+
+
+def _masked_scores(
+    user_repr: torch.Tensor, item_emb: torch.Tensor, seen: torch.Tensor | None, lo: int, hi: int
+) -> torch.Tensor:
+    """Scores [U, hi - lo] for catalog items lo..hi-1 with padding and seen items set to -inf."""
+    scores = user_repr @ item_emb[lo:hi].T
+    width = hi - lo
+    if lo == 0:
+        scores[:, 0] = float("-inf")
+    if seen is not None:
+        valid = (seen > 0) & (seen >= lo) & (seen < hi)
+        # out-of-chunk ids go to a spare column that is dropped afterwards
+        idx = torch.where(valid, seen - lo, torch.full_like(seen, width))
+        scores = torch.cat([scores, scores.new_zeros(len(scores), 1)], dim=1)
+        scores.scatter_(1, idx, float("-inf"))
+        scores = scores[:, :width]
+    return scores
+
+
+def _merge_topk(
+    best_scores: torch.Tensor | None,
+    best_ids: torch.Tensor | None,
+    scores: torch.Tensor,
+    lo: int,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    kk = min(k, scores.shape[1])
+    s, i = torch.topk(scores, kk, dim=1)
+    i = i + lo
+    if best_scores is not None and best_ids is not None:
+        s = torch.cat([best_scores, s], dim=1)
+        i = torch.cat([best_ids, i], dim=1)
+        s, order = torch.topk(s, min(k, s.shape[1]), dim=1)
+        i = i.gather(1, order)
+    return s, i

@@ -1,0 +1,59 @@
+"""BERT4Rec (Sun et al., 2019): a bidirectional transformer trained by masked item prediction.
+
+The network is the shared `ItemSequenceEncoder` with `causal=False` and one extra embedding row,
+the mask token at id `n_items + 1` (decided here, not in the data). At inference the mask token
+is appended after the history and its hidden state scores the next item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from recsys.models.base import Objective, SequentialRecommender
+from recsys.nn.sequence_encoder import ItemSequenceEncoder, validate_encoder_fields
+
+
+@dataclass(frozen=True)
+class BERT4RecConfig:
+    max_len: int = 50
+    hidden: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.2
+    attn_dropout: float = 0.2
+    attention: str = "sdpa"
+    chunk_size: int = 64
+    mask_prob: float = 0.2  # share of real positions replaced by the mask token in training
+
+    def __post_init__(self) -> None:
+        validate_encoder_fields(self)
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+
+
+class BERT4Rec(SequentialRecommender):
+    Config = BERT4RecConfig
+    objective: Objective = "masked"
+
+    def __init__(self, cfg: BERT4RecConfig, n_items: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.max_len = cfg.max_len
+        self.mask_token = n_items + 1
+        self.mask_prob = cfg.mask_prob
+        self.net = ItemSequenceEncoder(cfg, n_items, causal=False, n_special=1)
+
+    def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net(items, mask)  # [B, L, D]
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.net.item_weight()  # [N + 1, D]
+
+    def sequence_representation(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Append the mask token after the history (dropping the oldest column) and read its state."""
+        tail = torch.full_like(items[:, :1], self.mask_token)
+        shifted = torch.cat([items[:, 1:], tail], dim=1)  # [B, L]
+        shifted_mask = torch.cat([mask[:, 1:], torch.ones_like(mask[:, :1])], dim=1)
+        return self.encode(shifted, shifted_mask)[:, -1]  # [B, D]

@@ -1,0 +1,127 @@
+"""Training losses as pure functions over (hidden states, item embeddings, targets).
+
+Every loss takes `hidden` [T, D] (one row per position that carries a target), `item_emb` [N, D]
+(row 0 = padding, never a valid class) and `targets` [T] long in 1..N-1, and returns a scalar.
+Logits over the full catalog are only formed by `full_cross_entropy`, in chunks of positions so
+that [T, N] never has to fit in memory at once for large catalogs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+LossFn = Callable[..., torch.Tensor]
+
+
+def full_cross_entropy(
+    hidden: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, *, chunk_size: int = 4096
+) -> torch.Tensor:
+    """Softmax cross-entropy over the whole catalog (padding column excluded), mean over positions."""
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.shape[0], chunk_size):
+        logits = hidden[start : start + chunk_size] @ item_emb.T  # [t, N]
+        logits[:, 0] = float("-inf")  # padding is never a class
+        total = total + F.cross_entropy(logits.float(), targets[start : start + chunk_size], reduction="sum")
+    return total / max(hidden.shape[0], 1)
+
+
+def sampled_softmax(
+    hidden: torch.Tensor,
+    item_emb: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    n_negatives: int = 256,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Softmax over the target and `n_negatives` uniform negatives shared by the batch.
+
+    Uniform sampling has a constant proposal probability, so the logQ correction cancels; a negative
+    equal to the row's own target is masked out.
+    """
+    n_items = item_emb.shape[0] - 1
+    negatives = torch.randint(1, n_items + 1, (n_negatives,), device=hidden.device, generator=generator)
+    pos_logit = (hidden * item_emb[targets]).sum(-1, keepdim=True)  # [T, 1]
+    neg_logits = hidden @ item_emb[negatives].T  # [T, n_neg]
+    neg_logits = neg_logits.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+    logits = torch.cat([pos_logit, neg_logits], dim=1).float()
+    return F.cross_entropy(logits, torch.zeros_like(targets))
+
+
+def in_batch_softmax(
+    hidden: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, *, item_log_prob: torch.Tensor
+) -> torch.Tensor:
+    """Softmax over the batch's own targets as negatives, with logQ correction.
+
+    Args:
+        item_log_prob: [N] log of each item's sampling probability (its share of training targets);
+            subtracting it from the logits corrects the popularity bias of in-batch negatives.
+    """
+    logits = hidden @ item_emb[targets].T - item_log_prob[targets][None, :]  # [T, T]
+    same = targets[:, None] == targets[None, :]
+    eye = torch.eye(len(targets), dtype=torch.bool, device=targets.device)
+    logits = logits.masked_fill(same & ~eye, float("-inf")).float()  # duplicates are not negatives
+    return F.cross_entropy(logits, torch.arange(len(targets), device=targets.device))
+
+
+def bce_with_negatives(
+    hidden: torch.Tensor,
+    item_emb: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    n_negatives: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Binary cross-entropy: the target vs `n_negatives` uniform negatives per position (SASRec's loss)."""
+    pos, neg = _pos_neg_logits(hidden, item_emb, targets, n_negatives, generator)
+    return F.softplus(-pos).mean() + F.softplus(neg).mean()
+
+
+def gbce(
+    hidden: torch.Tensor,
+    item_emb: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    n_negatives: int = 256,
+    calibration: float = 0.75,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Generalised BCE (gSASRec): the positive probability raised to beta to undo negative sampling.
+
+    beta = alpha * (t * (1 - 1/alpha) + 1/alpha) with alpha = n_negatives / (N - 1) and t = calibration.
+    """
+    n_items = item_emb.shape[0] - 1
+    alpha = n_negatives / max(n_items - 1, 1)
+    beta = alpha * (calibration * (1 - 1 / alpha) + 1 / alpha)
+    pos, neg = _pos_neg_logits(hidden, item_emb, targets, n_negatives, generator)
+    # -log(sigmoid(pos)^beta) computed stably as beta * softplus(-pos)
+    return (beta * F.softplus(-pos) + F.softplus(neg).sum(-1)).mean()
+
+
+def _pos_neg_logits(
+    hidden: torch.Tensor,
+    item_emb: torch.Tensor,
+    targets: torch.Tensor,
+    n_negatives: int,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n_items = item_emb.shape[0] - 1
+    negatives = torch.randint(
+        1, n_items + 1, (len(targets), n_negatives), device=hidden.device, generator=generator
+    )
+    pos = (hidden * item_emb[targets]).sum(-1).float()  # [T]
+    neg = torch.einsum("td,tkd->tk", hidden, item_emb[negatives]).float()  # [T, n_neg]
+    neg = neg.masked_fill(negatives == targets[:, None], float("-inf"))  # softplus(-inf) = 0
+    return pos, neg
+
+
+LOSSES: dict[str, LossFn] = {
+    "ce": full_cross_entropy,
+    "sampled_softmax": sampled_softmax,
+    "in_batch": in_batch_softmax,
+    "bce": bce_with_negatives,
+    "gbce": gbce,
+}
+

@@ -1,0 +1,80 @@
+"""Item sequence -> hidden states: embeddings + positions + a `TransformerEncoder` (shared by models).
+
+SASRec, BERT4Rec and ICSRec are thin wrappers around this module; their configs carry the
+fields of `EncoderFields` and are checked by `validate_encoder_fields`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from torch import Tensor, nn
+
+from recsys.nn.attention import ATTENTION
+from recsys.nn.blocks import TransformerEncoder
+from recsys.nn.embeddings import ItemEmbedding, PositionalEmbedding
+
+
+class EncoderFields(Protocol):
+    """The config fields every sequence-encoder model has."""
+
+    max_len: int
+    hidden: int
+    n_layers: int
+    n_heads: int
+    dropout: float
+    attn_dropout: float
+    attention: str
+    chunk_size: int
+
+
+def validate_encoder_fields(cfg: EncoderFields) -> None:
+    """Raise ValueError naming the field when an encoder setting is out of range."""
+    for name in ("max_len", "hidden", "n_layers", "n_heads", "chunk_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.hidden % cfg.n_heads:
+        raise ValueError(f"hidden={cfg.hidden} must be divisible by n_heads={cfg.n_heads}")
+    for name in ("dropout", "attn_dropout"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.attention not in ATTENTION:
+        raise ValueError(f"attention={cfg.attention!r} is not one of {sorted(ATTENTION)}")
+
+
+class ItemSequenceEncoder(nn.Module):
+    """Left-padded `items` [B, L] -> hidden [B, L, D]; item table tied for scoring.
+
+    Args:
+        cfg: encoder fields (see `EncoderFields`).
+        n_items: real items, ids 1..n_items (0 = padding).
+        causal: whether position t only sees positions <= t.
+        n_special: extra embedding rows after the items (e.g. a mask token).
+    """
+
+    def __init__(self, cfg: EncoderFields, n_items: int, *, causal: bool, n_special: int = 0) -> None:
+        super().__init__()
+        self.hidden = cfg.hidden
+        self.item_emb = ItemEmbedding(n_items, cfg.hidden, n_special=n_special)
+        self.pos_emb = PositionalEmbedding(cfg.max_len, cfg.hidden)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.encoder = TransformerEncoder(
+            hidden=cfg.hidden,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            dropout=cfg.dropout,
+            attn_dropout=cfg.attn_dropout,
+            attention=cfg.attention,
+            causal=causal,
+            chunk_size=cfg.chunk_size,
+        )
+
+    def forward(self, items: Tensor, mask: Tensor) -> Tensor:
+        # scale by sqrt(D) as in SASRec / Transformer, so items dominate the positions at init
+        x = self.item_emb(items) * math.sqrt(self.hidden) + self.pos_emb(items.shape[1])  # [B, L, D]
+        x = self.dropout(x) * mask[..., None]
+        return self.encoder(x, mask)  # [B, L, D]
+
+    def item_weight(self) -> Tensor:
+        return self.item_emb.item_weight()  # [N + 1, D]

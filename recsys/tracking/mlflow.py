@@ -1,0 +1,166 @@
+"""MLflow tracking: the only module (with tracking/registry.py) that imports mlflow.
+
+Embedded default: `sqlite:///mlflow.db` (MLflow 3's own default, so a bare `mlflow ui` in the
+repo shows our runs) with artifacts under `./mlartifacts`. Any server via an explicit URI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from pytorch_lightning.loggers import MLFlowLogger
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_ARTIFACT_DIR = "mlartifacts"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where runs go. `tracking_uri` None = the pipeline's environment or the embedded default."""
+
+    tracking_uri: str | None = None
+    experiment: str = "recsys"
+    artifact_dir: str = DEFAULT_ARTIFACT_DIR  # local artifact root for file/sqlite stores
+    run_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.experiment:
+            raise ValueError("experiment must be a non-empty name")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or used."""
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail fast, before training, when the store at `uri` cannot be used."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.parent.exists():
+            raise TrackingError(f"tracking URI {uri!r}: directory {db.parent} does not exist")
+        return
+    if parsed.scheme not in ("http", "https", "file", "databricks", "postgresql", "mysql"):
+        raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {parsed.scheme!r}")
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as err:  # any client/transport failure means the store is unusable
+        raise TrackingError(f"tracking URI {uri!r} cannot be reached: {type(err).__name__}: {err}") from err
+
+
+def _artifact_location(cfg: TrackingConfig, uri: str) -> str | None:
+    """A local artifact root for embedded stores; servers choose their own."""
+    if urlparse(uri).scheme in ("sqlite", "file", ""):
+        return Path(cfg.artifact_dir).resolve().as_uri()
+    return None
+
+
+def make_logger(cfg: TrackingConfig, uri: str, tags: Mapping[str, str] | None = None) -> MLFlowLogger:
+    """A Lightning MLflow logger whose run is created now (so its id is known before training)."""
+    check_tracking_uri(uri)
+    _ensure_experiment(cfg, uri)
+    logger = MLFlowLogger(
+        experiment_name=cfg.experiment,
+        run_name=cfg.run_name,
+        tracking_uri=uri,
+        tags=dict(tags or {}),
+        artifact_location=_artifact_location(cfg, uri),
+    )
+    _ = logger.run_id  # creates the run
+    return logger
+
+
+def _ensure_experiment(cfg: TrackingConfig, uri: str) -> None:
+    client = MlflowClient(tracking_uri=uri)
+    if client.get_experiment_by_name(cfg.experiment) is None:
+        client.create_experiment(cfg.experiment, artifact_location=_artifact_location(cfg, uri))
+
+
+class RunRecorder:
+    """Writes params, metrics, text and files to one existing MLflow run."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        self.uri = uri
+        self.run_id = run_id
+        self.client = MlflowClient(tracking_uri=uri)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        for key, value in flatten(params).items():
+            self.client.log_param(self.run_id, key, str(value)[:6000])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(self.run_id, _metric_key(key), float(value), step=step or 0)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_json(self, data: Any, artifact_file: str) -> None:
+        self.log_text(json.dumps(data, indent=2, sort_keys=True), artifact_file)
+
+    def log_file(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dir(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(path), artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _metric_key(key: str) -> str:
+    """MLflow forbids '@' in metric names: `val/ndcg@10` is stored as `val/ndcg_at_10`."""
+    return key.replace("@", "_at_")
+
+
+def metric_name(key: str) -> str:
+    """The inverse of the storage rename, for readers: `val/ndcg_at_10` -> `val/ndcg@10`."""
+    return key.replace("_at_", "@")
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> {'a.b.c': value} (MLflow params are flat)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, prefix=f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def read_run(uri: str, run_id: str) -> dict[str, Any]:
+    """Params, metrics (with '@' names restored) and tags of a run, for evaluation and tests."""
+    run = MlflowClient(tracking_uri=uri).get_run(run_id)
+    return {
+        "run_id": run_id,
+        "status": run.info.status,
+        "params": dict(run.data.params),
+        "metrics": {metric_name(k): v for k, v in run.data.metrics.items()},
+        "tags": dict(run.data.tags),
+    }
+
+
+def download_run_artifacts(uri: str, run_id: str, artifact_path: str, dst: Path | None = None) -> Path:
+    """Download `artifact_path` of a run into `dst` (a fresh temp dir by default) and return its path."""
+    target = dst or Path(tempfile.mkdtemp(prefix="recsys-run-"))
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact_path, dst_path=str(target), tracking_uri=uri
+    )
+    return Path(local)
