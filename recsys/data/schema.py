@@ -27,3 +27,10 @@ ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
 META_FILE = "meta.json"
 REJECTED_SAMPLE_FILE = "rejected_sample.csv"
+REJECT = "reject_reason"  # why a raw row was rejected (null for good rows)
+
+# id policy: item_idx is 1..n_items (0 = PAD_ID), user_idx is 0..n_users-1; both follow the raw ids'
+# sort order (numeric when ids are integers, lexicographic otherwise), so the same input gives the
+# same ids and the S3-Rec files keep their own item ids.
+FIRST_ITEM_IDX = 1
+FIRST_USER_IDX = 0

@@ -1,0 +1,93 @@
+"""The processed dataset directory: write it (ETL) and load it (`load_processed`) for training."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recsys.data import schema as S
+from recsys.data.errors import DataError
+
+
+@dataclass(frozen=True)
+class ProcessedDataset:
+    """A processed dataset in memory: per-user sequences, the item and user tables, and meta.json."""
+
+    path: Path
+    sequences: pl.DataFrame  # user_idx, items: list[int] oldest first, timestamps: list[int]
+    items: pl.DataFrame  # item_idx (1..n_items), raw_id, text (nullable)
+    users: pl.DataFrame  # user_idx (0..n_users-1), raw_id
+    meta: dict[str, Any]
+
+    @property
+    def n_items(self) -> int:
+        """Number of real items; valid item indices are 1..n_items (0 is padding)."""
+        return int(self.meta["n_items"])
+
+    @property
+    def n_users(self) -> int:
+        """Number of users; user indices are 0..n_users-1."""
+        return int(self.meta["n_users"])
+
+    def interactions(self) -> pl.LazyFrame:
+        """The interaction table (user_idx, item_idx, timestamp[, rating]), scanned lazily."""
+        return pl.scan_parquet(self.path / S.INTERACTIONS_FILE)
+
+
+def write_processed(
+    out_dir: Path,
+    *,
+    interactions: pl.DataFrame,
+    sequences: pl.DataFrame,
+    items: pl.DataFrame,
+    users: pl.DataFrame,
+    meta: dict[str, Any],
+    rejected_sample: pl.DataFrame | None = None,
+) -> None:
+    """Write the processed files into `out_dir` (created; existing files are replaced)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    interactions.write_parquet(out_dir / S.INTERACTIONS_FILE)
+    sequences.write_parquet(out_dir / S.SEQUENCES_FILE)
+    items.write_parquet(out_dir / S.ITEMS_FILE)
+    users.write_parquet(out_dir / S.USERS_FILE)
+    sample_path = out_dir / S.REJECTED_SAMPLE_FILE
+    if rejected_sample is not None and rejected_sample.height:
+        rejected_sample.write_csv(sample_path)
+    else:
+        sample_path.unlink(missing_ok=True)
+    (out_dir / S.META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+
+
+def load_processed(path: str | Path) -> ProcessedDataset:
+    """Load a processed dataset directory written by the ETL.
+
+    Args:
+        path: the directory (e.g. `data/processed/ml-1m`).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"processed dataset directory not found: {root} (run `python -m pipelines.prepare_data` first)"
+        )
+    needed = (S.SEQUENCES_FILE, S.ITEMS_FILE, S.USERS_FILE, S.META_FILE)
+    missing = [name for name in needed if not (root / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{root}: missing {missing}; re-run the ETL for this dataset")
+    try:
+        meta = json.loads((root / S.META_FILE).read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{root / S.META_FILE}: not valid JSON ({err})") from err
+    version = meta.get("schema_version")
+    if version != S.SCHEMA_VERSION:
+        raise DataError(f"{root}: schema_version {version!r}, this code reads {S.SCHEMA_VERSION}; re-run the ETL")
+    return ProcessedDataset(
+        path=root,
+        sequences=pl.read_parquet(root / S.SEQUENCES_FILE),
+        items=pl.read_parquet(root / S.ITEMS_FILE),
+        users=pl.read_parquet(root / S.USERS_FILE),
+        meta=meta,
+    )
