@@ -309,6 +309,8 @@ def run_etl(cfg: DataConfig, *, base_dir: Path | None = None) -> EtlResult:
     rated = good.pipe(filter_min_rating, cfg.min_rating)
     n_rated = rated.select(pl.len()).collect().item()
     deduped = rated.pipe(dedupe, cfg.dedupe).collect(engine=engine)
+    n_deduped = deduped.height
+    del good, rated  # they hold the validated frame; free it before the k-core
     core = k_core_survivors(deduped, cfg.min_user_interactions, cfg.min_item_interactions, engine=engine)
     if core.rows_out == 0:
         raise DataError(
@@ -321,9 +323,14 @@ def run_etl(cfg: DataConfig, *, base_dir: Path | None = None) -> EtlResult:
     kept = deduped.lazy().pipe(apply_k_core, core)
     users = user_vocab(kept).collect()
     items = item_vocab(kept).collect()
+    keep_cols = [S.USER_IDX, S.ITEM_IDX, S.TIMESTAMP, S.ROW] + ([S.RATING] if S.RATING in keep else [])
     interactions = (
-        kept.pipe(assign_dense_ids, users.lazy(), items.lazy()).pipe(order_chronologically).collect(engine=engine)
+        kept.pipe(assign_dense_ids, users.lazy(), items.lazy())
+        .select(keep_cols)  # raw ids live in the vocabularies; dropping them halves the sort's payload
+        .pipe(order_chronologically)
+        .collect(engine=engine)
     )
+    del kept, deduped
     sequences = interactions.lazy().pipe(build_sequences).collect(engine=engine)
 
     item_table = _item_table(items, cfg, items_path)
@@ -340,7 +347,7 @@ def run_etl(cfg: DataConfig, *, base_dir: Path | None = None) -> EtlResult:
             "rejected": n_rejected,
             "after_validation": n_raw - n_rejected,
             "after_min_rating": n_rated,
-            "after_dedupe": deduped.height,
+            "after_dedupe": n_deduped,
             "after_k_core": core.rows_out,
         },
         "rejected": rejects,
