@@ -1,0 +1,52 @@
+"""The shipped data configs on the real files in ../shared/data: published counts, titles kept."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recsys.config import load_config
+from recsys.data import schema as S
+from recsys.data.config import DataConfig
+from recsys.data.etl import run_etl
+from recsys.data.processed import load_processed
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.shared_data
+
+
+def _run(name: str, tmp: Path) -> Path:
+    cfg = load_config(DataConfig, REPO / f"configs/data/{name}.yaml", [f"output_dir={tmp / name}"])
+    return run_etl(cfg, base_dir=REPO).output_dir
+
+
+def test_beauty_exact_counts_and_ids(shared_data_dir: Path, tmp_path: Path) -> None:
+    ds = load_processed(_run("beauty", tmp_path))
+    assert (ds.n_users, ds.n_items, ds.meta["n_interactions"]) == (22_363, 12_101, 198_502)
+    assert ds.meta["filters"]["k_core"]["rounds"] == 1  # 5-core is stable on the S3-Rec file
+    assert (ds.items[S.RAW_ID].cast(pl.Int64) == ds.items[S.ITEM_IDX]).all()
+    with gzip.open(shared_data_dir / "amazon-beauty/Beauty.txt.gz", "rt") as f:
+        first = [int(x) for x in f.readline().split()[1:]]
+    assert ds.sequences[S.ITEMS][0].to_list() == first
+
+
+@pytest.mark.parametrize(
+    ("name", "counts"),
+    [("sports", (35_598, 18_357, 296_337)), ("yelp", (30_431, 20_033, 316_354)), ("lastfm", (1_090, 3_646, 52_551))],
+)
+def test_s3rec_published_counts(shared_data_dir: Path, tmp_path: Path, name: str, counts: tuple[int, int, int]) -> None:
+    ds = load_processed(_run(name, tmp_path))
+    assert (ds.n_users, ds.n_items, ds.meta["n_interactions"]) == counts
+
+
+def test_ml1m_partial_counts_with_titles(shared_data_dir: Path, tmp_path: Path) -> None:
+    ds = load_processed(_run("ml-1m", tmp_path))
+    assert ds.meta["rows"]["read"] == 487_650 and ds.meta["rejected"] == {}
+    assert (ds.n_users, ds.n_items, ds.meta["n_interactions"]) == (2_999, 3_266, 486_907)
+    assert ds.items[S.TEXT].null_count() == 0
+    assert ds.items.row(0) == (1, "1", "Toy Story (1995) | Animation, Children's, Comedy")
+    ts = ds.sequences[S.TIMESTAMPS].to_list()
+    assert all(a <= b for seq in ts for a, b in zip(seq, seq[1:], strict=False))
