@@ -81,7 +81,7 @@ def sdpa_attention(
     allowed = _allowed(key_padding_mask, causal, L, q.device)
     assert allowed is not None
     # A padded query row may have no allowed key (causal + left padding, or an all-padding
-    # sequence); SDPA would return NaN there. Let such rows see every key, then zero them.
+    # sequence); PyTorch < 2.5 returns NaN there. Let such rows see every key, then zero them.
     padded_query = ~key_padding_mask[:, None, :, None]  # [B, 1, L, 1]
     attn_mask = allowed | padded_query  # [B, 1, L, L]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
