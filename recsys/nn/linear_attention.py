@@ -76,7 +76,8 @@ def _chunked_causal(q: Tensor, k: Tensor, v: Tensor, chunk_size: int, decay: Ten
     C = min(chunk_size, L)
     N = math.ceil(L / C)
     pad = N * C - L  # zero rows at the end: zero keys add nothing, their query rows are dropped
-    q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    if pad:
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
     qc, kc, vc = q.view(B, H, N, C, Dk), k.view(B, H, N, C, Dk), v.view(B, H, N, C, Dv)
 
     idx = torch.arange(C, device=q.device)
