@@ -165,7 +165,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Return a copy of `data` with each `a.b=value` override set (intermediate mappings created)."""
-    out = _deep_copy(data)
+    out: dict[str, Any] = _deep_copy(data)
     for text in overrides:
         path, value = parse_override(text)
         node = out
