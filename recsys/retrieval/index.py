@@ -180,6 +180,7 @@ def load_index(path: str | Path, config: IndexConfig) -> ItemIndex:
     return ItemIndex(_maybe_to_gpu(faiss.read_index(str(p)), config), config)
 
 
+@torch.no_grad()
 def exact_search(
     item_emb: np.ndarray | torch.Tensor,
     queries: np.ndarray | torch.Tensor,

@@ -1,0 +1,64 @@
+"""Export a training run as a serving bundle (model + FAISS index + items + histories) to the MLflow registry.
+
+python -m pipelines.export --run-id <id> [--alias champion] [--name NAME] [--index flat|ivf_flat|ivf_pq|hnsw]
+                           [--tracking-uri URI] [--data-dir DIR] [--nlist N --nprobe N ...]
+
+Prints the registered version's URI. The tracking store is --tracking-uri, else $MLFLOW_TRACKING_URI,
+else the embedded `sqlite:///mlflow.db`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from recsys.config import ConfigError
+from recsys.retrieval.export import export_run
+from recsys.retrieval.index import INDEX_KINDS, IndexConfig
+from recsys.tracking.mlflow import DEFAULT_TRACKING_URI
+from recsys.tracking.registry import RegistryError
+
+USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, FileExistsError, KeyError, ValueError)
+INDEX_FLAGS = ("nlist", "nprobe", "pq_m", "pq_nbits", "refine_factor", "hnsw_m", "ef_construction", "ef_search")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-id", required=True, help="the MLflow training run to export")
+    parser.add_argument("--name", default=None, help="registered model name (default: recsys)")
+    parser.add_argument("--alias", default="champion", help="alias moved to the new version ('' for none)")
+    parser.add_argument("--index", default="flat", choices=INDEX_KINDS, help="FAISS index kind")
+    parser.add_argument("--tracking-uri", default=None)
+    parser.add_argument("--data-dir", type=Path, default=None, help="processed dataset (default: the run's tag)")
+    for flag in INDEX_FLAGS:
+        parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    try:
+        index_params = {f: getattr(args, f) for f in INDEX_FLAGS if getattr(args, f) is not None}
+        index_config = IndexConfig(kind=args.index, **index_params)
+        ref = export_run(
+            args.run_id,
+            tracking_uri=tracking_uri,
+            name=args.name or "recsys",
+            alias=args.alias or None,
+            index_config=index_config,
+            data_dir=args.data_dir,
+        )
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    alias = f" (alias {args.alias}: models:/{ref.name}@{args.alias})" if args.alias else ""
+    print(f"registered {ref.uri}{alias}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

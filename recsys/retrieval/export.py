@@ -1,0 +1,131 @@
+"""Export a training run as a serving bundle registered in MLflow, and fetch it back for serving."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recsys.models.checkpoint import load_model
+from recsys.retrieval.bundle import ServingBundle, load_bundle, write_bundle
+from recsys.retrieval.index import IndexConfig
+from recsys.tracking.mlflow import download_run_artifacts
+from recsys.tracking.registry import (
+    ModelVersionRef,
+    RegistryError,
+    download_model_version,
+    register_directory,
+    resolve_model_uri,
+    run_experiment_and_tags,
+)
+
+log = logging.getLogger(__name__)
+
+DATA_DIR_TAG = "data_dir"  # run tag written by training: the processed dataset directory
+
+
+@dataclass(frozen=True)
+class FetchedBundle:
+    """A bundle loaded for serving, and the registry version it came from."""
+
+    bundle: ServingBundle
+    version: str  # registered version number, or "local" for a bundle directory
+    ref: ModelVersionRef | None
+
+
+def export_run(
+    run_id: str,
+    *,
+    tracking_uri: str,
+    name: str,
+    alias: str | None,
+    index_config: IndexConfig,
+    data_dir: Path | None = None,
+) -> ModelVersionRef:
+    """Build the serving bundle of a training run and register it as a new version of `name`.
+
+    Args:
+        run_id: the MLflow training run (artifacts `model/`, `embeddings/item_embeddings.npy`).
+        tracking_uri: the MLflow store (tracking and registry).
+        name: registered model name.
+        alias: alias moved to the new version (e.g. `champion`); None leaves aliases alone.
+        index_config: which FAISS index to build.
+        data_dir: processed dataset directory; None = the run's `data_dir` tag.
+    """
+    experiment_id, tags = run_experiment_and_tags(tracking_uri, run_id)
+    if data_dir is None:
+        if DATA_DIR_TAG not in tags:
+            raise ValueError(f"run {run_id} has no {DATA_DIR_TAG!r} tag; pass the processed dataset directory")
+        data_dir = Path(tags[DATA_DIR_TAG])
+    with tempfile.TemporaryDirectory(prefix="recsys-export-") as tmp:
+        root = Path(tmp)
+        model_dir = download_run_artifacts(tracking_uri, run_id, "model", root / "run")
+        item_emb = _run_item_embeddings(tracking_uri, run_id, model_dir, root / "run")
+        bundle_dir = root / "bundle"
+        meta = write_bundle(
+            bundle_dir,
+            model_dir=model_dir,
+            item_emb=item_emb,
+            data_dir=data_dir,
+            index_config=index_config,
+            name=name,
+            source_run_id=run_id,
+        )
+        return register_directory(
+            tracking_uri,
+            bundle_dir,
+            name,
+            experiment_id=experiment_id,
+            alias=alias,
+            run_name=f"export-{name}",
+            tags={"source_run_id": run_id, "model": meta.model, "index": index_config.kind},
+            description=f"serving bundle of run {run_id} ({meta.model}, {meta.n_items} items, {index_config.kind})",
+        )
+
+
+def fetch_bundle(model_uri: str, tracking_uri: str, *, cache_dir: Path | None = None) -> FetchedBundle:
+    """Load the bundle a model URI points to now: `models:/name@alias`, `models:/name/3` or a local dir.
+
+    Registry versions are downloaded into a temporary directory under `cache_dir`, loaded into
+    memory and the files removed.
+    """
+    local = Path(model_uri)
+    if not model_uri.startswith("models:/"):
+        if not local.is_dir():
+            raise RegistryError(f"model URI {model_uri!r} is neither models:/<name>@<alias> nor a bundle directory")
+        return FetchedBundle(bundle=load_bundle(local), version="local", ref=None)
+    ref = resolve_model_uri(tracking_uri, model_uri)
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="recsys-bundle-", dir=cache_dir))
+    try:
+        bundle = load_bundle(download_model_version(tracking_uri, ref, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return FetchedBundle(bundle=bundle, version=ref.version, ref=ref)
+
+
+def current_version(model_uri: str, tracking_uri: str) -> str:
+    """The registry version `model_uri` points to now ("local" for a bundle directory); cheap, no download."""
+    if not model_uri.startswith("models:/"):
+        return "local"
+    return resolve_model_uri(tracking_uri, model_uri).version
+
+
+def _run_item_embeddings(tracking_uri: str, run_id: str, model_dir: Path, dst: Path) -> np.ndarray:
+    """The run's logged item embeddings, checked against the model's; recomputed when not logged."""
+    model = load_model(model_dir)
+    expected = model.item_embeddings().detach().float().numpy()
+    try:
+        path = download_run_artifacts(tracking_uri, run_id, "embeddings/item_embeddings.npy", dst)
+    except Exception as err:  # an older run without the artifact: the model has the same matrix
+        log.warning("run %s has no embeddings/item_embeddings.npy (%s); using the model's", run_id, err)
+        return expected
+    emb = np.load(path)
+    if emb.shape != expected.shape or not np.allclose(emb, expected, atol=1e-5):
+        raise ValueError(f"run {run_id}: embeddings/item_embeddings.npy does not match the model's item_embeddings()")
+    return emb

@@ -1,0 +1,161 @@
+"""MLflow model registry: register a serving bundle as a model version, move aliases, fetch versions.
+
+A registered version's artifacts are the bundle directory itself (logged to a small `export` run in
+the training run's experiment), so any MLflow client can download and inspect it. Every function
+takes the tracking URI explicitly: nothing here touches MLflow's process-wide settings, so the
+serving process can resolve and download from a background thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow.artifacts
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+class RegistryError(RuntimeError):
+    """A model URI that cannot be resolved, or a registry that cannot be reached."""
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    """One registered model version."""
+
+    name: str
+    version: str
+    source: str  # artifact URI of the version's files
+    run_id: str | None = None  # the run that logged those files
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """Split `models:/name@alias` or `models:/name/3` into (name, alias, version)."""
+    match = _MODELS_URI.match(uri)
+    if match is None:
+        raise RegistryError(f"model URI {uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
+    return match["name"], match["alias"], match["version"]
+
+
+def resolve_model_uri(tracking_uri: str, uri: str) -> ModelVersionRef:
+    """The model version that `uri` (`models:/name@alias` or `models:/name/3`) points to now."""
+    name, alias, version = parse_model_uri(uri)
+    client = _client(tracking_uri)
+    try:
+        if alias is not None:
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            mv = client.get_model_version(name, str(version))
+    except MlflowException as err:
+        raise RegistryError(f"cannot resolve {uri} in the registry at {tracking_uri}: {_first_line(err)}") from err
+    except Exception as err:  # transport failures: connection refused, DNS, timeouts
+        raise RegistryError(f"registry at {tracking_uri} cannot be reached: {type(err).__name__}: {err}") from err
+    return ModelVersionRef(name=mv.name, version=str(mv.version), source=mv.source, run_id=mv.run_id)
+
+
+def download_model_version(tracking_uri: str, ref: ModelVersionRef, dst: Path) -> Path:
+    """Download the files of a model version into `dst` and return the local directory."""
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=ref.source, dst_path=str(dst), tracking_uri=tracking_uri
+        )
+    except Exception as err:  # any store failure: the caller keeps what it had
+        raise RegistryError(f"cannot download {ref.uri} from {ref.source}: {type(err).__name__}: {err}") from err
+    return Path(local)
+
+
+def run_experiment_and_tags(tracking_uri: str, run_id: str) -> tuple[str, dict[str, str]]:
+    """(experiment id, tags) of a run; raises `RegistryError` for an unknown run."""
+    try:
+        run = _client(tracking_uri).get_run(run_id)
+    except MlflowException as err:
+        raise RegistryError(f"run {run_id!r} not found in {tracking_uri}: {_first_line(err)}") from err
+    return run.info.experiment_id, dict(run.data.tags)
+
+
+def register_directory(
+    tracking_uri: str,
+    directory: Path,
+    name: str,
+    *,
+    experiment_id: str,
+    alias: str | None = None,
+    run_name: str = "export",
+    tags: Mapping[str, str] | None = None,
+    description: str = "",
+) -> ModelVersionRef:
+    """Log `directory` to a new run and register it as the next version of model `name`.
+
+    Args:
+        tracking_uri: the MLflow store (tracking and registry).
+        directory: the files the version holds (logged under the run's `bundle/` artifact path).
+        name: registered model name (created when missing).
+        experiment_id: experiment of the export run (the training run's).
+        alias: moved to the new version when given (e.g. `champion`).
+        run_name: name of the export run.
+        tags: set on the export run and on the model version.
+        description: model version description.
+    """
+    client = _client(tracking_uri)
+    tags = dict(tags or {})
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    try:
+        client.log_artifacts(run.info.run_id, str(directory), "bundle")
+    except Exception:
+        client.set_terminated(run.info.run_id, status="FAILED")
+        raise
+    client.set_terminated(run.info.run_id)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    mv = client.create_model_version(
+        name, source=f"{run.info.artifact_uri}/bundle", run_id=run.info.run_id, tags=tags, description=description
+    )
+    mv = _wait_ready(client, name, str(mv.version))
+    if alias:
+        client.set_registered_model_alias(name, alias, str(mv.version))
+    log.info("registered %s version %s (alias %s)", name, mv.version, alias)
+    return ModelVersionRef(name=name, version=str(mv.version), source=mv.source, run_id=run.info.run_id)
+
+
+def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
+    """Point `models:/name@alias` at `version`."""
+    _client(tracking_uri).set_registered_model_alias(name, alias, version)
+
+
+def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float = 300.0) -> ModelVersion:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        mv = client.get_model_version(name, version)
+        status = ModelVersionStatus.from_string(mv.status)
+        if status == ModelVersionStatus.READY:
+            return mv
+        if status == ModelVersionStatus.FAILED_REGISTRATION or time.monotonic() > deadline:
+            raise RegistryError(f"model {name} version {version} did not become ready: {mv.status_message}")
+        time.sleep(0.5)
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _first_line(err: Exception) -> str:
+    text = getattr(err, "message", None) or str(err)
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
