@@ -1,0 +1,125 @@
+"""Pure ASGI middlewares: request metrics plus a catch-all 500, and a request body size limit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from recsys.serve.metrics import ServeMetrics
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR = b'{"detail":"internal server error"}'
+
+
+class GuardMiddleware:
+    """Outermost layer: times every request, counts it by route template and status, and turns any
+    exception that escapes the app into a generic 500 (logged here; no stack trace reaches the client)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = int(message["status"]), True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            self.metrics.errors.labels(_route(scope)).inc()
+            status = 500
+            if started:  # headers are gone: the server closes the connection
+                raise
+            await _send_json(send, 500, INTERNAL_ERROR)
+        finally:
+            self.metrics.observe(_route(scope), str(scope.get("method", "")), status, time.perf_counter() - start)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` once the body passes the limit; FastAPI answers it as a 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=f"request body is larger than the limit of {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """413 for a body over `max_bytes`: by its Content-Length up front, and by counting what arrives
+    (chunked uploads, or a Content-Length that lies)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await _send_json(send, 413, _detail(BodyTooLarge(self.max_bytes)))
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_tracked)
+        except BodyTooLarge as err:  # read outside FastAPI's request parsing
+            if started:
+                raise
+            await _send_json(send, 413, _detail(err))
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _route(scope: Scope) -> str:
+    """The matched route template (bounded label values); unmatched paths share one label."""
+    route = scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+def _detail(err: HTTPException) -> bytes:
+    return json.dumps({"detail": err.detail}).encode()
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

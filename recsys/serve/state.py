@@ -1,0 +1,116 @@
+"""The model serving now, and background reloads that swap it atomically."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from recsys.retrieval.export import current_version, fetch_bundle
+from recsys.retrieval.recommender import Recommender
+from recsys.serve.metrics import ServeMetrics
+from recsys.serve.schemas import ReloadState, ReloadStatus
+from recsys.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded version. Requests take a reference once, so a swap never changes it under them."""
+
+    recommender: Recommender
+    name: str
+    version: str
+
+
+class ModelHolder:
+    """Holds the current `LoadedModel`; `start_reload` loads a new one in a thread and swaps it in.
+
+    The swap is a single attribute assignment: requests that already hold the old model finish on it,
+    new requests get the new one. A failed load leaves the old model serving and records the error.
+    """
+
+    def __init__(self, settings: ServeSettings, metrics: ServeMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._current: LoadedModel | None = None
+        self._lock = threading.Lock()  # guards _thread and _status
+        self._thread: threading.Thread | None = None
+        self._status = ReloadStatus(state="idle", model_version=None)
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def status(self) -> ReloadStatus:
+        with self._lock:
+            current = self._current
+            return self._status.model_copy(update={"model_version": current.version if current else None})
+
+    def load(self) -> None:
+        """Load the version the model URI points to now, in the calling thread (start-up)."""
+        self._swap(self._load())
+
+    def start_reload(self, *, force: bool = False) -> bool:
+        """Start a background reload; False when one is already running.
+
+        Args:
+            force: reload even when the URI still points to the version serving now.
+        """
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return False
+            self._status = ReloadStatus(state="running", model_version=None, started_at=_now())
+            self._thread = threading.Thread(target=self._reload, args=(force,), name="model-reload", daemon=True)
+            self._thread.start()
+            return True
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Block until the running reload (if any) finishes."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+
+    def _reload(self, force: bool) -> None:
+        settings = self._settings
+        target: str | None = None
+        try:
+            target = current_version(settings.model_uri, settings.tracking_uri)
+            current = self._current
+            if not force and current is not None and current.version == target:
+                self._finish("unchanged", target)
+                return
+            new = self._load()
+            target = new.version
+        except Exception as err:  # any load failure: keep serving the old model, report why
+            log.error("reload of %s failed, keeping the current model: %s", settings.model_uri, err)
+            self._finish("failed", target, error=f"{type(err).__name__}: {err}"[:1000])
+            return
+        self._swap(new)
+        self._finish("succeeded", target)
+
+    def _load(self) -> LoadedModel:
+        settings = self._settings
+        cache = Path(settings.cache_dir) if settings.cache_dir else None
+        fetched = fetch_bundle(settings.model_uri, settings.tracking_uri, cache_dir=cache)
+        recommender = Recommender(fetched.bundle, history_len=settings.history_len)
+        return LoadedModel(recommender=recommender, name=fetched.bundle.meta.name, version=fetched.version)
+
+    def _swap(self, new: LoadedModel) -> None:
+        self._current = new
+        self._metrics.set_model(new.name, new.version)
+        log.info("serving %s version %s", new.name, new.version)
+
+    def _finish(self, state: ReloadState, target: str | None, error: str | None = None) -> None:
+        self._metrics.reloads.labels(state).inc()
+        with self._lock:
+            self._status = self._status.model_copy(
+                update={"state": state, "target_version": target, "error": error, "finished_at": _now()}
+            )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,208 @@
+"""End to end over real HTTP: a trained tiny SASRec exported to MLflow, served by uvicorn, queried with httpx."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from conftest import MODEL_NAME, ThreadServer, TrainedRun
+
+from recsys.data import schema as S
+from recsys.models.base import SequentialRecommender
+from recsys.models.checkpoint import load_model
+from recsys.retrieval.recommender import Recommender
+from recsys.tracking.mlflow import download_run_artifacts
+
+
+@pytest.fixture(scope="module")
+def client(server: ThreadServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30.0) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def offline(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Offline:
+    return Offline(trained_run, tmp_path_factory.mktemp("offline"))
+
+
+class Offline:
+    """Reference scoring straight from the training run and the processed dataset (no bundle, no FAISS)."""
+
+    def __init__(self, run: TrainedRun, tmp: Path) -> None:
+        self.model: SequentialRecommender = load_model(
+            download_run_artifacts(run.tracking_uri, run.run_id, "model", tmp)
+        )
+        items = pl.read_parquet(run.data_dir / S.ITEMS_FILE)
+        self.raw_of = dict(zip(items[S.ITEM_IDX].to_list(), items[S.RAW_ID].to_list(), strict=True))
+        self.idx_of = {raw: idx for idx, raw in self.raw_of.items()}
+        self.title_of = dict(zip(items[S.RAW_ID].to_list(), items[S.TEXT].to_list(), strict=True))
+        users = pl.read_parquet(run.data_dir / S.USERS_FILE)
+        seqs = pl.read_parquet(run.data_dir / S.SEQUENCES_FILE)
+        joined = users.join(seqs, on=S.USER_IDX)
+        self.history = dict(zip(joined[S.RAW_ID].to_list(), joined[S.ITEMS].to_list(), strict=True))
+
+    def top_k(self, history: list[int], k: int, exclude_seen: bool) -> tuple[list[str], np.ndarray]:
+        """`sequence_representation @ item_embeddings().T`, padding and (optionally) seen items masked."""
+        L = self.model.max_len
+        tail = history[-L:]
+        items = torch.zeros((1, L), dtype=torch.long)
+        items[0, L - len(tail) :] = torch.tensor(tail)
+        with torch.no_grad():
+            logits = self.model.sequence_representation(items, items != 0) @ self.model.item_embeddings().T
+        logits[0, 0] = -torch.inf
+        if exclude_seen:
+            logits[0, torch.tensor(history)] = -torch.inf
+        scores, idx = logits[0].topk(k)
+        return [self.raw_of[i] for i in idx.tolist()], scores.numpy()
+
+
+def assert_same_ranking(body: dict, ref_items: list[str], ref_scores: np.ndarray) -> None:
+    """Scores equal rank by rank; items equal except where reference scores tie."""
+    got_items = [it["item_id"] for it in body["items"]]
+    got_scores = np.array([it["score"] for it in body["items"]])
+    assert len(got_items) == len(ref_items)
+    np.testing.assert_allclose(got_scores, ref_scores, atol=1e-4)
+    kth = ref_scores[-1]
+    strict = {item for item, s in zip(ref_items, ref_scores, strict=True) if s > kth + 1e-4}
+    assert strict <= set(got_items)
+
+
+def test_health_ready_info(client: httpx.Client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "model_version": "1"}
+    info = client.get("/info").json()
+    assert info["name"] == MODEL_NAME and info["model"] == "sasrec" and info["n_items"] == 40
+    assert info["max_len"] == 8 and info["index"]["kind"] == "flat" and info["example_user_id"]
+
+
+@pytest.mark.parametrize("exclude_seen", [True, False])
+def test_known_user_matches_offline_scoring(client: httpx.Client, offline: Offline, exclude_seen: bool) -> None:
+    for user in ("user0", "user13", "user47"):
+        resp = client.post("/recommend", json={"user_id": user, "k": 10, "exclude_seen": exclude_seen})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["user_known"] and body["unknown_items"] == [] and body["model_version"] == "1"
+        ref_items, ref_scores = offline.top_k(offline.history[user], 10, exclude_seen)
+        assert_same_ranking(body, ref_items, ref_scores)
+        for item in body["items"]:
+            assert item["text"] == offline.title_of[item["item_id"]]
+        if exclude_seen:
+            seen = {offline.raw_of[i] for i in offline.history[user]}
+            assert not seen & {it["item_id"] for it in body["items"]}
+
+
+def test_history_only_ignores_and_lists_unknown_items(client: httpx.Client, offline: Offline) -> None:
+    history = ["it05", "nope", "it06", "it07", "zzz", "it08"]
+    resp = client.post("/recommend", json={"history": history, "k": 5})
+    body = resp.json()
+    assert resp.status_code == 200 and body["unknown_items"] == ["nope", "zzz"] and not body["user_known"]
+    ref_items, ref_scores = offline.top_k([offline.idx_of[r] for r in ("it05", "it06", "it07", "it08")], 5, True)
+    assert_same_ranking(body, ref_items, ref_scores)
+    # the planted ring: after it05..it08 comes it09
+    assert body["items"][0]["item_id"] == "it09"
+
+
+def test_known_user_with_history_appends_it_as_most_recent(client: httpx.Client, offline: Offline) -> None:
+    body = client.post("/recommend", json={"user_id": "user3", "history": ["it30", "it31"], "k": 7}).json()
+    assert body["user_known"]
+    merged = offline.history["user3"] + [offline.idx_of["it30"], offline.idx_of["it31"]]
+    assert_same_ranking(body, *offline.top_k(merged, 7, True))
+    # an unknown user id with a history: the history alone
+    body = client.post("/recommend", json={"user_id": "ghost", "history": ["it30", "it31"], "k": 7}).json()
+    assert not body["user_known"]
+    assert_same_ranking(body, *offline.top_k([offline.idx_of["it30"], offline.idx_of["it31"]], 7, True))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"user_id": "user1", "k": 0}, 422, "greater than or equal to 1"),
+        ({"user_id": "user1", "k": -3}, 422, "greater than or equal to 1"),
+        ({"user_id": "user1", "k": 1001}, 422, "max_k=1000"),
+        ({"user_id": "user1", "k": "10"}, 422, "valid integer"),
+        ({"user_id": "user1", "k": 2.5}, 422, "valid integer"),
+        ({"user_id": "user1", "exclude_seen": "no"}, 422, "valid boolean"),
+        ({"user_id": "ghost"}, 422, "user_id 'ghost' is unknown and no history items were given"),
+        ({}, 422, "no user_id and no history items were given"),
+        ({"history": []}, 422, "empty history"),
+        ({"history": ["nope", "nada"]}, 422, "none of the 2 history items is in the catalog"),
+        ({"history": "it01"}, 422, "valid list"),
+        ({"user": "user1"}, 422, "Extra inputs"),
+        ([1, 2], 422, "valid dictionary"),
+    ],
+)
+def test_bad_requests_are_4xx_with_a_clear_message(
+    client: httpx.Client, body: object, status: int, needle: str
+) -> None:
+    resp = client.post("/recommend", json=body)
+    assert resp.status_code == status
+    assert needle in resp.text
+    assert "Traceback" not in resp.text
+
+
+def test_malformed_json_is_422(client: httpx.Client) -> None:
+    resp = client.post(
+        "/recommend", content=b'{"user_id": "user1", "k": ', headers={"content-type": "application/json"}
+    )
+    assert resp.status_code == 422 and "JSON decode error" in resp.text
+
+
+def test_oversized_bodies_are_413(client: httpx.Client) -> None:
+    big = {"history": [f"it{i % 40:02d}" for i in range(2000)], "k": 5}  # ~14 kB > the 4 kB limit
+    resp = client.post("/recommend", json=big)
+    assert resp.status_code == 413 and "4096 bytes" in resp.text
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is enforced on what arrives
+        yield b'{"history": ['
+        for _ in range(600):
+            yield b'"it01", '
+        yield b'"it02"], "k": 5}'
+
+    resp = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert resp.status_code == 413 and "4096 bytes" in resp.text
+    assert client.post("/recommend", json={"user_id": "user1"}).status_code == 200  # still serving
+
+
+def test_unhandled_errors_are_a_generic_500(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals at /srv/model.py line 42")
+
+    monkeypatch.setattr(Recommender, "recommend", boom)
+    resp = client.post("/recommend", json={"user_id": "user1"})
+    assert resp.status_code == 500 and resp.json() == {"detail": "internal server error"}
+    assert "secret" not in resp.text and "Traceback" not in resp.text
+    assert "secret internals" in caplog.text  # logged server-side
+    metrics = client.get("/metrics").text
+    assert 'recsys_http_unhandled_errors_total{route="/recommend"} 1.0' in metrics
+
+
+def test_unknown_route_and_method(client: httpx.Client) -> None:
+    assert client.get("/nope").status_code == 404
+    assert client.get("/recommend").status_code == 405
+
+
+def test_metrics_are_prometheus_text(client: httpx.Client) -> None:
+    client.post("/recommend", json={"user_id": "user2"})
+    resp = client.get("/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    text = resp.text
+    assert 'recsys_http_requests_total{method="POST",route="/recommend",status="200"}' in text
+    assert 'recsys_http_requests_total{method="POST",route="/recommend",status="422"}' in text
+    assert 'recsys_http_request_duration_seconds_bucket{le="0.01",route="/recommend"}' in text
+    assert f'recsys_model_info{{name="{MODEL_NAME}",version="1"}} 1.0' in text
+    assert 'route="unmatched"' in text  # the 404 above, without a label per path
+
+
+def test_admin_endpoints_need_the_token(client: httpx.Client) -> None:
+    assert client.post("/admin/reload").status_code == 401
+    assert client.get("/admin/reload", headers={"X-Admin-Token": "wrong"}).status_code == 401
+    status = client.get("/admin/reload", headers={"X-Admin-Token": "secret"}).json()
+    assert status["model_version"] == "1"
