@@ -62,8 +62,11 @@ def resolve_model_uri(tracking_uri: str, uri: str) -> ModelVersionRef:
         else:
             mv = client.get_model_version(name, str(version))
     except MlflowException as err:
-        raise RegistryError(f"cannot resolve {uri} in the registry at {tracking_uri}: {_first_line(err)}") from err
-    except Exception as err:  # transport failures: connection refused, DNS, timeouts
+        text = _first_line(err)
+        if text.startswith("API request to"):  # MLflow's wrapper around a transport failure
+            raise RegistryError(f"registry at {tracking_uri} cannot be reached: {_transport_reason(text)}") from err
+        raise RegistryError(f"cannot resolve {uri} in the registry at {tracking_uri}: {text}") from err
+    except Exception as err:  # transport failures outside MLflow's wrapper: DNS, timeouts
         raise RegistryError(f"registry at {tracking_uri} cannot be reached: {type(err).__name__}: {err}") from err
     return ModelVersionRef(name=mv.name, version=str(mv.version), source=mv.source, run_id=mv.run_id)
 
@@ -154,6 +157,12 @@ def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float 
 
 def _client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _transport_reason(text: str) -> str:
+    """'[Errno 111] Connection refused' out of urllib3's nested retry message, else the message."""
+    match = re.search(r"\[Errno -?\d+\][^\"')]*", text)
+    return match.group(0).strip() if match else text
 
 
 def _first_line(err: Exception) -> str:

@@ -24,6 +24,7 @@ from recsys.serve.settings import ServeSettings
 from recsys.train.experiment import ExperimentConfig
 from recsys.train.run import train_experiment
 
+REPO_ROOT_DIR = Path(__file__).resolve().parents[2]
 N_USERS, N_ITEMS, SEQ_LEN = 48, 40, 12
 MODEL_NAME = "tiny"
 

@@ -1,0 +1,54 @@
+"""The export / serve / demo command lines: clear one-line failures, a working demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT_DIR, TrainedRun, free_port
+
+from pipelines.serve_demo import run_demo_query
+
+
+def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO_ROOT_DIR, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_export_cli_registers_and_prints_the_uri(trained_run: TrainedRun) -> None:
+    uri = trained_run.tracking_uri
+    cmd = ["pipelines.export", "--run-id", trained_run.run_id, "--tracking-uri", uri, "--name", "tiny-cli"]
+    done = _run(*cmd, "--index", "ivf_flat", "--nlist", "4")
+    assert done.returncode == 0, done.stderr
+    assert "registered models:/tiny-cli/1 (alias champion: models:/tiny-cli@champion)" in done.stdout
+    bad = _run("pipelines.export", "--run-id", "f" * 32, "--tracking-uri", uri)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: run 'ffff")
+
+
+@pytest.mark.parametrize("case", ["unknown_alias", "unreachable_registry", "not_a_uri"])
+def test_serve_fails_fast_with_one_line(case: str, trained_run: TrainedRun, registered: str) -> None:
+    uri, model_uri = trained_run.tracking_uri, registered
+    if case == "unknown_alias":
+        model_uri = "models:/tiny@nope"
+    elif case == "unreachable_registry":
+        uri = f"http://127.0.0.1:{free_port()}"
+    else:
+        model_uri = "tiny@champion"
+    done = _run("pipelines.serve", "--model-uri", model_uri, "--tracking-uri", uri, "--port", str(free_port()))
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot load"), done.stderr
+
+
+def test_demo_query_prints_top10_with_titles(
+    trained_run: TrainedRun, registered: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_demo_query(registered, trained_run.tracking_uri, "user5")
+    out = capsys.readouterr().out
+    assert out.startswith("top-10 for user user5 from tiny version")
+    rows = out.strip().splitlines()[1:]
+    assert len(rows) == 10 and all("Title of item" in r for r in rows)
