@@ -125,7 +125,7 @@ def _run_item_embeddings(tracking_uri: str, run_id: str, model_dir: Path, dst: P
     except Exception as err:  # an older run without the artifact: the model has the same matrix
         log.warning("run %s has no embeddings/item_embeddings.npy (%s); using the model's", run_id, err)
         return expected
-    emb = np.load(path)
+    emb: np.ndarray = np.load(path)
     if emb.shape != expected.shape or not np.allclose(emb, expected, atol=1e-5):
         raise ValueError(f"run {run_id}: embeddings/item_embeddings.npy does not match the model's item_embeddings()")
     return emb

@@ -146,6 +146,7 @@ def build_index(item_emb: np.ndarray | torch.Tensor, config: IndexConfig | None 
     else:
         nlist = config.resolved_nlist(n)
         quantizer = faiss.IndexFlatIP(dim)
+        ivf: faiss.IndexIVF
         if config.kind == "ivf_flat":
             ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, ip)
         else:
@@ -244,7 +245,7 @@ def _maybe_to_gpu(index: faiss.Index, config: IndexConfig) -> faiss.Index:
     try:  # not every index type has a GPU version; the CPU index still works
         res = faiss.StandardGpuResources()
         gpu = faiss.index_cpu_to_gpu(res, 0, index)
-        gpu.referenced_objects = [res]  # keep the resources alive with the index
+        gpu.referenced_objects = [res]  # type: ignore[attr-defined]  # keep the resources alive with the index
         return gpu
     except RuntimeError as err:
         log.warning("keeping %s index on CPU: %s", config.kind, err)

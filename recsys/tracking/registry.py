@@ -17,7 +17,6 @@ from pathlib import Path
 
 import mlflow.artifacts
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -68,7 +67,7 @@ def resolve_model_uri(tracking_uri: str, uri: str) -> ModelVersionRef:
         raise RegistryError(f"cannot resolve {uri} in the registry at {tracking_uri}: {text}") from err
     except Exception as err:  # transport failures outside MLflow's wrapper: DNS, timeouts
         raise RegistryError(f"registry at {tracking_uri} cannot be reached: {type(err).__name__}: {err}") from err
-    return ModelVersionRef(name=mv.name, version=str(mv.version), source=mv.source, run_id=mv.run_id)
+    return ModelVersionRef(name=mv.name, version=str(mv.version), source=str(mv.source), run_id=mv.run_id)
 
 
 def download_model_version(tracking_uri: str, ref: ModelVersionRef, dst: Path) -> Path:
@@ -135,7 +134,7 @@ def register_directory(
     if alias:
         client.set_registered_model_alias(name, alias, str(mv.version))
     log.info("registered %s version %s (alias %s)", name, mv.version, alias)
-    return ModelVersionRef(name=name, version=str(mv.version), source=mv.source, run_id=run.info.run_id)
+    return ModelVersionRef(name=name, version=str(mv.version), source=str(mv.source), run_id=run.info.run_id)
 
 
 def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
@@ -147,10 +146,9 @@ def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float 
     deadline = time.monotonic() + timeout_s
     while True:
         mv = client.get_model_version(name, version)
-        status = ModelVersionStatus.from_string(mv.status)
-        if status == ModelVersionStatus.READY:
+        if mv.status == "READY":
             return mv
-        if status == ModelVersionStatus.FAILED_REGISTRATION or time.monotonic() > deadline:
+        if mv.status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
             raise RegistryError(f"model {name} version {version} did not become ready: {mv.status_message}")
         time.sleep(0.5)
 
