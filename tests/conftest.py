@@ -16,3 +16,50 @@ def shared_data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared datasets not found at {path} (expected a sibling 'shared/data' of the repo)")
     return path
+
+
+def write_planted_log(path: Path, n_users: int = 100, n_items: int = 40, seed: int = 0) -> Path:
+    """A seeded CSV log with a planted pattern: every user walks item i -> i + 1 (mod n_items).
+
+    The next item is therefore fully determined by the last one, so any sequence model that learns
+    at all ranks it first. Items carry a title column for the item text table.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = ["user,item,timestamp"]
+    for user in range(n_users):
+        start = int(rng.integers(n_items))
+        length = int(rng.integers(8, 14))
+        for t in range(length):
+            rows.append(f"u{user},{(start + t) % n_items + 1},{1000 + 10 * t}")
+    path.write_text("\n".join(rows) + "\n")
+    items = path.with_name("items.csv")
+    items.write_text("item,title\n" + "\n".join(f"{i},Item {i}" for i in range(1, n_items + 1)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def planted_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A processed dataset directory (real ETL) of the planted log, plus its data config YAML."""
+    from recsys.config import from_dict
+    from recsys.data.config import DataConfig
+    from recsys.data.etl import run_etl
+
+    root = tmp_path_factory.mktemp("planted")
+    log_path = write_planted_log(root / "log.csv")
+    cfg = {
+        "name": "planted",
+        "output_dir": str(root / "processed"),
+        "source": {
+            "format": "csv",
+            "path": str(log_path),
+            "id_type": "str",
+            "items": {"path": str(root / "items.csv"), "id_column": "item", "text_columns": ["title"]},
+        },
+        "min_user_interactions": 1,
+        "min_item_interactions": 1,
+    }
+    (root / "data.yaml").write_text(__import__("yaml").safe_dump(cfg))
+    run_etl(from_dict(DataConfig, cfg))
+    return root

@@ -18,8 +18,6 @@ class SequentialRecommender(nn.Module):
     """
 
     objective: Objective = "next_item"  # which training batches the model learns from
-    mask_token: int = -1  # masked-objective models set their mask token id
-    mask_prob: float = 0.0
     max_len: int
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -33,6 +31,10 @@ class SequentialRecommender(nn.Module):
     def sequence_representation(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One vector [B, D] per history, used to score the next item (last hidden state)."""
         return self.encode(items, mask)[:, -1]
+
+    def mask_items(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked-objective models: (inputs with mask tokens, targets with 0 = no target), both [B, L]."""
+        raise NotImplementedError(f"{type(self).__name__} has objective {self.objective!r}, not 'masked'")
 
     def extra_loss(self, items: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
         """Optional auxiliary objective added to the main loss (contrastive terms); None by default."""

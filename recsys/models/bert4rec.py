@@ -26,11 +26,14 @@ class BERT4RecConfig:
     attention: str = "sdpa"
     chunk_size: int = 64
     mask_prob: float = 0.2  # share of real positions replaced by the mask token in training
+    last_item_share: float = 0.1  # rows that mask only their last item (the paper's inference-like samples)
 
     def __post_init__(self) -> None:
         validate_encoder_fields(self)
         if not 0.0 < self.mask_prob < 1.0:
             raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+        if not 0.0 <= self.last_item_share <= 1.0:
+            raise ValueError(f"last_item_share must be in [0, 1], got {self.last_item_share}")
 
 
 class BERT4Rec(SequentialRecommender):
@@ -42,7 +45,6 @@ class BERT4Rec(SequentialRecommender):
         self.cfg = cfg
         self.max_len = cfg.max_len
         self.mask_token = n_items + 1
-        self.mask_prob = cfg.mask_prob
         self.net = ItemSequenceEncoder(cfg, n_items, causal=False, n_special=1)
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -50,6 +52,20 @@ class BERT4Rec(SequentialRecommender):
 
     def item_embeddings(self) -> torch.Tensor:
         return self.net.item_weight()  # [N + 1, D]
+
+    def mask_items(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training inputs and targets [B, L] (0 = no target) for left-padded `items` [B, L].
+
+        Each real item is masked with probability `mask_prob`; a share of rows masks only the last
+        item, and a row where nothing was drawn masks its last item, so every row has a target.
+        """
+        real = items != 0
+        chosen = (torch.rand(items.shape, device=items.device) < self.cfg.mask_prob) & real
+        last_only = torch.rand(len(items), device=items.device) < self.cfg.last_item_share
+        chosen[last_only] = False
+        last_only |= ~chosen.any(1)
+        chosen[last_only, -1] = real[last_only, -1]
+        return items.masked_fill(chosen, self.mask_token), items * chosen
 
     def sequence_representation(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Append the mask token after the history (dropping the oldest column) and read its state."""

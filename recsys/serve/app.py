@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from recsys.retrieval.recommender import Recommendations, ResolvedHistory
+from recsys.serve.batcher import MicroBatcher
 from recsys.serve.metrics import ServeMetrics
 from recsys.serve.middleware import BodyLimitMiddleware, GuardMiddleware
 from recsys.serve.schemas import (
@@ -41,6 +42,10 @@ def _holder(request: Request) -> ModelHolder:
     return request.app.state.holder  # type: ignore[no-any-return]
 
 
+def _batcher(request: Request) -> MicroBatcher:
+    return request.app.state.batcher  # type: ignore[no-any-return]
+
+
 async def _current_model(holder: Annotated[ModelHolder, Depends(_holder)]) -> LoadedModel:
     model = holder.current
     if model is None:
@@ -59,13 +64,16 @@ async def _admin(
 Settings = Annotated[ServeSettings, Depends(_settings)]
 Holder = Annotated[ModelHolder, Depends(_holder)]
 CurrentModel = Annotated[LoadedModel, Depends(_current_model)]
+Batcher = Annotated[MicroBatcher, Depends(_batcher)]
 Admin = Depends(_admin)
 
 router = APIRouter()
 
 
 @router.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=True)
-def recommend(req: RecommendRequest, model: CurrentModel, settings: Settings) -> RecommendResponse:
+async def recommend(
+    req: RecommendRequest, model: CurrentModel, settings: Settings, batcher: Batcher
+) -> RecommendResponse:
     """Top-k items for a user id and/or a history of raw item ids."""
     if req.k > settings.max_k:
         raise HTTPException(status_code=422, detail=f"k={req.k} is above the limit max_k={settings.max_k}")
@@ -77,7 +85,7 @@ def recommend(req: RecommendRequest, model: CurrentModel, settings: Settings) ->
     resolved = model.recommender.resolve(req.user_id, req.history)
     if not len(resolved.items):
         raise HTTPException(status_code=422, detail=_empty_history_message(req))
-    recs = model.recommender.recommend([resolved.items], req.k, exclude_seen=req.exclude_seen)[0]
+    recs = await batcher.recommend(model.recommender, resolved.items, req.k, exclude_seen=req.exclude_seen)
     return _response(model, recs, resolved)
 
 
@@ -152,7 +160,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if holder.current is None:  # the serve pipeline may have loaded it before binding the port
             await anyio.to_thread.run_sync(holder.load)
         poll = asyncio.create_task(_poll(holder, settings.poll_interval_s)) if settings.poll_interval_s else None
+        app.state.batcher.start()
         yield
+        await app.state.batcher.stop()
         if poll is not None:
             poll.cancel()
         await anyio.to_thread.run_sync(holder.wait, 30.0)
@@ -161,6 +171,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.holder = ModelHolder(settings, metrics)
+    app.state.batcher = MicroBatcher(settings.max_batch)
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     # add_middleware wraps: the last added is the outermost

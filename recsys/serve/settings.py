@@ -21,6 +21,7 @@ class ServeSettings(BaseModel):
     max_k: int = Field(default=1000, ge=1)
     max_history_items: int = Field(default=10_000, ge=1)  # items accepted in one request's history
     history_len: int | None = Field(default=None, ge=1)  # items fed to the model; None = its max_len
+    max_batch: int = Field(default=32, ge=1)  # requests encoded together (1 = no micro-batching)
     torch_threads: int = Field(default=1, ge=1)  # per process; requests already run in parallel threads
     admin_token: str | None = None  # when set, /admin/* requires the header X-Admin-Token
     poll_interval_s: float = Field(default=0.0, ge=0.0)  # > 0: follow the alias, reloading on change

@@ -66,11 +66,18 @@ def _artifact_location(cfg: TrackingConfig, uri: str) -> str | None:
     return None
 
 
+class _Logger(MLFlowLogger):
+    """Lightning's MLflow logger with our metric names (`val/ndcg@10` stored as `val/ndcg_at_10`)."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics({_metric_key(k): v for k, v in metrics.items()}, step)
+
+
 def make_logger(cfg: TrackingConfig, uri: str, tags: Mapping[str, str] | None = None) -> MLFlowLogger:
     """A Lightning MLflow logger whose run is created now (so its id is known before training)."""
     check_tracking_uri(uri)
     _ensure_experiment(cfg, uri)
-    logger = MLFlowLogger(
+    logger = _Logger(
         experiment_name=cfg.experiment,
         run_name=cfg.run_name,
         tracking_uri=uri,

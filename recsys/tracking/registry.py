@@ -137,6 +137,19 @@ def register_directory(
     return ModelVersionRef(name=name, version=str(mv.version), source=str(mv.source), run_id=run.info.run_id)
 
 
+def find_latest_run(tracking_uri: str, tags: Mapping[str, str]) -> str | None:
+    """Id of the most recent FINISHED run carrying all `tags`, or None (e.g. for benchmarks)."""
+    client = _client(tracking_uri)
+    filters = [f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ["attributes.status = 'FINISHED'"]
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return None
+    runs = client.search_runs(
+        experiments, " and ".join(filters), order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return runs[0].info.run_id if runs else None
+
+
 def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
     """Point `models:/name@alias` at `version`."""
     _client(tracking_uri).set_registered_model_alias(name, alias, version)

@@ -1,0 +1,64 @@
+"""Train one experiment and track it in MLflow.
+
+python -m pipelines.train --config configs/experiment/<exp>.yaml [key=value ...] [--results-json PATH]
+
+The tracking store is the config's `tracking.tracking_uri`, else $MLFLOW_TRACKING_URI, else the
+embedded `sqlite:///mlflow.db`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+
+from recsys.config import ConfigError
+from recsys.data.errors import DataError
+from recsys.tracking.mlflow import DEFAULT_TRACKING_URI, TrackingError
+from recsys.tracking.records import write_record
+from recsys.train.experiment import ExperimentConfig, load_experiment
+from recsys.train.module import NonFiniteLossError
+from recsys.train.run import train_experiment
+
+USER_ERRORS = (ConfigError, DataError, TrackingError, NonFiniteLossError, FileNotFoundError, KeyError, ValueError)
+
+
+def tracking_uri_for(cfg: ExperimentConfig) -> str:
+    return cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="configs/experiment/<exp>.yaml")
+    parser.add_argument("--results-json", help="also write the results record to this path")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_epochs=5")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    command = "python -m pipelines.train " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    try:
+        cfg = load_experiment(args.config, args.overrides)
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+        outcome = train_experiment(cfg, tracking_uri=tracking_uri_for(cfg), command=command)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if outcome is None:  # a non-zero DDP rank
+        return 0
+    if args.results_json:
+        write_record(args.results_json, outcome.record)
+    print(f"mlflow run: {outcome.run_id} ({outcome.tracking_uri})")
+    print(json.dumps({k: round(v, 4) for k, v in outcome.metrics.items() if "@10" in k or "@20" in k}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

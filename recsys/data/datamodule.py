@@ -1,0 +1,86 @@
+"""The one DataModule: a processed dataset -> leave-one-out train / validation / test loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
+
+from recsys.data.datasets import EvalSequences, TrainSequences
+from recsys.data.processed import load_processed
+from recsys.data.schema import ITEMS
+
+
+class SequenceDataModule(pl.LightningDataModule):
+    """Leave-one-out: per user, the last item is the test target, the one before it validation.
+
+    Training windows are the sequence without its last two items; users with fewer than 3 items
+    give no validation/test example, and training needs at least 2 items. The data is small per
+    user, so loaders index pre-built tensors in whole batches (no per-sample Python).
+    """
+
+    def __init__(self, data_dir: str | Path, *, max_len: int, batch_size: int, eval_batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+        self.n_items = 0
+
+    def prepare_data(self) -> None:
+        if not (self.data_dir / "meta.json").is_file():
+            raise FileNotFoundError(
+                f"processed dataset not found in {self.data_dir}; run `python -m pipelines.prepare_data` first"
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        del stage
+        ds = load_processed(self.data_dir)
+        self.n_items = ds.n_items
+        seqs: list[list[int]] = ds.sequences[ITEMS].to_list()
+        train = [s[:-2] for s in seqs if len(s) >= 4]  # >= 2 training items -> >= 1 target
+        evaluable = [s for s in seqs if len(s) >= 3]
+        if not train or not evaluable:
+            raise ValueError(
+                f"{self.data_dir}: too short for leave-one-out training "
+                f"({len(seqs)} users, {len(evaluable)} with >= 3 items)"
+            )
+        self.train_set = TrainSequences(train, self.max_len)
+        self.val_set = EvalSequences([s[:-2] for s in evaluable], [s[-2] for s in evaluable], self.max_len)
+        self.test_set = EvalSequences([s[:-1] for s in evaluable], [s[-1] for s in evaluable], self.max_len)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        shuffle = ShardedShuffle(len(self.train_set), seed=self.seed, rank=rank, world_size=world)
+        sampler = BatchSampler(shuffle, self.batch_size, drop_last=False)
+        return DataLoader(self.train_set, sampler=sampler, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_set)
+
+    def _eval_loader(self, dataset: EvalSequences) -> DataLoader:
+        # not sharded under DDP: every rank ranks all users, so validation metrics agree across ranks
+        sampler = BatchSampler(SequentialSampler(dataset), self.eval_batch_size, drop_last=False)
+        return DataLoader(dataset, sampler=sampler, batch_size=None)
+
+
+class ShardedShuffle(Sampler[int]):
+    """A fresh seeded permutation each epoch, split across DDP ranks (rank r takes every world-th row)."""
+
+    def __init__(self, n: int, *, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        return iter(torch.randperm(self.n, generator=gen)[self.rank :: self.world_size].tolist())

@@ -1,0 +1,116 @@
+"""The experiment config: which data, which model, how to train, evaluate and track.
+
+An experiment YAML names a data config by path and composes model/train sections from files:
+a mapping with a `_base: path` key is the YAML at that path deep-merged with the other keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from recsys.config import ConfigError, apply_overrides, from_dict, read_yaml
+from recsys.nn.losses import LOSSES
+from recsys.tracking.mlflow import TrackingConfig
+
+BASE_KEY = "_base"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # a key of recsys.registry.MODELS
+    params: dict[str, Any] = field(default_factory=dict)  # validated by the model's own Config
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    loss: str = "ce"  # a key of recsys.nn.losses.LOSSES
+    n_negatives: int = 256  # for sampled losses
+    patience: int = 10  # validation checks without NDCG@10 improvement before stopping
+    val_every: int = 1  # epochs between validation checks
+    min_epochs: int = 1
+    max_minutes: float | None = None  # wall-clock budget for fit
+    grad_clip: float | None = 1.0
+    seed: int = 42
+    accelerator: str = "auto"  # cpu | gpu | auto
+    devices: int = 1
+    strategy: str = "auto"  # auto | ddp | ddp_spawn ...
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    num_threads: int | None = None  # torch CPU threads; None leaves torch's default
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_epochs", "batch_size", "n_negatives", "patience", "val_every", "min_epochs", "devices"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r} is not one of {sorted(LOSSES)}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ks: tuple[int, ...] = (5, 10, 20)
+    exclude_seen: bool = True  # mask items of the user's history when ranking
+    batch_size: int = 1024
+    item_chunk: int = 262_144  # catalog items scored at once
+    monitor_k: int = 10  # early stopping and checkpoints follow val/ndcg@monitor_k
+
+    def __post_init__(self) -> None:
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError(f"ks must be positive integers, got {list(self.ks)}")
+        if self.monitor_k not in self.ks:
+            raise ValueError(f"monitor_k={self.monitor_k} must be one of ks={list(self.ks)}")
+        if self.batch_size < 1 or self.item_chunk < 1:
+            raise ValueError("batch_size and item_chunk must be >= 1")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    data: str  # path of a data config (configs/data/<name>.yaml)
+    model: ModelSpec
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    @property
+    def monitor(self) -> str:
+        return f"val/ndcg@{self.eval.monitor_k}"
+
+
+def resolve_bases(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Replace every mapping that has `_base: path` by that file deep-merged with its own keys."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out[key] = resolve_bases(value, source) if isinstance(value, dict) else value
+    base = out.pop(BASE_KEY, None)
+    if base is None:
+        return out
+    if not isinstance(base, str):
+        raise ConfigError(f"{source}: '{BASE_KEY}' must be a file path, got {base!r}")
+    return deep_merge(resolve_bases(read_yaml(Path(base)), base), out)
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` wins; nested mappings merge key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read an experiment YAML, resolve `_base` files, apply `key=value` overrides, validate."""
+    data = apply_overrides(resolve_bases(read_yaml(path), str(path)), overrides)
+    return from_dict(ExperimentConfig, data, source=str(path))

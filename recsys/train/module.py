@@ -1,0 +1,109 @@
+"""The one LightningModule: trains any registered model with a loss from `recsys.nn.losses`."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from recsys.data.datasets import EvalBatch, TrainBatch
+from recsys.eval.evaluate import metrics_from_ranks, rank_batch
+from recsys.models.base import SequentialRecommender
+from recsys.nn.losses import LOSSES, in_batch_softmax
+from recsys.train.experiment import EvalConfig, TrainConfig
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class RecModule(pl.LightningModule):
+    """Wraps a `SequentialRecommender`: next-item or masked-item training, full-ranking validation.
+
+    Args:
+        model: the plain nn.Module to train.
+        train_cfg: optimiser, loss and loop settings.
+        eval_cfg: validation cut-offs and seen-item masking.
+    """
+
+    def __init__(self, model: SequentialRecommender, train_cfg: TrainConfig, eval_cfg: EvalConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.train_cfg = train_cfg
+        self.eval_cfg = eval_cfg
+        self._val_ranks: list[torch.Tensor] = []
+        self._val_topk: list[torch.Tensor] = []
+
+    def _common_step(self, batch: TrainBatch, stage: str) -> torch.Tensor:
+        inputs, targets = self._inputs_and_targets(batch.items)  # [B, L], [B, L] (0 = no target)
+        hidden = self.model.encode(inputs, inputs != 0)  # [B, L, D]
+        where = targets != 0
+        loss = self._loss(hidden[where], self.model.item_embeddings(), targets[where])  # [T, D] vs [T]
+        extra = self.model.extra_loss(inputs, inputs != 0, hidden)
+        if extra is not None:
+            loss = loss + extra
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"{stage} loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                f"try a lower lr (now {self.train_cfg.lr}) or grad_clip"
+            )
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(inputs))
+        return loss
+
+    def _inputs_and_targets(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-item: inputs and targets shifted by one. Masked: the model chooses what to mask."""
+        if self.model.objective == "next_item":
+            inputs, targets = window[:, :-1], window[:, 1:]
+            return inputs, targets * (inputs != 0)  # the first real item has no history
+        return self.model.mask_items(window[:, 1:])
+
+    @functools.cached_property
+    def _loss(self) -> Any:
+        fn = LOSSES[self.train_cfg.loss]
+        if fn in (LOSSES["sampled_softmax"], LOSSES["bce"], LOSSES["gbce"]):
+            return functools.partial(fn, n_negatives=self.train_cfg.n_negatives)
+        if fn is in_batch_softmax:
+            raise ValueError("loss 'in_batch' needs item sampling probabilities; use ce, sampled_softmax, bce or gbce")
+        return fn
+
+    def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
+        del batch_idx
+        return self._common_step(batch, "train")
+
+    def validation_step(self, batch: EvalBatch, batch_idx: int) -> None:
+        del batch_idx
+        ranks, topk = rank_batch(
+            self.model,
+            batch,
+            exclude_seen=self.eval_cfg.exclude_seen,
+            topk=max(self.eval_cfg.ks),
+            item_chunk=self.eval_cfg.item_chunk,
+        )
+        self._val_ranks.append(ranks)
+        self._val_topk.append(topk)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_ranks:
+            return
+        ranks, topk = torch.cat(self._val_ranks), torch.cat(self._val_topk)
+        self._val_ranks.clear()
+        self._val_topk.clear()
+        n_items = self.model.item_embeddings().shape[0] - 1
+        metrics = metrics_from_ranks(ranks, topk, n_items, self.eval_cfg.ks, "val")
+        monitor = f"val/ndcg@{self.eval_cfg.monitor_k}"
+        # every rank evaluated all users, so the values agree and no sync is needed
+        self.log_dict({k: v for k, v in metrics.items() if k != monitor})
+        self.log(monitor, metrics[monitor], prog_bar=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            # no weight decay on embeddings, norms and biases (common transformer practice)
+            (no_decay if p.ndim < 2 or "emb" in name else decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": self.train_cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=self.train_cfg.lr, betas=(0.9, 0.98))
