@@ -71,9 +71,7 @@ router = APIRouter()
 
 
 @router.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=True)
-async def recommend(
-    req: RecommendRequest, model: CurrentModel, settings: Settings, batcher: Batcher
-) -> RecommendResponse:
+async def recommend(req: RecommendRequest, model: CurrentModel, settings: Settings, batcher: Batcher) -> Response:
     """Top-k items for a user id and/or a history of raw item ids."""
     if req.k > settings.max_k:
         raise HTTPException(status_code=422, detail=f"k={req.k} is above the limit max_k={settings.max_k}")
@@ -200,17 +198,20 @@ def _empty_history_message(req: RecommendRequest) -> str:
     return f"empty history: {who} and none of the {len(req.history)} history items is in the catalog"
 
 
-def _response(model: LoadedModel, recs: Recommendations, resolved: ResolvedHistory) -> RecommendResponse:
+def _response(model: LoadedModel, recs: Recommendations, resolved: ResolvedHistory) -> Response:
+    """The response body, built without re-validation: every value comes from the loaded bundle (the
+    declared `response_model` still documents it). Returning a `Response` skips FastAPI's second pass."""
     bundle = model.recommender.bundle
     texts = bundle.item_text
     items = [
-        RecommendedItem(
+        RecommendedItem.model_construct(
             item_id=bundle.item_raw_ids[idx],
-            score=float(score),
+            score=score,
             text=texts[idx] if texts is not None else None,
         )
         for idx, score in zip(recs.items.tolist(), recs.scores.tolist(), strict=True)
     ]
-    return RecommendResponse(
+    body = RecommendResponse.model_construct(
         items=items, model_version=model.version, unknown_items=resolved.unknown_items, user_known=resolved.user_known
     )
+    return Response(body.model_dump_json(exclude_none=True), media_type="application/json")

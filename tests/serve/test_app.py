@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,3 +207,15 @@ def test_admin_endpoints_need_the_token(client: httpx.Client) -> None:
     assert client.get("/admin/reload", headers={"X-Admin-Token": "wrong"}).status_code == 401
     status = client.get("/admin/reload", headers={"X-Admin-Token": "secret"}).json()
     assert status["model_version"] == "1"
+
+
+def test_concurrent_requests_match_offline_scoring(server: ThreadServer, offline: Offline) -> None:
+    users = [f"user{u}" for u in range(0, 48, 2)]
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30.0) as c:
+            return await asyncio.gather(*(c.post("/recommend", json={"user_id": u, "k": 10}) for u in users))
+
+    for user, resp in zip(users, asyncio.run(main()), strict=True):
+        assert resp.status_code == 200
+        assert_same_ranking(resp.json(), *offline.top_k(offline.history[user], 10, True))
