@@ -60,10 +60,12 @@ class Recommender:
 
     def encode(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         """Query vectors [B, D] for histories (item indices, oldest first), truncated and left-padded."""
-        length = self.history_len
+        # the window is always max_len wide (positions as in training); only the last history_len
+        # items are kept in it
+        length = self.bundle.meta.max_len
         items = torch.zeros((len(histories), length), dtype=torch.long)  # [B, L], 0 = pad
         for row, hist in enumerate(histories):
-            tail = hist[-length:]
+            tail = hist[-self.history_len :]
             if len(tail):
                 items[row, length - len(tail) :] = torch.from_numpy(np.ascontiguousarray(tail))
         mask = items != 0  # [B, L]

@@ -111,6 +111,10 @@ def test_encode_uses_the_last_max_len_items_left_padded(bundle_dir: Path) -> Non
     )
     with pytest.raises(ValueError, match="history_len"):
         Recommender(rec.bundle, history_len=8)
+    short_rec = Recommender(rec.bundle, history_len=3)  # keeps 3 items, still in a max_len window
+    window = torch.tensor([[0, 0, 0, 0, 18, 19, 20]])
+    expected = rec.bundle.model.sequence_representation(window, window != 0).detach()
+    torch.testing.assert_close(short_rec.encode([long]), expected)
 
 
 @pytest.fixture(scope="module")
