@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from recsys.serve.app import create_app
+from recsys.serve.app import _poll, create_app
 from recsys.serve.settings import ServeSettings
 
 
@@ -37,3 +39,20 @@ def test_not_ready_until_a_model_is_loaded() -> None:
     assert client.get("/readyz").status_code == 503
     resp = client.post("/recommend", json={"user_id": "u"})
     assert resp.status_code == 503 and resp.json() == {"detail": "no model loaded yet"}
+
+
+def test_poll_asks_for_a_reload_every_interval() -> None:
+    calls: list[bool] = []
+
+    class FakeHolder:
+        def start_reload(self, *, force: bool = False) -> bool:
+            calls.append(force)
+            return True
+
+    async def main() -> None:
+        task = asyncio.create_task(_poll(FakeHolder(), 0.01))  # type: ignore[arg-type]
+        await asyncio.sleep(0.2)
+        task.cancel()
+
+    asyncio.run(main())
+    assert len(calls) >= 3 and not any(calls)  # follows the alias: reloads only when the version changed
