@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -96,7 +97,7 @@ ATTENTION: dict[str, AttentionFn] = {
 }
 
 # Backends that take a `chunk_size` keyword (bound by `get_attention`).
-_CHUNKED = frozenset({"linear", "linear_decay"})
+_CHUNKED: dict[str, Callable[..., Tensor]] = {"linear": linear_attention, "linear_decay": linear_decay_attention}
 
 
 def get_attention(name: str, *, chunk_size: int | None = None) -> AttentionFn:
@@ -108,7 +109,6 @@ def get_attention(name: str, *, chunk_size: int | None = None) -> AttentionFn:
     """
     if name not in ATTENTION:
         raise KeyError(f"unknown attention backend {name!r}; valid names: {sorted(ATTENTION)}")
-    fn = ATTENTION[name]
     if chunk_size is not None and name in _CHUNKED:
-        return functools.partial(fn, chunk_size=chunk_size)
-    return fn
+        return functools.partial(_CHUNKED[name], chunk_size=chunk_size)
+    return ATTENTION[name]

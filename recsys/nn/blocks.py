@@ -25,7 +25,8 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.proj(self.act(self.fc(x))))  # [B, L, D]
+        out: Tensor = self.dropout(self.proj(self.act(self.fc(x))))  # [B, L, D]
+        return out
 
 
 class MultiHeadAttention(nn.Module):
@@ -61,7 +62,8 @@ class MultiHeadAttention(nn.Module):
         dropout = self.attn_dropout if self.training else 0.0
         y = self.attn_fn(q, k, v, causal=self.causal, key_padding_mask=mask, dropout=dropout)
         y = y.transpose(1, 2).reshape(B, L, D)  # [B, L, D]
-        return self.proj(y)
+        out: Tensor = self.proj(y)  # [B, L, D]
+        return out
 
 
 class TransformerBlock(nn.Module):
@@ -160,4 +162,5 @@ class TransformerEncoder(nn.Module):
             # Zeroing padded rows after each block keeps them from accumulating junk; real rows
             # never read them (attention masks padded keys).
             x = block(x, mask) * keep
-        return self.ln_f(x) * keep  # [B, L, D]
+        out: Tensor = self.ln_f(x) * keep  # [B, L, D]
+        return out

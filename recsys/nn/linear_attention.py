@@ -108,7 +108,8 @@ def _fla_causal(q: Tensor, k: Tensor, v: Tensor) -> Tensor | None:
         return None
     # fla takes [B, T, H, D]; scale=1 and normalize=False leave the sum raw (ones column included).
     o, _ = chunk_linear_attn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=1.0, normalize=False)
-    return o.transpose(1, 2)
+    out: Tensor = o.transpose(1, 2)
+    return out
 
 
 def linear_attention(
