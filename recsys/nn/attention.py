@@ -78,13 +78,16 @@ def sdpa_attention(
     if key_padding_mask is None:
         # No mask tensor at all: lets PyTorch pick its flash / memory-efficient kernels.
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
-    L = q.shape[-2]
-    allowed = _allowed(key_padding_mask, causal, L, q.device)
-    assert allowed is not None
     # A padded query row may have no allowed key (causal + left padding, or an all-padding
     # sequence); PyTorch < 2.5 returns NaN there. Let such rows see every key, then zero them.
-    padded_query = ~key_padding_mask[:, None, :, None]  # [B, 1, L, 1]
-    attn_mask = allowed | padded_query  # [B, 1, L, L]
+    if causal:
+        allowed = _allowed(key_padding_mask, causal, q.shape[-2], q.device)
+        assert allowed is not None
+        attn_mask = allowed | ~key_padding_mask[:, None, :, None]  # [B, 1, L, L]
+    else:
+        # Only an all-padding sequence has empty rows here; a [B, 1, 1, L] mask is enough.
+        keys = key_padding_mask | ~key_padding_mask.any(dim=-1, keepdim=True)  # [B, L]
+        attn_mask = keys[:, None, None, :]  # [B, 1, 1, L]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
     return _zero_padded_queries(out, key_padding_mask)
 
