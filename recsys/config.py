@@ -54,9 +54,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "<dict>", 
     missing = [
         n
         for n, f in fields.items()
-        if n not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise ConfigError(f"{source}: missing required config key '{prefix}{missing[0]}'")

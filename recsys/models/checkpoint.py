@@ -16,9 +16,7 @@ MODEL_JSON = "model.json"
 STATE_DICT = "state_dict.pt"
 
 
-def save_model(
-    model: SequentialRecommender, name: str, cfg: Mapping[str, Any], n_items: int, directory: Path
-) -> None:
+def save_model(model: SequentialRecommender, name: str, cfg: Mapping[str, Any], n_items: int, directory: Path) -> None:
     """Write the model's registry name, config and weights so `load_model` can rebuild it."""
     directory.mkdir(parents=True, exist_ok=True)
     spec = {"name": name, "config": dict(cfg), "n_items": n_items}

@@ -108,9 +108,7 @@ def _pos_neg_logits(
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     n_items = item_emb.shape[0] - 1
-    negatives = torch.randint(
-        1, n_items + 1, (len(targets), n_negatives), device=hidden.device, generator=generator
-    )
+    negatives = torch.randint(1, n_items + 1, (len(targets), n_negatives), device=hidden.device, generator=generator)
     pos = (hidden * item_emb[targets]).sum(-1).float()  # [T]
     neg = torch.einsum("td,tkd->tk", hidden, item_emb[negatives]).float()  # [T, n_neg]
     neg = neg.masked_fill(negatives == targets[:, None], float("-inf"))  # softplus(-inf) = 0
@@ -124,4 +122,3 @@ LOSSES: dict[str, LossFn] = {
     "bce": bce_with_negatives,
     "gbce": gbce,
 }
-

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,16 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be reached or used."""
 
 
-def check_tracking_uri(uri: str) -> None:
+def _probe_server(uri: str, timeout_s: float) -> None:
+    """One quick GET of the server's /health: the MLflow client would retry for minutes."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as err:
+        raise TrackingError(f"tracking URI {uri!r} cannot be reached: {err}") from err
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, before training, when the store at `uri` cannot be used."""
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
@@ -53,6 +63,8 @@ def check_tracking_uri(uri: str) -> None:
         return
     if parsed.scheme not in ("http", "https", "file", "databricks", "postgresql", "mysql"):
         raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {parsed.scheme!r}")
+    if parsed.scheme in ("http", "https"):
+        _probe_server(uri, timeout_s)
     try:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as err:  # any client/transport failure means the store is unusable

@@ -49,7 +49,7 @@ class RecModule(pl.LightningModule):
                 f"{stage} loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
                 f"try a lower lr (now {self.train_cfg.lr}) or grad_clip"
             )
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(inputs))
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(inputs))
         return loss
 
     def _inputs_and_targets(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

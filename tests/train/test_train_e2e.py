@@ -1,0 +1,125 @@
+"""End-to-end training runs on the planted dataset, tracked in a temporary MLflow store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from recsys.registry import build_model
+from recsys.tracking.mlflow import download_run_artifacts, read_run
+from recsys.train.experiment import EvalConfig, TrainConfig, load_experiment
+from recsys.train.module import NonFiniteLossError, RecModule
+from recsys.train.run import train_experiment
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _experiment(tmp_path: Path, dataset: Path, **train: object) -> Path:
+    cfg = {
+        "name": "planted_sasrec",
+        "data": str(dataset / "data.yaml"),
+        "model": {"name": "sasrec", "params": {"max_len": 8, "hidden": 16, "n_heads": 2, "dropout": 0.1}},
+        "train": {"max_epochs": 2, "batch_size": 32, "lr": 0.005, "progress_bar": False, **train},
+        "tracking": {"experiment": "test", "artifact_dir": str(tmp_path / "artifacts")},
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _run_cli(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.train", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
+
+
+def test_training_run_is_tracked_and_read_back(tmp_path: Path, planted_dataset: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = load_experiment(_experiment(tmp_path, planted_dataset))
+    outcome = train_experiment(cfg, tracking_uri=uri, command="test")
+    assert outcome is not None
+    run = read_run(uri, outcome.run_id)
+    assert run["status"] == "FINISHED"
+    for key in ("val/ndcg@10", "test/ndcg@10", "test/hr@20", "test/coverage@10", "train/loss"):
+        assert key in run["metrics"], key
+    assert run["metrics"]["test/ndcg@10"] == pytest.approx(outcome.metrics["test/ndcg@10"])
+    assert run["params"]["model.name"] == "sasrec"
+    assert run["params"]["train.lr"] == "0.005"
+    assert Path(run["tags"]["data_dir"]).is_dir()
+    model_dir = download_run_artifacts(uri, outcome.run_id, "model", tmp_path / "dl")
+    assert (model_dir / "model.json").is_file()
+    emb = download_run_artifacts(uri, outcome.run_id, "embeddings/item_embeddings.npy", tmp_path / "dl")
+    assert emb.is_file()
+    assert outcome.record["protocol"]["full_ranking"] is True
+    assert outcome.record["protocol"]["exclude_seen"] is True
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path: Path, planted_dataset: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = _experiment(tmp_path, planted_dataset, accelerator="cpu", devices=2, strategy="ddp", max_epochs=1)
+    proc = _run_cli("--config", str(exp), f"tracking.tracking_uri={uri}", "train.num_threads=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mlflow run:" in proc.stdout
+    run_id = proc.stdout.split("mlflow run: ")[1].split()[0]
+    run = read_run(uri, run_id)
+    assert run["status"] == "FINISHED"
+    assert "test/ndcg@10" in run["metrics"]
+
+
+def test_unreachable_tracking_uri_fails_before_training(tmp_path: Path, planted_dataset: Path) -> None:
+    exp = _experiment(tmp_path, planted_dataset)
+    proc = _run_cli("--config", str(exp), "tracking.tracking_uri=http://127.0.0.1:9", timeout=120)
+    assert proc.returncode == 1
+    assert "cannot be reached" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Epoch" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.name=nope", "unknown model 'nope'"),
+        ("train.lrr=0.1", "unknown config key 'train.lrr'"),
+        ("train.loss=hinge", "loss='hinge'"),
+        ("train.batch_size=0", "batch_size must be >= 1"),
+    ],
+)
+def test_config_errors_are_one_line(tmp_path: Path, planted_dataset: Path, override: str, message: str) -> None:
+    exp = _experiment(tmp_path, planted_dataset)
+    proc = _run_cli("--config", str(exp), override, f"tracking.tracking_uri=sqlite:///{tmp_path}/m.db", timeout=120)
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_too_short_dataset_is_refused(tmp_path: Path) -> None:
+    import polars as pl
+
+    from recsys.data.datamodule import SequenceDataModule
+    from recsys.data.processed import write_processed
+
+    seqs = pl.DataFrame({"user_idx": [0], "items": [[1, 2]], "timestamps": [[1, 2]]})
+    items = pl.DataFrame({"item_idx": [1, 2], "raw_id": ["a", "b"], "text": [None, None]})
+    users = pl.DataFrame({"user_idx": [0], "raw_id": ["u"]})
+    inter = pl.DataFrame({"user_idx": [0, 0], "item_idx": [1, 2], "timestamp": [1, 2]})
+    meta = {"n_users": 1, "n_items": 2, "n_interactions": 2, "schema_version": 1}
+    write_processed(tmp_path, interactions=inter, sequences=seqs, items=items, users=users, meta=meta)
+    dm = SequenceDataModule(tmp_path, max_len=5, batch_size=4, eval_batch_size=4, seed=0)
+    with pytest.raises(ValueError, match="too short for leave-one-out"):
+        dm.setup()
+
+
+def test_non_finite_loss_names_the_step() -> None:
+    model = build_model("sasrec", {"hidden": 8, "n_heads": 2, "max_len": 4}, 10)
+    with torch.no_grad():
+        model.item_embeddings()[1:].fill_(float("nan"))
+    module = RecModule(model, TrainConfig(), EvalConfig())
+    window = torch.tensor([[0, 1, 2, 3, 4]])
+    with pytest.raises(NonFiniteLossError, match="step 0"):
+        module._common_step(__import__("recsys.data.datasets", fromlist=["TrainBatch"]).TrainBatch(window), "train")
