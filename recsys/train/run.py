@@ -26,6 +26,7 @@ from recsys.models.checkpoint import save_model
 from recsys.registry import build_model
 from recsys.tracking.mlflow import RunRecorder, make_logger
 from recsys.tracking.records import base_record, now_iso
+from recsys.train.callbacks import EpochSummary
 from recsys.train.experiment import ExperimentConfig
 from recsys.train.module import RecModule
 
@@ -85,7 +86,11 @@ def train_experiment(cfg: ExperimentConfig, *, tracking_uri: str, command: str =
         strategy=cfg.train.strategy,
         precision=cfg.train.precision,
         logger=logger,
-        callbacks=[EarlyStopping(monitor=cfg.monitor, mode="max", patience=cfg.train.patience), checkpoint],
+        callbacks=[
+            EarlyStopping(monitor=cfg.monitor, mode="max", patience=cfg.train.patience),
+            checkpoint,
+            EpochSummary(cfg.monitor),
+        ],
         check_val_every_n_epoch=cfg.train.val_every,
         gradient_clip_val=cfg.train.grad_clip,
         max_time={"minutes": cfg.train.max_minutes} if cfg.train.max_minutes else None,

@@ -1,0 +1,58 @@
+"""Evaluate a tracked run's model with full ranking (leave-one-out) and print the metrics.
+
+python -m pipelines.evaluate --run-id <id> [--split test|val] [--include-seen] [--log]
+
+The model comes from the run's `model/` artifact, the data from the run's `data_dir` tag (or
+--data-dir). With --log the metrics are added to the run under `eval/<split>/...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from recsys.data.datamodule import SequenceDataModule
+from recsys.eval.evaluate import evaluate
+from recsys.models.checkpoint import load_model
+from recsys.tracking.mlflow import DEFAULT_TRACKING_URI, RunRecorder, TrackingError, download_run_artifacts, read_run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+    parser.add_argument("--split", choices=["val", "test"], default="test")
+    parser.add_argument("--include-seen", action="store_true", help="do not mask the user's history items")
+    parser.add_argument("--data-dir", help="processed dataset directory (default: the run's data_dir tag)")
+    parser.add_argument("--ks", default="5,10,20")
+    parser.add_argument("--log", action="store_true", help="log the metrics to the run as eval/<split>/...")
+    args = parser.parse_args(argv)
+    try:
+        run = read_run(args.tracking_uri, args.run_id)
+        data_dir = Path(args.data_dir or run["tags"].get("data_dir", ""))
+        with tempfile.TemporaryDirectory() as tmp:
+            model = load_model(download_run_artifacts(args.tracking_uri, args.run_id, "model", Path(tmp)))
+        dm = SequenceDataModule(data_dir, max_len=model.max_len, batch_size=1, eval_batch_size=1024, seed=0)
+        dm.setup()
+        loader = dm.test_dataloader() if args.split == "test" else dm.val_dataloader()
+        ks = tuple(int(k) for k in args.ks.split(","))
+        result = evaluate(model, loader, split=args.split, ks=ks, exclude_seen=not args.include_seen)
+    except (TrackingError, FileNotFoundError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # mlflow raises its own exception types for unknown runs
+        print(f"error: cannot evaluate run {args.run_id!r}: {err}", file=sys.stderr)
+        return 1
+    if args.log:
+        RunRecorder(args.tracking_uri, args.run_id).log_metrics({f"eval/{k}": v for k, v in result.metrics.items()})
+    print(json.dumps({"protocol": result.protocol, "metrics": result.metrics}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
