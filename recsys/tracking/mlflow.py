@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
+import pandas as pd
 from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 
@@ -183,3 +184,24 @@ def download_run_artifacts(uri: str, run_id: str, artifact_path: str, dst: Path 
         run_id=run_id, artifact_path=artifact_path, dst_path=str(target), tracking_uri=uri
     )
     return Path(local)
+
+
+def runs_table(uri: str, experiment: str) -> pd.DataFrame:
+    """All runs of an experiment as a DataFrame (one row per run; metric names with '@' restored)."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise TrackingError(f"no experiment named {experiment!r} in {uri}")
+    rows = []
+    for run in client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"]):
+        row: dict[str, Any] = {"run_id": run.info.run_id, "status": run.info.status, "name": run.info.run_name}
+        row.update({f"param:{k}": v for k, v in run.data.params.items()})
+        row.update({metric_name(k): v for k, v in run.data.metrics.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def metric_history(uri: str, run_id: str, key: str) -> pd.DataFrame:
+    """One metric's history (step, value) for a run, e.g. key='val/ndcg@10'."""
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, _metric_key(key))
+    return pd.DataFrame({"step": [m.step for m in history], "value": [m.value for m in history]})
