@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import N_ITEMS, N_USERS
+from retrieval_support import N_ITEMS, N_USERS
 
 from recsys.data import schema as S
 from recsys.models.checkpoint import load_model

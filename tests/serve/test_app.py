@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import MODEL_NAME, ThreadServer, TrainedRun
+from serve_support import MODEL_NAME, ThreadServer, TrainedRun
 
 from recsys.data import schema as S
 from recsys.models.base import SequentialRecommender

@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from conftest import TrainedRun
+from serve_support import TrainedRun
 
 from recsys.retrieval.export import fetch_bundle
 from recsys.retrieval.recommender import Recommender

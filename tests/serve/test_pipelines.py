@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT_DIR, TrainedRun, free_port
+from serve_support import REPO_ROOT_DIR, TrainedRun, free_port
 
 from pipelines.serve_demo import run_demo_query
 

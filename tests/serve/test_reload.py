@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ThreadServer, TrainedRun
+from serve_support import ThreadServer, TrainedRun
 
 from recsys.retrieval.export import export_run
 from recsys.retrieval.index import IndexConfig
