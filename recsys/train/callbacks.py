@@ -21,9 +21,9 @@ class EpochSummary(pl.Callback):
         del trainer, pl_module
         self._t0 = time.perf_counter()
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         del pl_module
-        if trainer.sanity_checking or trainer.global_rank != 0:
+        if trainer.global_rank != 0:
             return
         m = trainer.callback_metrics
         loss = float(m["train/loss"]) if "train/loss" in m else float("nan")
