@@ -53,10 +53,7 @@ def rank_targets(
     ranks = torch.ones_like(targets)
     for lo, hi in chunks:  # second pass only when the catalog did not fit in one chunk
         scores = cached if cached is not None else _masked_scores(user_repr, item_emb, seen, lo, hi)
-        ids = torch.arange(lo, hi, device=scores.device)
-        ts = target_scores[:, None]
-        ahead = (scores > ts) | ((scores == ts) & (ids[None, :] < targets[:, None]))
-        ranks = ranks + ahead.sum(1)
+        ranks = ranks + _count_ahead(scores, target_scores, targets, lo)
     assert best_ids is not None
     return RankResult(ranks=ranks, topk_ids=best_ids)
 
@@ -66,17 +63,28 @@ def _masked_scores(
 ) -> torch.Tensor:
     """Scores [U, hi - lo] for catalog items lo..hi-1 with padding and seen items set to -inf."""
     scores = user_repr @ item_emb[lo:hi].T
-    width = hi - lo
     if lo == 0:
         scores[:, 0] = float("-inf")
     if seen is not None:
         valid = (seen > 0) & (seen >= lo) & (seen < hi)
-        # out-of-chunk ids go to a spare column that is dropped afterwards
-        idx = torch.where(valid, seen - lo, torch.full_like(seen, width))
-        scores = torch.cat([scores, scores.new_zeros(len(scores), 1)], dim=1)
-        scores.scatter_(1, idx, float("-inf"))
-        scores = scores[:, :width]
+        rows = torch.arange(len(seen), device=seen.device)[:, None].expand_as(seen)
+        scores[rows[valid], seen[valid] - lo] = float("-inf")  # touches U x S cells, not U x N
     return scores
+
+
+def _count_ahead(scores: torch.Tensor, target_scores: torch.Tensor, targets: torch.Tensor, lo: int) -> torch.Tensor:
+    """Items in this chunk ranked before each target: higher score, or equal score and lower index."""
+    ts = target_scores[:, None]
+    higher = (scores > ts).sum(1)
+    ties = (scores >= ts).sum(1) - higher  # includes the target itself when it is in this chunk
+    tied_rows = (ties > 1) | ((ties == 1) & ((targets < lo) | (targets >= lo + scores.shape[1])))
+    if bool(tied_rows.any()):  # rare with float scores: resolve those rows by item index
+        ids = torch.arange(lo, lo + scores.shape[1], device=scores.device)
+        sub = scores[tied_rows]
+        before = (sub == ts[tied_rows]) & (ids[None, :] < targets[tied_rows, None])
+        higher = higher.clone()
+        higher[tied_rows] += before.sum(1)
+    return higher
 
 
 def _merge_topk(
