@@ -443,6 +443,7 @@ def main() -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     torch.set_num_threads(2)
     started_at, t0 = now_iso(), time.perf_counter()
+    load_at_start = os.getloadavg()
     rng = np.random.default_rng(0)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
@@ -455,6 +456,7 @@ def main() -> int:
     command = "python bench/serve.py " + shlex.join(sys.argv[1:])
     record = base_record("serve", command, started_at, time.perf_counter() - t0)
     record["machine"]["shared"] = "2 cores shared with other engineers' jobs; load generator on the same machine"
+    record["machine"]["loadavg_1_5_15"] = {"start": load_at_start, "end": os.getloadavg()}
     record["results"] = results
     write_record(args.out, record)
     print(f"wrote {args.out}", flush=True)
