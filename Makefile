@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_CPU := torch==2.13.0
 DATA_CONFIG ?= configs/data/ml-1m.yaml
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,9 +32,18 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
+# The recorded benchmarks (bench/results/*.json); about 45 minutes on 2 cores.
 bench: $(STAMP)
-	$(PY) bench/etl.py
+	$(PY) bench/etl.py --rows 50000000
 	$(PY) bench/attention.py
+	$(PY) bench/train.py
+	$(PY) bench/serve.py
+
+# Small versions of the same, written under bench/results/tmp/ (not committed).
+bench-quick: $(STAMP)
+	$(PY) bench/etl.py --rows 2000000 --out bench/results/tmp/etl.json
+	$(PY) bench/train.py --steps 3 --backends sdpa,linear --out bench/results/tmp/train.json
+	$(PY) bench/serve.py --items 100000 --duration 5 --reload-duration 10 --skip-beauty --out bench/results/tmp/serve.json
 
 clean:
 	rm -rf $(VENV) mlflow.db mlartifacts artifacts data/processed
