@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
-from recsys.data.datasets import EvalSequences, TrainSequences
+from recsys.data.datasets import CrossSubsequences, EvalSequences, TrainSequences
 from recsys.data.processed import load_processed
 from recsys.data.schema import ITEMS
 
@@ -19,15 +19,27 @@ class SequenceDataModule(pl.LightningDataModule):
     Training windows are the sequence without its last two items; users with fewer than 3 items
     give no validation/test example, and training needs at least 2 items. The data is small per
     user, so loaders index pre-built tensors in whole batches (no per-sample Python).
+    The model's objective picks the training rows: one window per user, or, for
+    "cross_subsequence" (ICSRec), every prefix of every training window with a sampled positive.
     """
 
-    def __init__(self, data_dir: str | Path, *, max_len: int, batch_size: int, eval_batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        max_len: int,
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int,
+        objective: str = "next_item",
+    ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
         self.max_len = max_len
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
+        self.objective = objective  # the model's `objective` (recsys.models.base.Objective)
         self.n_items = 0
 
     def prepare_data(self) -> None:
@@ -48,7 +60,11 @@ class SequenceDataModule(pl.LightningDataModule):
                 f"{self.data_dir}: too short for leave-one-out training "
                 f"({len(seqs)} users, {len(evaluable)} with >= 3 items)"
             )
-        self.train_set = TrainSequences(train, self.max_len)
+        if self.objective == "cross_subsequence":
+            gen = torch.Generator().manual_seed(self.seed)  # positive sampling
+            self.train_set: TrainSequences | CrossSubsequences = CrossSubsequences(train, self.max_len, generator=gen)
+        else:
+            self.train_set = TrainSequences(train, self.max_len)
         self.val_set = EvalSequences([s[:-2] for s in evaluable], [s[-2] for s in evaluable], self.max_len)
         self.test_set = EvalSequences([s[:-1] for s in evaluable], [s[-1] for s in evaluable], self.max_len)
 
@@ -56,6 +72,15 @@ class SequenceDataModule(pl.LightningDataModule):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         shuffle = ShardedShuffle(len(self.train_set), seed=self.seed, rank=rank, world_size=world)
         sampler = BatchSampler(shuffle, self.batch_size, drop_last=False)
+        return DataLoader(self.train_set, sampler=sampler, batch_size=None)
+
+    def ordered_train_dataloader(self) -> DataLoader:
+        """Every training row once, in dataset order, in eval-sized batches (not sharded under DDP).
+
+        For passes over the training data outside the optimisation, such as ICSRec's epoch-start
+        clustering; it leaves the training shuffle untouched.
+        """
+        sampler = BatchSampler(SequentialSampler(self.train_set), self.eval_batch_size, drop_last=False)
         return DataLoader(self.train_set, sampler=sampler, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:

@@ -13,9 +13,20 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import Dataset
 
+from recsys.data.subsequences import (
+    Subsequences,
+    build_subsequences,
+    gather_windows,
+    group_by_target,
+    sample_positives,
+)
+
 
 class TrainBatch(NamedTuple):
     items: torch.Tensor  # [B, L + 1] left-padded training window; inputs and targets come from it
+    # [B, L'] objective "cross_subsequence": per row, the history of another subsequence with the
+    # same target (its positive view); None for the other objectives
+    positives: torch.Tensor | None = None
 
 
 class EvalBatch(NamedTuple):
@@ -52,6 +63,39 @@ class TrainSequences(Dataset[TrainBatch]):
 
     def __getitem__(self, rows: list[int]) -> TrainBatch:  # type: ignore[override]
         return TrainBatch(trim_padding(self.items[rows]))
+
+
+class CrossSubsequences(Dataset[TrainBatch]):
+    """ICSRec's training rows: every (prefix, next item) of every training sequence, with a positive.
+
+    A batch's `items` [B, L + 1] is each subsequence's history followed by its target (the loss
+    reads the last column only) and `positives` [B, L'] the history of a subsequence of any user
+    with the same target, drawn anew each time with `generator`. Rows are sorted by history length,
+    so an unshuffled pass (the epoch-start clustering) trims most of the padding.
+
+    Args:
+        seqs: the training sequences (one per user).
+        max_len: history window; longer histories keep their most recent items.
+        generator: the RNG of the positive sampling.
+    """
+
+    def __init__(self, seqs: Sequence[Sequence[int]], max_len: int, *, generator: torch.Generator) -> None:
+        subs = build_subsequences(seqs)
+        by_length = torch.argsort((subs.end - subs.begin).clamp(max=max_len), stable=True)
+        self.subs = Subsequences(subs.flat, subs.begin[by_length], subs.end[by_length])
+        self.groups = group_by_target(self.subs.targets)
+        self.max_len = max_len
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.subs.end)
+
+    def __getitem__(self, rows: list[int]) -> TrainBatch:
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        positives = sample_positives(self.groups, idx, self.generator)
+        items = gather_windows(self.subs, idx, self.max_len, with_target=True)  # [B, L + 1]
+        views = gather_windows(self.subs, positives, self.max_len, with_target=False)  # [B, L]
+        return TrainBatch(trim_padding(items), trim_padding(views))
 
 
 class EvalSequences(Dataset[EvalBatch]):
