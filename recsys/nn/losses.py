@@ -4,6 +4,9 @@ Every loss takes `hidden` [T, D] (one row per position that carries a target), `
 (row 0 = padding, never a valid class) and `targets` [T] long in 1..N-1, and returns a scalar.
 Logits over the full catalog are only formed by `full_cross_entropy`, in chunks of positions so
 that [T, N] never has to fit in memory at once for large catalogs.
+
+Contrastive terms of auxiliary objectives (`info_nce`) take two views [B, D] of the same rows instead;
+they are not next-item losses, so they are not in `LOSSES`.
 """
 
 from __future__ import annotations
@@ -113,6 +116,39 @@ def _pos_neg_logits(
     neg = torch.einsum("td,tkd->tk", hidden, item_emb[negatives]).float()  # [T, n_neg]
     neg = neg.masked_fill(negatives == targets[:, None], float("-inf"))  # softplus(-inf) = 0
     return pos, neg
+
+
+def info_nce(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE (NT-Xent) over B pairs, the other 2B - 2 views of the batch as negatives.
+
+    Each of the 2B views [anchors; positives] is scored against its partner and the other views by
+    dot product / `temperature`; the loss is the mean softmax cross-entropy of the partner.
+
+    Args:
+        anchors: [B, D] first views.
+        positives: [B, D] second views; row i is the positive of `anchors[i]`.
+        temperature: softmax temperature.
+        labels: [B] optional classes (ICSRec: target item or intent id); views that share a label
+            with the row are not used as its negatives (false-negative mitigation).
+    """
+    n = len(anchors)
+    views = torch.cat([anchors, positives]).float()  # [2B, D]
+    sim = views @ views.T / temperature  # [2B, 2B]
+    rows = torch.arange(2 * n, device=views.device)
+    partner = (rows + n) % (2 * n)
+    pos = sim[rows, partner]  # [2B]
+    if labels is None:
+        labels = torch.arange(n, device=views.device)  # only the row itself and its partner are excluded
+    both = torch.cat([labels, labels])  # [2B]
+    neg = sim.masked_fill(both[:, None] == both[None, :], float("-inf"))  # self and partner included
+    logits = torch.cat([pos[:, None], neg], dim=1)  # [2B, 1 + 2B]
+    return F.cross_entropy(logits, torch.zeros_like(rows))
 
 
 LOSSES: dict[str, LossFn] = {
