@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 import torch
 from torch import nn
 
-Objective = Literal["next_item", "masked"]
+from recsys.data.datasets import TrainBatch
+
+# next_item: every position of a user's window predicts the item after it; masked: the model masks
+# items and predicts them; cross_subsequence: one row per prefix of a window (ICSRec), predicting
+# only the item after the prefix, with a positive view in `TrainBatch.positives`
+Objective = Literal["next_item", "masked", "cross_subsequence"]
 
 
 class SequentialRecommender(nn.Module):
@@ -36,7 +42,17 @@ class SequentialRecommender(nn.Module):
         """Masked-objective models: (inputs with mask tokens, targets with 0 = no target), both [B, L]."""
         raise NotImplementedError(f"{type(self).__name__} has objective {self.objective!r}, not 'masked'")
 
-    def extra_loss(self, items: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
-        """Optional auxiliary objective added to the main loss (contrastive terms); None by default."""
-        del items, mask, hidden
+    def extra_loss(self, batch: TrainBatch, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Optional auxiliary loss added to the main one (contrastive terms); None by default.
+
+        Args:
+            batch: the training batch.
+            hidden: [B, L, D] hidden states of the inputs the train module built from `batch.items`.
+        """
+        del batch, hidden
         return None
+
+    def on_train_epoch_start(self, batches: Iterable[TrainBatch]) -> None:
+        """Called before each training epoch with one unshuffled pass over the training rows
+        (ICSRec re-clusters its intents here); a no-op by default, which does not iterate."""
+        del batches

@@ -8,6 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from recsys.data.datamodule import SequenceDataModule
 from recsys.data.datasets import EvalBatch, TrainBatch
 from recsys.eval.evaluate import metrics_from_ranks, rank_batch
 from recsys.models.base import SequentialRecommender
@@ -41,8 +42,9 @@ class RecModule(pl.LightningModule):
         hidden = self.model.encode(inputs, inputs != 0)  # [B, L, D]
         where = targets != 0
         loss = self._loss(hidden[where], self.model.item_embeddings(), targets[where])  # [T, D] vs [T]
-        extra = self.model.extra_loss(inputs, inputs != 0, hidden)
+        extra = self.model.extra_loss(batch, hidden)
         if extra is not None:
+            self.log(f"{stage}/extra_loss", extra, on_step=False, on_epoch=True, batch_size=len(inputs))
             loss = loss + extra
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -53,10 +55,15 @@ class RecModule(pl.LightningModule):
         return loss
 
     def _inputs_and_targets(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next-item: inputs and targets shifted by one. Masked: the model chooses what to mask."""
+        """Next-item: inputs and targets shifted by one. Masked: the model chooses what to mask.
+        Cross-subsequence: a row is one prefix and its next item, so only the last column is a target."""
         if self.model.objective == "next_item":
             inputs, targets = window[:, :-1], window[:, 1:]
             return inputs, targets * (inputs != 0)  # the first real item has no history
+        if self.model.objective == "cross_subsequence":
+            inputs, targets = window[:, :-1], torch.zeros_like(window[:, 1:])
+            targets[:, -1] = window[:, -1]
+            return inputs, targets
         return self.model.mask_items(window[:, 1:])
 
     @functools.cached_property
@@ -67,6 +74,11 @@ class RecModule(pl.LightningModule):
         if fn is in_batch_softmax:
             raise ValueError("loss 'in_batch' needs item sampling probabilities; use ce, sampled_softmax, bce or gbce")
         return fn
+
+    def on_train_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)  # set by Lightning when fit() is given one
+        if isinstance(datamodule, SequenceDataModule):
+            self.model.on_train_epoch_start(datamodule.ordered_train_dataloader())
 
     def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
         del batch_idx

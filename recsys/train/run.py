@@ -74,6 +74,7 @@ def train_experiment(cfg: ExperimentConfig, *, tracking_uri: str, command: str =
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.eval.batch_size,
         seed=cfg.train.seed,
+        objective=model.objective,
     )
     module = RecModule(model, cfg.train, cfg.eval)
     ckpt_dir = Path(tempfile.mkdtemp(prefix="recsys-ckpt-"))
