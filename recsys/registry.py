@@ -8,11 +8,13 @@ from typing import Any
 from recsys.config import from_dict
 from recsys.models.base import SequentialRecommender
 from recsys.models.bert4rec import BERT4Rec
+from recsys.models.icsrec import ICSRec
 from recsys.models.sasrec import SASRec
 
 MODELS: dict[str, type[SequentialRecommender]] = {
     "sasrec": SASRec,
     "bert4rec": BERT4Rec,
+    "icsrec": ICSRec,
 }
 
 

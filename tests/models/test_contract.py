@@ -61,7 +61,10 @@ def test_save_load_round_trip(name: str, tmp_path: Path) -> None:
 
 def _trained(name: str, dataset: Path, steps: int) -> tuple[RecModule, SequenceDataModule, list[float]]:
     torch.manual_seed(0)
-    dm = SequenceDataModule(dataset / "processed", max_len=7, batch_size=64, eval_batch_size=64, seed=0)
+    objective = MODELS[name].objective
+    dm = SequenceDataModule(
+        dataset / "processed", max_len=7, batch_size=64, eval_batch_size=64, seed=0, objective=objective
+    )
     dm.setup()
     params = {**ODD, "dropout": 0.0, "attn_dropout": 0.0}
     module = RecModule(build_model(name, params, dm.n_items), TrainConfig(lr=5e-3), EvalConfig())
@@ -85,7 +88,7 @@ def test_loss_decreases_in_20_steps(name: str, planted_dataset: Path) -> None:
 
 
 # full-batch steps to learn the planted walk; masked training sees the last position less often
-PLANTED_STEPS = {"sasrec": 150, "bert4rec": 600}
+PLANTED_STEPS = {"sasrec": 150, "bert4rec": 600, "icsrec": 20}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

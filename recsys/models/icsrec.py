@@ -1,0 +1,164 @@
+"""ICSRec (Qin et al., WSDM 2024): intent contrastive learning with cross subsequences.
+
+The network is SASRec's (the shared causal `ItemSequenceEncoder`); ICSRec changes what it learns
+from. Training rows are every prefix of every user's training sequence, each predicting only its
+next item (objective "cross_subsequence", see `recsys.data.subsequences`), plus two contrastive
+terms on the last hidden state of the prefix (its intent representation):
+
+- coarse-grain: a prefix and a prefix of any user with the same target (its positive, sampled
+  by the data) are pulled together, the rest of the batch pushed away (`info_nce`);
+- fine-grain: each of the two views is pulled toward the centroid of its intent, the intents being
+  k-means clusters of all prefixes' representations, refit at the start of every epoch.
+
+With false-negative mitigation, batch rows that share the target (coarse) or the intent (fine)
+are not used as negatives. As in the authors' code, similarities are dot products, centroids are
+L2-normalised for the contrast, and a view is assigned its nearest raw centroid (L2).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from recsys.data.datasets import TrainBatch
+from recsys.models.base import Objective, SequentialRecommender
+from recsys.nn.losses import info_nce
+from recsys.nn.sequence_encoder import ItemSequenceEncoder, validate_encoder_fields
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ICSRecConfig:
+    max_len: int = 50
+    hidden: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.5  # the paper's Beauty / Sports setting
+    attn_dropout: float = 0.5
+    attention: str = "sdpa"  # any key of recsys.nn.attention.ATTENTION
+    chunk_size: int = 64  # for the chunked linear backends
+    n_intents: int = 512  # k-means clusters (the paper's default; its released Beauty script uses 256)
+    temperature: float = 1.0  # of both InfoNCE terms, over raw dot products (the authors' `sim='dot'`)
+    coarse_weight: float = 0.3  # lambda: cross-subsequence contrast (the authors' Beauty/Sports scripts)
+    fine_weight: float = 0.1  # beta: contrast with the intent centroids; 0 skips the clustering
+    false_negative_mask: bool = True  # FNM: same-target / same-intent rows are not negatives
+    kmeans_iters: int = 20  # as the authors' faiss clustering
+    kmeans_redo: int = 1  # restarts keeping the best; the authors use 5 (5x the clustering time)
+    kmeans_seed: int = 1  # the same seed every epoch, so a refit depends only on the representations
+
+    def __post_init__(self) -> None:
+        validate_encoder_fields(self)
+        for name in ("n_intents", "kmeans_iters", "kmeans_redo"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("coarse_weight", "fine_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+class ContrastiveTerms(NamedTuple):
+    coarse: torch.Tensor  # scalar, cross-subsequence InfoNCE
+    fine: torch.Tensor | None  # scalar, intent InfoNCE summed over both views; None before any clustering
+
+
+def fit_intents(points: torch.Tensor, n_intents: int, *, iters: int, redo: int, seed: int) -> torch.Tensor:
+    """k-means centroids [K, D] of `points` [S, D] (faiss, seeded); K = min(n_intents, S)."""
+    import faiss  # the CPU package is a core dependency; imported here to keep model imports light
+
+    k = min(n_intents, len(points))
+    if k < n_intents:
+        log.warning("only %d representations for %d intents: clustering into %d", len(points), n_intents, k)
+    x = points.detach().float().cpu().contiguous().numpy()
+    kmeans = faiss.Kmeans(
+        x.shape[1],
+        k,
+        niter=iters,
+        nredo=redo,
+        seed=seed,
+        max_points_per_centroid=4096,  # faiss subsamples (seeded) above this, as in the authors' code
+        min_points_per_centroid=1,  # few points per intent is expected on small data; no warning
+        verbose=False,
+    )
+    kmeans.train(x)
+    assert kmeans.centroids is not None
+    return torch.from_numpy(kmeans.centroids.copy())  # [K, D]
+
+
+def assign_intents(z: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Index [B] of the nearest centroid (L2) of each row of `z` [B, D]."""
+    # argmin |z - c|^2 = argmax (z.c - |c|^2 / 2)
+    return (z @ centroids.T - 0.5 * (centroids * centroids).sum(-1)).argmax(-1)
+
+
+class ICSRec(SequentialRecommender):
+    Config = ICSRecConfig
+    objective: Objective = "cross_subsequence"
+
+    def __init__(self, cfg: ICSRecConfig, n_items: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.max_len = cfg.max_len
+        self.net = ItemSequenceEncoder(cfg, n_items, causal=True)
+        # [K, D] raw k-means centroids; refit every epoch, so not part of the saved state
+        self.intents: torch.Tensor
+        self.register_buffer("intents", torch.zeros(0, cfg.hidden), persistent=False)
+
+    def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden: torch.Tensor = self.net(items, mask)  # [B, L, D]
+        return hidden
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.net.item_weight()  # [N + 1, D]
+
+    def contrastive_terms(self, batch: TrainBatch, hidden: torch.Tensor) -> ContrastiveTerms:
+        """The two unweighted contrastive losses for a cross-subsequence batch and its `hidden` [B, L, D]."""
+        if batch.positives is None:
+            raise ValueError("ICSRec needs TrainBatch.positives: train it with objective 'cross_subsequence' data")
+        z = hidden[:, -1]  # [B, D] intent representation of each prefix
+        z_pos = self.sequence_representation(batch.positives, batch.positives != 0)  # [B, D]
+        fnm = self.cfg.false_negative_mask
+        targets = batch.items[:, -1]  # [B]
+        coarse = info_nce(z, z_pos, temperature=self.cfg.temperature, labels=targets if fnm else None)
+        if len(self.intents) == 0:
+            return ContrastiveTerms(coarse, None)
+        return ContrastiveTerms(coarse, self._intent_nce(z) + self._intent_nce(z_pos))
+
+    def _intent_nce(self, z: torch.Tensor) -> torch.Tensor:
+        intent = assign_intents(z.detach().float(), self.intents)  # [B]
+        prototypes = F.normalize(self.intents, dim=-1)[intent]  # [B, D], constants
+        labels = intent if self.cfg.false_negative_mask else None
+        return info_nce(z, prototypes, temperature=self.cfg.temperature, labels=labels)
+
+    def extra_loss(self, batch: TrainBatch, hidden: torch.Tensor) -> torch.Tensor | None:
+        terms = self.contrastive_terms(batch, hidden)
+        loss = self.cfg.coarse_weight * terms.coarse
+        if terms.fine is not None:
+            loss = loss + self.cfg.fine_weight * terms.fine
+        return loss
+
+    @torch.no_grad()
+    def on_train_epoch_start(self, batches: Iterable[TrainBatch]) -> None:
+        """Refit the intents: k-means over the representations of every training prefix (eval mode)."""
+        if self.cfg.fine_weight == 0:
+            return
+        device = self.intents.device
+        was_training = self.training
+        self.eval()
+        reps = []
+        for batch in batches:
+            history = batch.items[:, :-1].to(device)  # the prefix, without its target
+            reps.append(self.sequence_representation(history, history != 0).float().cpu())  # [B, D]
+        self.train(was_training)
+        cfg = self.cfg
+        centroids = fit_intents(
+            torch.cat(reps), cfg.n_intents, iters=cfg.kmeans_iters, redo=cfg.kmeans_redo, seed=cfg.kmeans_seed
+        )
+        self.intents = centroids.to(device)

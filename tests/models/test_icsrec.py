@@ -1,0 +1,121 @@
+"""ICSRec beyond the registry contract: its config, the seeded intent clustering, every loss term."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsys.data.datamodule import SequenceDataModule
+from recsys.data.datasets import TrainBatch
+from recsys.models.icsrec import ICSRec, ICSRecConfig, assign_intents, fit_intents
+from recsys.registry import build_model
+from recsys.train.experiment import EvalConfig, TrainConfig
+from recsys.train.module import RecModule
+
+SMALL = {"max_len": 7, "hidden": 16, "n_heads": 2, "n_intents": 8, "dropout": 0.1, "attn_dropout": 0.1}
+
+
+def _setup(planted_dataset: Path, **params: object) -> tuple[ICSRec, SequenceDataModule]:
+    torch.manual_seed(0)
+    dm = SequenceDataModule(
+        planted_dataset / "processed",
+        max_len=7,
+        batch_size=64,
+        eval_batch_size=128,
+        seed=0,
+        objective="cross_subsequence",
+    )
+    dm.setup()
+    model = build_model("icsrec", SMALL | params, dm.n_items)
+    assert isinstance(model, ICSRec)
+    return model, dm
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("n_intents", 0), ("temperature", 0.0), ("coarse_weight", -1.0), ("kmeans_iters", 0), ("hidden", 31)],
+)
+def test_bad_config_values_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        ICSRecConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_paper_defaults() -> None:
+    cfg = ICSRecConfig()
+    assert (cfg.max_len, cfg.hidden, cfg.n_layers, cfg.n_heads, cfg.dropout) == (50, 64, 2, 2, 0.5)
+    assert cfg.n_intents == 512
+
+
+def test_kmeans_is_seeded_and_reproducible() -> None:
+    points = torch.randn(600, 16, generator=torch.Generator().manual_seed(0))
+    first = fit_intents(points, 12, iters=10, redo=2, seed=5)
+    again = fit_intents(points, 12, iters=10, redo=2, seed=5)
+    other = fit_intents(points, 12, iters=10, redo=2, seed=6)
+    assert first.shape == (12, 16)
+    assert torch.equal(first, again)
+    assert torch.equal(assign_intents(points, first), assign_intents(points, again))
+    assert not torch.equal(first, other)
+    assert fit_intents(points[:5], 12, iters=10, redo=1, seed=5).shape == (5, 16)  # fewer points than intents
+
+
+def test_assignment_is_the_nearest_centroid() -> None:
+    centroids = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    z = torch.tensor([[9.0, 1.0], [1.0, 1.0], [2.0, 7.0]])
+    assert assign_intents(z, centroids).tolist() == [1, 0, 2]
+
+
+def test_epoch_start_clustering_is_reproducible(planted_dataset: Path) -> None:
+    model, dm = _setup(planted_dataset)
+    assert len(model.intents) == 0
+    model.on_train_epoch_start(dm.ordered_train_dataloader())
+    first = model.intents.clone()
+    assert first.shape == (8, 16)
+    assert model.training  # the eval-mode pass restores the training mode
+    model.on_train_epoch_start(dm.ordered_train_dataloader())
+    assert torch.equal(model.intents, first)
+    assert "intents" not in model.state_dict()  # refit every epoch, never saved
+
+
+def test_every_loss_term_is_finite_and_has_gradients(planted_dataset: Path) -> None:
+    model, dm = _setup(planted_dataset)
+    model.on_train_epoch_start(dm.ordered_train_dataloader())
+    batch = dm.train_set[list(range(64))]
+    module = RecModule(model, TrainConfig(), EvalConfig())
+    module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer attached
+    inputs, targets = module._inputs_and_targets(batch.items)
+    assert (targets[:, :-1] == 0).all() and torch.equal(targets[:, -1], batch.items[:, -1])
+    hidden = model.encode(inputs, inputs != 0)
+    terms = model.contrastive_terms(batch, hidden)
+    assert terms.fine is not None
+    weights = list(model.net.parameters())
+    for name, term in [("coarse", terms.coarse), ("fine", terms.fine)]:
+        assert torch.isfinite(term), name
+        grads = torch.autograd.grad(term, weights, retain_graph=True, allow_unused=True)
+        assert all(g is None or torch.isfinite(g).all() for g in grads), name
+        assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0, name
+    loss = module._common_step(batch, "train")  # CE + weighted terms
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+def test_without_intents_only_the_coarse_term(planted_dataset: Path) -> None:
+    model, dm = _setup(planted_dataset, fine_weight=0.0, dropout=0.0, attn_dropout=0.0)
+    model.on_train_epoch_start(dm.ordered_train_dataloader())  # fine_weight 0: no clustering
+    assert len(model.intents) == 0
+    batch = dm.train_set[list(range(32))]
+    hidden = model.encode(batch.items[:, :-1], batch.items[:, :-1] != 0)
+    terms = model.contrastive_terms(batch, hidden)
+    assert terms.fine is None
+    extra = model.extra_loss(batch, hidden)
+    assert extra is not None
+    torch.testing.assert_close(extra, model.cfg.coarse_weight * terms.coarse)
+
+
+def test_a_batch_without_positives_is_refused(planted_dataset: Path) -> None:
+    model, _ = _setup(planted_dataset)
+    items = torch.tensor([[0, 1, 2, 3]])
+    with pytest.raises(ValueError, match="positives"):
+        model.extra_loss(TrainBatch(items), model.encode(items[:, :-1], items[:, :-1] != 0))
