@@ -27,9 +27,7 @@ def test_ranks_match_reference_with_ties_and_chunks() -> None:
     targets = torch.randint(1, items, (users,), generator=gen)
     seen = torch.randint(0, items, (users, 5), generator=gen)
     seen[seen == targets[:, None]] = 0  # the target itself is not in the history here
-    expected = [
-        _reference_rank(user_repr[u] @ item_emb.T, int(targets[u]), seen[u].tolist()) for u in range(users)
-    ]
+    expected = [_reference_rank(user_repr[u] @ item_emb.T, int(targets[u]), seen[u].tolist()) for u in range(users)]
     for chunk in (7, 53, 1000):  # several chunks, exactly one, larger than the catalog
         res = rank_targets(user_repr, item_emb, targets, seen, topk=5, item_chunk=chunk)
         assert res.ranks.tolist() == expected

@@ -54,9 +54,7 @@ def test_save_load_round_trip(name: str, tmp_path: Path) -> None:
     save_model(model, name, ODD, N_ITEMS, tmp_path / "m")
     loaded = load_model(tmp_path / "m")
     items, mask = _batch()
-    torch.testing.assert_close(
-        loaded.sequence_representation(items, mask), model.sequence_representation(items, mask)
-    )
+    torch.testing.assert_close(loaded.sequence_representation(items, mask), model.sequence_representation(items, mask))
 
 
 def _trained(name: str, dataset: Path, steps: int) -> tuple[RecModule, SequenceDataModule, list[float]]:
