@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recsys.nn.attention import AttentionFn, get_attention  # noqa: E402
 from recsys.nn.linear_attention import linear_attention  # noqa: E402
+from recsys.tracking.records import machine_info  # noqa: E402
 
 H, DH = 2, 64
 BACKENDS = ("eager", "sdpa", "linear")
@@ -101,16 +101,6 @@ def _subprocess(args: list[str]) -> dict:
 
 def _eager_gb(L: int) -> float:
     return 6 * H * L * L * 4 / 2**30
-
-
-def _machine() -> dict:
-    cpu = platform.processor()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__}
 
 
 def _git_commit() -> str:
@@ -227,7 +217,12 @@ def main() -> None:
         "name": "attention_backends",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "git_commit": _git_commit(),
-        "machine": {**_machine(), "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
+        "machine": {
+            **machine_info(),
+            "torch": torch.__version__,
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+        },
         "started_at": started,
         "wall_s": None,
         "config": {

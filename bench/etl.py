@@ -11,8 +11,6 @@ import argparse
 import datetime as dt
 import gzip
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -31,6 +29,7 @@ from recsys.config import load_config  # noqa: E402
 from recsys.data.config import DataConfig  # noqa: E402
 from recsys.data.etl import run_etl  # noqa: E402
 from recsys.data.processed import load_processed  # noqa: E402
+from recsys.tracking.records import git_commit, machine_info  # noqa: E402
 
 
 def pandas_reference(ratings: Path, movies: Path, min_user: int, min_item: int) -> dict[str, pd.DataFrame]:
@@ -163,30 +162,6 @@ def bench_large(rows: int, n_users: int, n_items: int, workdir: Path) -> dict[st
     }
 
 
-def machine() -> dict[str, object]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "gpu": None,
-        "python": platform.python_version(),
-        "polars": pl.__version__,
-        "pandas": pd.__version__,
-    }
-
-
-def git_commit() -> str | None:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
-    return out.stdout.strip() or None
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=50_000_000)
@@ -212,7 +187,7 @@ def main() -> int:
         "name": "etl",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "git_commit": git_commit(),
-        "machine": machine(),
+        "machine": machine_info() | {"polars": pl.__version__, "pandas": pd.__version__},
         "started_at": started,
         "wall_s": round(time.perf_counter() - t0, 2),
         "results": results,
