@@ -1,6 +1,7 @@
 """Train one experiment and track it in MLflow.
 
 python -m pipelines.train --config configs/experiment/<exp>.yaml [key=value ...] [--results-json PATH]
+python -m pipelines.train --config <same> --finalize-run RUN_ID --checkpoint best.ckpt   # a run cut off early
 
 The tracking store is the config's `tracking.tracking_uri`, else $MLFLOW_TRACKING_URI, else the
 embedded `sqlite:///mlflow.db`.
@@ -15,6 +16,7 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -25,7 +27,7 @@ from recsys.tracking.mlflow import DEFAULT_TRACKING_URI, TrackingError
 from recsys.tracking.records import write_record
 from recsys.train.experiment import ExperimentConfig, load_experiment
 from recsys.train.module import NonFiniteLossError
-from recsys.train.run import train_experiment
+from recsys.train.run import finalize_from_checkpoint, train_experiment
 
 USER_ERRORS = (ConfigError, DataError, TrackingError, NonFiniteLossError, FileNotFoundError, KeyError, ValueError)
 
@@ -38,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="configs/experiment/<exp>.yaml")
     parser.add_argument("--results-json", help="also write the results record to this path")
+    parser.add_argument("--finalize-run", metavar="RUN_ID", help="evaluate and log --checkpoint into this stopped run")
+    parser.add_argument("--checkpoint", help="a Lightning checkpoint of the run (with --finalize-run)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_epochs=5")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -47,7 +51,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
         pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
-        outcome = train_experiment(cfg, tracking_uri=tracking_uri_for(cfg), command=command)
+        if args.finalize_run:
+            if not args.checkpoint:
+                raise ValueError("--finalize-run needs --checkpoint PATH")
+            outcome = finalize_from_checkpoint(
+                cfg,
+                run_id=args.finalize_run,
+                checkpoint=Path(args.checkpoint),
+                tracking_uri=tracking_uri_for(cfg),
+                command=command,
+            )
+        else:
+            outcome = train_experiment(cfg, tracking_uri=tracking_uri_for(cfg), command=command)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

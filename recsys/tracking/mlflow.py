@@ -12,6 +12,7 @@ import tempfile
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -171,6 +172,8 @@ def read_run(uri: str, run_id: str) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "status": run.info.status,
+        "start_ms": run.info.start_time,
+        "start_time": datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(timespec="seconds"),
         "params": dict(run.data.params),
         "metrics": {metric_name(k): v for k, v in run.data.metrics.items()},
         "tags": dict(run.data.tags),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from recsys.eval.evaluate import evaluate
 from recsys.models.base import SequentialRecommender
 from recsys.models.checkpoint import save_model
 from recsys.registry import build_model
-from recsys.tracking.mlflow import RunRecorder, make_logger
+from recsys.tracking.mlflow import RunRecorder, make_logger, read_run
 from recsys.tracking.records import base_record, now_iso
 from recsys.train.callbacks import EpochSummary
 from recsys.train.experiment import ExperimentConfig
@@ -68,14 +69,7 @@ def train_experiment(cfg: ExperimentConfig, *, tracking_uri: str, command: str =
         tracking_uri,
         tags={"data_dir": str(data_dir.resolve()), "model": cfg.model.name, "dataset": str(meta.get("name", ""))},
     )
-    dm = SequenceDataModule(
-        data_dir,
-        max_len=model.max_len,
-        batch_size=cfg.train.batch_size,
-        eval_batch_size=cfg.eval.batch_size,
-        seed=cfg.train.seed,
-        objective=model.objective,
-    )
+    dm = _datamodule(cfg, data_dir, model)
     module = RecModule(model, cfg.train, cfg.eval)
     ckpt_dir = Path(tempfile.mkdtemp(prefix="recsys-ckpt-"))
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.monitor, mode="max", save_top_k=1, filename="best")
@@ -111,9 +105,71 @@ def train_experiment(cfg: ExperimentConfig, *, tracking_uri: str, command: str =
     if recorder is None:
         return None
     fit_s = time.perf_counter() - t0
-    if checkpoint.best_model_path:
-        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state)
+    path = checkpoint.best_model_path
+    best = torch.load(path, map_location="cpu", weights_only=False) if path else None
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    fields = {"epochs": trainer.current_epoch, "fit_s": round(fit_s, 1)}
+    return _evaluate_and_log(cfg, module, dm, best, recorder, meta, data_dir, fields, command, started_at, t0)
+
+
+def finalize_from_checkpoint(
+    cfg: ExperimentConfig, *, run_id: str, checkpoint: Path, tracking_uri: str, command: str = ""
+) -> TrainOutcome:
+    """Evaluate and log the best checkpoint of a run whose fit was stopped before it ended.
+
+    For a run cut off by a time limit: the checkpoint (selected on validation) is evaluated on
+    val and test exactly as at the end of `train_experiment`, logged into the same MLflow run,
+    and the record says the run was interrupted and at which epoch.
+    """
+    t0 = time.perf_counter()
+    data_dir = ensure_processed(cfg.data)
+    meta = json.loads((data_dir / META_FILE).read_text())
+    model = build_model(cfg.model.name, cfg.model.params, int(meta["n_items"]))
+    dm = _datamodule(cfg, data_dir, model)
+    dm.setup()
+    run = read_run(tracking_uri, run_id)
+    recorder = RunRecorder(tracking_uri, run_id)
+    best = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    started_at, elapsed_s = run["start_time"], time.time() - run["start_ms"] / 1000
+    last_epoch = int(run["metrics"].get("epoch", best["epoch"]))
+    fields = {
+        "epochs": last_epoch,
+        "fit_s": round(elapsed_s, 1),
+        "interrupted": f"fit stopped after epoch {last_epoch}",
+    }
+    module = RecModule(model, cfg.train, cfg.eval)
+    return _evaluate_and_log(
+        cfg, module, dm, best, recorder, meta, data_dir, fields, command, started_at, t0 - elapsed_s
+    )
+
+
+def _datamodule(cfg: ExperimentConfig, data_dir: Path, model: SequentialRecommender) -> SequenceDataModule:
+    return SequenceDataModule(
+        data_dir,
+        max_len=model.max_len,
+        batch_size=cfg.train.batch_size,
+        eval_batch_size=cfg.eval.batch_size,
+        seed=cfg.train.seed,
+        objective=model.objective,
+    )
+
+
+def _evaluate_and_log(
+    cfg: ExperimentConfig,
+    module: RecModule,
+    dm: SequenceDataModule,
+    best: dict[str, Any] | None,
+    recorder: RunRecorder,
+    meta: dict[str, Any],
+    data_dir: Path,
+    fields: dict[str, Any],
+    command: str,
+    started_at: str,
+    t0: float,
+) -> TrainOutcome:
+    """Load the best checkpoint, rank val and test over the full catalog, log everything to MLflow."""
+    if best is not None:
+        module.load_state_dict(best["state_dict"])
     model = module.model.cpu().eval()
     kw: dict[str, Any] = {"ks": cfg.eval.ks, "exclude_seen": cfg.eval.exclude_seen, "item_chunk": cfg.eval.item_chunk}
     val = evaluate(model, dm.val_dataloader(), split="val", **kw)
@@ -125,20 +181,13 @@ def train_experiment(cfg: ExperimentConfig, *, tracking_uri: str, command: str =
         "attention": cfg.model.params.get("attention", "sdpa"),
         "loss": cfg.train.loss,
         "protocol": test.protocol,
-        "epochs": trainer.current_epoch,
-        "best_epoch": _best_epoch(checkpoint),
-        "fit_s": round(fit_s, 1),
-        "mlflow_run_id": logger.run_id,
+        **fields,
+        "best_epoch": int(best["epoch"]) if best is not None else None,
+        "mlflow_run_id": recorder.run_id,
         "metrics": metrics,
     }
     _log_run(recorder, cfg, meta, model, metrics, record, data_dir)
-    return TrainOutcome(run_id=str(logger.run_id), tracking_uri=tracking_uri, metrics=metrics, record=record)
-
-
-def _best_epoch(checkpoint: ModelCheckpoint) -> int | None:
-    if not checkpoint.best_model_path:
-        return None
-    return int(torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["epoch"])
+    return TrainOutcome(run_id=recorder.run_id, tracking_uri=recorder.uri, metrics=metrics, record=record)
 
 
 def _log_run(

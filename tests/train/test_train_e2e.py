@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from recsys.registry import build_model
-from recsys.tracking.mlflow import download_run_artifacts, read_run
+from recsys.tracking.mlflow import download_run_artifacts, metric_history, read_run
 from recsys.train.experiment import EvalConfig, TrainConfig, load_experiment
 from recsys.train.module import NonFiniteLossError, RecModule
 from recsys.train.run import train_experiment
@@ -123,3 +123,20 @@ def test_non_finite_loss_names_the_step() -> None:
     window = torch.tensor([[0, 1, 2, 3, 4]])
     with pytest.raises(NonFiniteLossError, match="step 0"):
         module._common_step(__import__("recsys.data.datasets", fromlist=["TrainBatch"]).TrainBatch(window), "train")
+
+
+def test_finalize_a_stopped_run_from_its_checkpoint(tmp_path: Path, planted_dataset: Path) -> None:
+    from recsys.train.run import finalize_from_checkpoint
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = load_experiment(_experiment(tmp_path, planted_dataset, max_epochs=1))
+    outcome = train_experiment(cfg, tracking_uri=uri)
+    assert outcome is not None
+    model = build_model("sasrec", cfg.model.params, 40)
+    ckpt = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "epoch": 0}, ckpt)
+    final = finalize_from_checkpoint(cfg, run_id=outcome.run_id, checkpoint=ckpt, tracking_uri=uri)
+    assert final.record["interrupted"].startswith("fit stopped after epoch")
+    assert final.record["best_epoch"] == 0
+    logged = metric_history(uri, outcome.run_id, "test/ndcg@10")["value"].tolist()
+    assert final.metrics["test/ndcg@10"] in logged
