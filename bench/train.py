@@ -7,7 +7,10 @@ python bench/train.py [--steps 20] [--threads 2] [--beauty-dir data/processed/be
    epoch time, for sdpa, linear and the eager reference, side by side in one run.
 2. Full-ranking evaluation of every Beauty user (leave-one-out test, seen items masked), batched,
    against a one-user-at-a-time reference on a sample of users (the ratio is per user).
-3. With --run-id: wall time until a tracked Beauty run first reached val/ndcg@10 >= 0.053 (read
+3. Epoch time on the real Beauty training rows for each model in --epoch-models (its experiment
+   config's model and batch size): --epoch-steps optimiser steps timed and scaled to the epoch's
+   batch count, plus the epoch-start hook (ICSRec refits its k-means intents there).
+4. With --run-id: wall time until a tracked Beauty run first reached val/ndcg@10 >= 0.053 (read
    from the MLflow metric history; the run itself is the experiment, not re-run here).
 Writes bench/results/train.json.
 """
@@ -32,7 +35,7 @@ from recsys.data.datasets import EvalBatch, TrainBatch, left_pad  # noqa: E402
 from recsys.eval.evaluate import evaluate  # noqa: E402
 from recsys.registry import build_model  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
-from recsys.train.experiment import EvalConfig, TrainConfig  # noqa: E402
+from recsys.train.experiment import EvalConfig, TrainConfig, load_experiment  # noqa: E402
 from recsys.train.module import RecModule  # noqa: E402
 
 
@@ -68,6 +71,50 @@ def throughput(attention: str, windows: torch.Tensor, steps: int, batch: int) ->
         "step_s_median": round(step_s, 4),
         "sequences_per_s": round(batch / step_s, 1),
         "epoch_s_estimate": round(step_s * len(windows) / batch, 1),
+    }
+
+
+def beauty_epoch_time(model_name: str, beauty_dir: Path, steps: int) -> dict[str, float]:
+    """Seconds per training epoch of `configs/experiment/<model>_beauty.yaml`'s model on Beauty."""
+    cfg = load_experiment(ROOT / f"configs/experiment/{model_name}_beauty.yaml")
+    torch.manual_seed(0)
+    probe = build_model(cfg.model.name, cfg.model.params, 1)
+    dm = SequenceDataModule(
+        beauty_dir,
+        max_len=probe.max_len,
+        batch_size=cfg.train.batch_size,
+        eval_batch_size=cfg.eval.batch_size,
+        seed=0,
+        objective=probe.objective,
+    )
+    dm.setup()
+    model = build_model(cfg.model.name, cfg.model.params, dm.n_items)
+    module = RecModule(model, cfg.train, cfg.eval)
+    module.log = lambda *_, **__: None  # type: ignore[method-assign]  # no Trainer attached
+    opt = module.configure_optimizers()
+    t0 = time.perf_counter()
+    model.on_train_epoch_start(dm.ordered_train_dataloader())
+    epoch_start_s = time.perf_counter() - t0
+    model.train()
+    loader = dm.train_dataloader()
+    times = []
+    for step, batch in enumerate(loader):
+        t0 = time.perf_counter()
+        loss = module._common_step(batch, "train")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+        if step + 1 == steps:
+            break
+    step_s = statistics.mean(times)  # mean, not median: batch lengths vary, the epoch pays for all
+    return {
+        "train_rows": len(dm.train_set),
+        "batch": cfg.train.batch_size,
+        "batches_per_epoch": len(loader),
+        "step_s_mean": round(step_s, 4),
+        "epoch_start_hook_s": round(epoch_start_s, 2),
+        "epoch_s_estimate": round(step_s * len(loader) + epoch_start_s, 1),
     }
 
 
@@ -124,6 +171,8 @@ def main() -> int:
     parser.add_argument("--backends", default="sdpa,linear,eager")
     parser.add_argument("--beauty-dir", type=Path, default=ROOT / "data/processed/beauty")
     parser.add_argument("--reference-users", type=int, default=300)
+    parser.add_argument("--epoch-models", default="sasrec,bert4rec,icsrec")
+    parser.add_argument("--epoch-steps", type=int, default=60)
     parser.add_argument("--run-id", help="a tracked Beauty SASRec run, for the time-to-target figure")
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/train.json")
@@ -141,6 +190,9 @@ def main() -> int:
     if (args.beauty_dir / "meta.json").is_file():
         results["beauty_full_ranking_eval"] = eval_speed(args.beauty_dir, args.reference_users)
         print(json.dumps(results["beauty_full_ranking_eval"], indent=1))
+        epochs = {m: beauty_epoch_time(m, args.beauty_dir, args.epoch_steps) for m in args.epoch_models.split(",") if m}
+        results["beauty_epoch_time"] = epochs
+        print(json.dumps(epochs, indent=1))
     if args.run_id:
         results["beauty_time_to_target"] = time_to_target(args.run_id, args.tracking_uri, 0.053)
         print(json.dumps(results["beauty_time_to_target"], indent=1))
