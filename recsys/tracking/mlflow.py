@@ -6,6 +6,7 @@ repo shows our runs) with artifacts under `./mlartifacts`. Any server via an exp
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import tempfile
@@ -19,6 +20,7 @@ from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 
@@ -62,6 +64,7 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
         db = Path(uri.removeprefix("sqlite:///"))
         if not db.parent.exists():
             raise TrackingError(f"tracking URI {uri!r}: directory {db.parent} does not exist")
+        _init_sqlite_store(uri, db)
         return
     if parsed.scheme not in ("http", "https", "file", "databricks", "postgresql", "mysql"):
         raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {parsed.scheme!r}")
@@ -71,6 +74,14 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as err:  # any client/transport failure means the store is unusable
         raise TrackingError(f"tracking URI {uri!r} cannot be reached: {type(err).__name__}: {err}") from err
+
+
+def _init_sqlite_store(uri: str, db: Path) -> None:
+    """Create the store's tables under a file lock: two runs starting together on a new database
+    would otherwise both try to create them, and one fails ("table experiments already exists")."""
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
 def _artifact_location(cfg: TrackingConfig, uri: str) -> str | None:
@@ -104,8 +115,13 @@ def make_logger(cfg: TrackingConfig, uri: str, tags: Mapping[str, str] | None = 
 
 def _ensure_experiment(cfg: TrackingConfig, uri: str) -> None:
     client = MlflowClient(tracking_uri=uri)
-    if client.get_experiment_by_name(cfg.experiment) is None:
+    if client.get_experiment_by_name(cfg.experiment) is not None:
+        return
+    try:
         client.create_experiment(cfg.experiment, artifact_location=_artifact_location(cfg, uri))
+    except MlflowException:
+        if client.get_experiment_by_name(cfg.experiment) is None:  # not a concurrent creation: a real error
+            raise
 
 
 class RunRecorder:
