@@ -153,12 +153,14 @@ def time_to_target(run_id: str, uri: str, target: float) -> dict[str, object]:
     run = client.get_run(run_id)
     history = sorted(client.get_metric_history(run_id, "val/ndcg_at_10"), key=lambda m: m.timestamp)
     hit = next((m for m in history if m.value >= target), None)
+    epochs = client.get_metric_history(run_id, "epoch")  # Lightning logs the epoch at every logged step
     return {
         "run_id": run_id,
         "target_val_ndcg@10": target,
         "reached": hit is not None,
         "minutes_to_target": round((hit.timestamp - run.info.start_time) / 60000, 1) if hit else None,
-        "epoch_at_target": hit.step if hit else None,
+        "step_at_target": hit.step if hit else None,  # the optimiser step MLflow stored with the metric
+        "epoch_at_target": next((int(m.value) for m in epochs if hit and m.step == hit.step), None),
         "final_metrics": {k: v for k, v in read_run(uri, run_id)["metrics"].items() if "@10" in k},
     }
 

@@ -90,8 +90,10 @@ class SequenceDataModule(pl.LightningDataModule):
         return self._eval_loader(self.test_set)
 
     def _eval_loader(self, dataset: EvalSequences) -> DataLoader:
-        # not sharded under DDP: every rank ranks all users, so validation metrics agree across ranks
-        sampler = BatchSampler(SequentialSampler(dataset), self.eval_batch_size, drop_last=False)
+        # Not sharded under DDP: every rank ranks all users, so validation metrics agree across ranks.
+        # Rows go in history-length order: a batch is trimmed to its longest history, which saves most
+        # of the encoder's work on short-history data; the metrics do not depend on the row order.
+        sampler = BatchSampler(dataset.rows_by_length(), self.eval_batch_size, drop_last=False)
         return DataLoader(dataset, sampler=sampler, batch_size=None)
 
 

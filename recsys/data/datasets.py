@@ -111,6 +111,12 @@ class EvalSequences(Dataset[EvalBatch]):
     def __len__(self) -> int:
         return len(self.targets)
 
+    def rows_by_length(self) -> list[int]:
+        """Row indices, shortest history first (stable), so consecutive rows trim to similar widths."""
+        lengths = (self.items != 0).sum(1)  # [U]
+        order: list[int] = torch.argsort(lengths, stable=True).tolist()
+        return order
+
     def __getitem__(self, rows: list[int]) -> EvalBatch:  # type: ignore[override]
         seen = self.seen[rows]
         return EvalBatch(trim_padding(self.items[rows]), self.targets[rows], trim_padding(seen))
