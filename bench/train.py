@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -181,6 +182,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started, t0 = now_iso(), time.perf_counter()
+    load_at_start = os.getloadavg()  # other jobs on the machine slow every figure here
     windows = synthetic_ml1m()
     results: dict[str, object] = {"threads": args.threads, "batch": args.batch, "L": 200, "hidden": 64}
     tp = {b: throughput(b, windows, args.steps, args.batch) for b in args.backends.split(",")}
@@ -200,6 +202,7 @@ def main() -> int:
         print(json.dumps(results["beauty_time_to_target"], indent=1))
     cmd = "python bench/train.py " + " ".join(sys.argv[1:])
     record = base_record("train_speed", cmd, started, time.perf_counter() - t0) | {"results": results}
+    record["machine"]["loadavg_1_5_15"] = {"start": load_at_start, "end": os.getloadavg()}
     write_record(args.out, record)
     return 0
 
