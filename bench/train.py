@@ -185,7 +185,7 @@ def main() -> int:
     load_at_start = os.getloadavg()  # other jobs on the machine slow every figure here
     windows = synthetic_ml1m()
     results: dict[str, object] = {"threads": args.threads, "batch": args.batch, "L": 200, "hidden": 64}
-    tp = {b: throughput(b, windows, args.steps, args.batch) for b in args.backends.split(",")}
+    tp = {b: throughput(b, windows, args.steps, args.batch) for b in args.backends.split(",") if b}
     if "eager" in tp:
         for b in tp:
             tp[b]["speedup_vs_eager"] = round(tp["eager"]["step_s_median"] / tp[b]["step_s_median"], 2)
