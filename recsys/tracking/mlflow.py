@@ -79,9 +79,13 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
 def _init_sqlite_store(uri: str, db: Path) -> None:
     """Create the store's tables under a file lock: two runs starting together on a new database
     would otherwise both try to create them, and one fails ("table experiments already exists")."""
-    with open(db.with_name(db.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    try:
+        with open(db.with_name(db.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as err:  # an unwritable directory or a broken database file: the store is unusable
+        first_line = str(err).splitlines()[0] if str(err) else ""  # SQLAlchemy appends the SQL and a link
+        raise TrackingError(f"tracking URI {uri!r} cannot be used: {type(err).__name__}: {first_line}") from err
 
 
 def _artifact_location(cfg: TrackingConfig, uri: str) -> str | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
-from recsys.tracking.mlflow import TrackingConfig, make_logger
+from recsys.tracking.mlflow import TrackingConfig, TrackingError, check_tracking_uri, make_logger
 
 
 def _start_run(uri: str, artifact_dir: str, barrier: mp.synchronize.Barrier, out: mp.Queue) -> None:
@@ -35,3 +36,11 @@ def test_two_runs_start_together_on_a_new_sqlite_store(tmp_path: Path) -> None:
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_id for r in runs) == sorted(r[1] for r in results)
+
+
+def test_a_broken_sqlite_file_is_a_one_line_tracking_error(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    db.write_text("this is not a database")
+    with pytest.raises(TrackingError, match=r"mlflow\.db' cannot be used: DatabaseError: .*not a database") as err:
+        check_tracking_uri(f"sqlite:///{db}")
+    assert "\n" not in str(err.value)
