@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recsys.nn.dropout import dropout as dropout_fn
 from recsys.nn.linear_attention import linear_attention, linear_decay_attention
 
 
@@ -66,7 +67,7 @@ def eager_attention(
     if allowed is not None:
         weights = weights.masked_fill(~allowed, 0.0)
     if dropout > 0.0:
-        weights = F.dropout(weights, p=dropout)
+        weights = dropout_fn(weights, dropout)
     out = weights @ v  # [B, H, L, Dh]
     return _zero_padded_queries(out, key_padding_mask)
 
@@ -75,6 +76,10 @@ def sdpa_attention(
     q: Tensor, k: Tensor, v: Tensor, *, causal: bool, key_padding_mask: Tensor | None, dropout: float
 ) -> Tensor:
     """torch.nn.functional.scaled_dot_product_attention, with empty rows made safe."""
+    if dropout > 0.0 and q.device.type == "cpu":
+        # SDPA's CPU path with dropout is its unfused math path plus PyTorch's slow bernoulli mask;
+        # the same computation with `dropout_fn` is ~1.4x faster fwd+bwd (B 256, H 2, L 50, p 0.5)
+        return eager_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout=dropout)
     if key_padding_mask is None:
         # No mask tensor at all: lets PyTorch pick its flash / memory-efficient kernels.
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)

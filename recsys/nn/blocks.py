@@ -12,6 +12,7 @@ import math
 from torch import Tensor, nn
 
 from recsys.nn.attention import get_attention
+from recsys.nn.dropout import Dropout
 
 
 class FeedForward(nn.Module):
@@ -22,7 +23,7 @@ class FeedForward(nn.Module):
         self.fc = nn.Linear(hidden, mult * hidden)
         self.act = nn.GELU()
         self.proj = nn.Linear(mult * hidden, hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.dropout(self.proj(self.act(self.fc(x))))  # [B, L, D]
@@ -86,7 +87,7 @@ class TransformerBlock(nn.Module):
         self.attn = MultiHeadAttention(
             hidden, n_heads, attn_dropout=attn_dropout, attention=attention, causal=causal, chunk_size=chunk_size
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.ln_ffn = nn.LayerNorm(hidden)
         self.ffn = FeedForward(hidden, ffn_mult, dropout)
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from recsys.nn.attention import ATTENTION
 from recsys.nn.blocks import TransformerEncoder
+from recsys.nn.dropout import Dropout
 from recsys.nn.embeddings import ItemEmbedding, PositionalEmbedding
 
 
@@ -58,7 +59,7 @@ class ItemSequenceEncoder(nn.Module):
         self.hidden = cfg.hidden
         self.item_emb = ItemEmbedding(n_items, cfg.hidden, n_special=n_special)
         self.pos_emb = PositionalEmbedding(cfg.max_len, cfg.hidden)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.encoder = TransformerEncoder(
             hidden=cfg.hidden,
             n_layers=cfg.n_layers,
