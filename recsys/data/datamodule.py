@@ -32,6 +32,7 @@ class SequenceDataModule(pl.LightningDataModule):
         eval_batch_size: int,
         seed: int,
         objective: str = "next_item",
+        length_pool: int = 0,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -40,6 +41,9 @@ class SequenceDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.seed = seed
         self.objective = objective  # the model's `objective` (recsys.models.base.Objective)
+        if length_pool < 0:
+            raise ValueError(f"length_pool must be >= 0, got {length_pool}")
+        self.length_pool = length_pool  # > 0: length-grouped training batches (see LengthGroupedBatches)
         self.n_items = 0
 
     def prepare_data(self) -> None:
@@ -71,7 +75,9 @@ class SequenceDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         shuffle = ShardedShuffle(len(self.train_set), seed=self.seed, rank=rank, world_size=world)
-        sampler = BatchSampler(shuffle, self.batch_size, drop_last=False)
+        sampler: Sampler[list[int]] = BatchSampler(shuffle, self.batch_size, drop_last=False)
+        if self.length_pool:
+            sampler = LengthGroupedBatches(shuffle, self.train_set.lengths(), self.batch_size, self.length_pool)
         return DataLoader(self.train_set, sampler=sampler, batch_size=None)
 
     def ordered_train_dataloader(self) -> DataLoader:
@@ -111,3 +117,37 @@ class ShardedShuffle(Sampler[int]):
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         self.epoch += 1
         return iter(torch.randperm(self.n, generator=gen)[self.rank :: self.world_size].tolist())
+
+
+class LengthGroupedBatches(Sampler[list[int]]):
+    """Batches of similar history length, so trimming removes most of the padding.
+
+    Each epoch the shuffled rows are cut into pools of `pool` x `batch_size`; a pool is sorted by
+    length and cut into batches, and the batches of all pools are shuffled. Every row still comes
+    once per epoch and a batch mixes users at random within its length band; what changes is that
+    a batch's rows have similar lengths (so in-batch negatives of a contrastive loss do too).
+
+    Args:
+        rows: the epoch's row order (a fresh shuffle each epoch, e.g. `ShardedShuffle`).
+        lengths: [N] history length of every row of the dataset.
+        batch_size: rows per batch.
+        pool: batches per pool; larger pools group lengths more tightly.
+    """
+
+    def __init__(self, rows: ShardedShuffle, lengths: torch.Tensor, batch_size: int, pool: int) -> None:
+        if batch_size < 1 or pool < 1:
+            raise ValueError(f"batch_size and pool must be >= 1, got {batch_size} and {pool}")
+        self.rows, self.lengths, self.batch_size, self.pool = rows, lengths, batch_size, pool
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        epoch = self.rows.epoch  # read before iterating the rows advances it
+        order = torch.tensor(list(self.rows), dtype=torch.long)  # [n]
+        batches: list[torch.Tensor] = []
+        for chunk in order.split(self.pool * self.batch_size):
+            by_length = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            batches.extend(by_length.split(self.batch_size))
+        gen = torch.Generator().manual_seed(self.rows.seed + self.rows.rank + 1_000_003 * (epoch + 1))
+        return iter([batches[i].tolist() for i in torch.randperm(len(batches), generator=gen).tolist()])

@@ -61,6 +61,10 @@ class TrainSequences(Dataset[TrainBatch]):
     def __len__(self) -> int:
         return len(self.items)
 
+    def lengths(self) -> torch.Tensor:
+        """[U] real items in each training window (history and targets)."""
+        return (self.items != 0).sum(1)
+
     def __getitem__(self, rows: list[int]) -> TrainBatch:  # type: ignore[override]
         return TrainBatch(trim_padding(self.items[rows]))
 
@@ -81,14 +85,19 @@ class CrossSubsequences(Dataset[TrainBatch]):
 
     def __init__(self, seqs: Sequence[Sequence[int]], max_len: int, *, generator: torch.Generator) -> None:
         subs = build_subsequences(seqs)
-        by_length = torch.argsort((subs.end - subs.begin).clamp(max=max_len), stable=True)
+        self.max_len = max_len
+        self.subs = subs
+        by_length = torch.argsort(self.lengths(), stable=True)
         self.subs = Subsequences(subs.flat, subs.begin[by_length], subs.end[by_length])
         self.groups = group_by_target(self.subs.targets)
-        self.max_len = max_len
         self.generator = generator
 
     def __len__(self) -> int:
         return len(self.subs.end)
+
+    def lengths(self) -> torch.Tensor:
+        """[S] history length of each subsequence, capped at the window."""
+        return (self.subs.end - self.subs.begin).clamp(max=self.max_len)
 
     def __getitem__(self, rows: list[int]) -> TrainBatch:
         idx = torch.as_tensor(rows, dtype=torch.long)

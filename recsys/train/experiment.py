@@ -42,6 +42,9 @@ class TrainConfig:
     strategy: str = "auto"  # auto | ddp | ddp_spawn ...
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     num_threads: int | None = None  # torch CPU threads; None leaves torch's default
+    # > 0: batches cut from length-sorted pools of this many batches (less padding, faster on
+    # short-history data; batch rows then have similar lengths); 0: plain shuffled batches
+    length_pool: int = 0
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
@@ -50,6 +53,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.length_pool < 0:
+            raise ValueError(f"length_pool must be >= 0, got {self.length_pool}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.loss not in LOSSES:

@@ -151,6 +151,7 @@ def _datamodule(cfg: ExperimentConfig, data_dir: Path, model: SequentialRecommen
         eval_batch_size=cfg.eval.batch_size,
         seed=cfg.train.seed,
         objective=model.objective,
+        length_pool=cfg.train.length_pool,
     )
 
 
