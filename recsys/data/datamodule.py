@@ -104,19 +104,27 @@ class SequenceDataModule(pl.LightningDataModule):
 
 
 class ShardedShuffle(Sampler[int]):
-    """A fresh seeded permutation each epoch, split across DDP ranks (rank r takes every world-th row)."""
+    """A fresh seeded permutation each epoch, split across DDP ranks (rank r takes every world-th row).
+
+    Every rank gets the same number of rows, so the same number of batches: DDP ranks that ran
+    different step counts would wait on each other's gradients forever. When the rows do not
+    divide evenly, the first rows of the permutation are repeated to fill the shards (as
+    `DistributedSampler` does); with one process nothing is repeated.
+    """
 
     def __init__(self, n: int, *, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
         self.epoch = 0
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world_size))
+        return -(-self.n // self.world_size)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         self.epoch += 1
-        return iter(torch.randperm(self.n, generator=gen)[self.rank :: self.world_size].tolist())
+        perm = torch.randperm(self.n, generator=gen)
+        padded = torch.cat([perm, perm[: len(self) * self.world_size - self.n]])
+        return iter(padded[self.rank :: self.world_size].tolist())
 
 
 class LengthGroupedBatches(Sampler[list[int]]):

@@ -63,3 +63,17 @@ def test_datamodule_trains_on_grouped_batches(planted_dataset: Path, objective: 
     g_batches, p_batches = list(grouped.train_dataloader()), list(plain.train_dataloader())
     assert sum(len(b.items) for b in g_batches) == sum(len(b.items) for b in p_batches) == len(grouped.train_set)
     assert sum(b.items.numel() for b in g_batches) < sum(b.items.numel() for b in p_batches)  # less padding
+
+
+@pytest.mark.parametrize("n", [513, 512, 7])
+def test_ddp_shards_have_equal_batch_counts(n: int) -> None:
+    shards = [list(ShardedShuffle(n, seed=0, rank=r, world_size=2)) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == len(ShardedShuffle(n, seed=0, rank=1, world_size=2))
+    assert set(shards[0]) | set(shards[1]) == set(range(n))  # every row is seen; at most one repeated
+    assert len(shards[0]) + len(shards[1]) - n == n % 2
+    lengths = torch.arange(n) % 5
+    counts = [
+        len(_epoch(LengthGroupedBatches(ShardedShuffle(n, seed=0, rank=r, world_size=2), lengths, 256, 4)))
+        for r in range(2)
+    ]
+    assert counts[0] == counts[1]
