@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_CPU := torch==2.13.0
 DATA_CONFIG ?= configs/data/ml-1m.yaml
 
-.PHONY: install demo test lint format bench bench-quick clean
+.PHONY: install demo test lint typecheck format bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# strict typing of the package and pipelines (not in CI: a new mypy release may add checks)
+typecheck: $(STAMP)
+	$(PY) -m mypy --strict recsys pipelines
 
 format: $(STAMP)
 	$(PY) -m ruff check --fix .

@@ -27,7 +27,7 @@ from recsys.tracking.mlflow import DEFAULT_TRACKING_URI, TrackingError
 from recsys.tracking.records import write_record
 from recsys.train.experiment import ExperimentConfig, load_experiment
 from recsys.train.module import NonFiniteLossError
-from recsys.train.run import finalize_from_checkpoint, train_experiment
+from recsys.train.run import TrainOutcome, finalize_from_checkpoint, train_experiment
 
 USER_ERRORS = (ConfigError, DataError, TrackingError, NonFiniteLossError, FileNotFoundError, KeyError, ValueError)
 
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.finalize_run:
             if not args.checkpoint:
                 raise ValueError("--finalize-run needs --checkpoint PATH")
-            outcome = finalize_from_checkpoint(
+            outcome: TrainOutcome | None = finalize_from_checkpoint(
                 cfg,
                 run_id=args.finalize_run,
                 checkpoint=Path(args.checkpoint),

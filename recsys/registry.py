@@ -28,5 +28,6 @@ def lookup(table: Mapping[str, Any], name: str, kind: str) -> Any:
 def build_model(name: str, cfg: Mapping[str, Any], n_items: int) -> SequentialRecommender:
     """Look up model `name`, validate `cfg` into its `Config` dataclass and construct it."""
     cls = lookup(MODELS, name, "model")
-    config = from_dict(cls.Config, cfg, source=f"model '{name}'")  # type: ignore[attr-defined]
-    return cls(config, n_items)
+    config = from_dict(cls.Config, cfg, source=f"model '{name}'")
+    model: SequentialRecommender = cls(config, n_items)
+    return model

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
-from recsys.data.datasets import CrossSubsequences, EvalSequences, TrainSequences
+from recsys.data.datasets import CrossSubsequences, EvalBatch, EvalSequences, TrainBatch, TrainSequences
 from recsys.data.processed import load_processed
 from recsys.data.schema import ITEMS
 
@@ -72,7 +73,7 @@ class SequenceDataModule(pl.LightningDataModule):
         self.val_set = EvalSequences([s[:-2] for s in evaluable], [s[-2] for s in evaluable], self.max_len)
         self.test_set = EvalSequences([s[:-1] for s in evaluable], [s[-1] for s in evaluable], self.max_len)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[TrainBatch]:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         shuffle = ShardedShuffle(len(self.train_set), seed=self.seed, rank=rank, world_size=world)
         sampler: Sampler[list[int]] = BatchSampler(shuffle, self.batch_size, drop_last=False)
@@ -80,7 +81,7 @@ class SequenceDataModule(pl.LightningDataModule):
             sampler = LengthGroupedBatches(shuffle, self.train_set.lengths(), self.batch_size, self.length_pool)
         return DataLoader(self.train_set, sampler=sampler, batch_size=None)
 
-    def ordered_train_dataloader(self) -> DataLoader:
+    def ordered_train_dataloader(self) -> DataLoader[TrainBatch]:
         """Every training row once, in dataset order, in eval-sized batches (not sharded under DDP).
 
         For passes over the training data outside the optimisation, such as ICSRec's epoch-start
@@ -89,13 +90,13 @@ class SequenceDataModule(pl.LightningDataModule):
         sampler = BatchSampler(SequentialSampler(self.train_set), self.eval_batch_size, drop_last=False)
         return DataLoader(self.train_set, sampler=sampler, batch_size=None)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[EvalBatch]:
         return self._eval_loader(self.val_set)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader[EvalBatch]:
         return self._eval_loader(self.test_set)
 
-    def _eval_loader(self, dataset: EvalSequences) -> DataLoader:
+    def _eval_loader(self, dataset: EvalSequences) -> DataLoader[EvalBatch]:
         # Not sharded under DDP: every rank ranks all users, so validation metrics agree across ranks.
         # Rows go in history-length order: a batch is trimmed to its longest history, which saves most
         # of the encoder's work on short-history data; the metrics do not depend on the row order.
@@ -119,7 +120,7 @@ class ShardedShuffle(Sampler[int]):
     def __len__(self) -> int:
         return -(-self.n // self.world_size)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[int]:
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         self.epoch += 1
         perm = torch.randperm(self.n, generator=gen)
@@ -150,12 +151,12 @@ class LengthGroupedBatches(Sampler[list[int]]):
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[list[int]]:
         epoch = self.rows.epoch  # read before iterating the rows advances it
         order = torch.tensor(list(self.rows), dtype=torch.long)  # [n]
         batches: list[torch.Tensor] = []
-        for chunk in order.split(self.pool * self.batch_size):
+        for chunk in torch.split(order, self.pool * self.batch_size):
             by_length = chunk[torch.argsort(self.lengths[chunk], stable=True)]
-            batches.extend(by_length.split(self.batch_size))
+            batches.extend(torch.split(by_length, self.batch_size))
         gen = torch.Generator().manual_seed(self.rows.seed + self.rows.rank + 1_000_003 * (epoch + 1))
         return iter([batches[i].tolist() for i in torch.randperm(len(batches), generator=gen).tolist()])

@@ -65,7 +65,7 @@ class TrainSequences(Dataset[TrainBatch]):
         """[U] real items in each training window (history and targets)."""
         return (self.items != 0).sum(1)
 
-    def __getitem__(self, rows: list[int]) -> TrainBatch:  # type: ignore[override]
+    def __getitem__(self, rows: list[int]) -> TrainBatch:
         return TrainBatch(trim_padding(self.items[rows]))
 
 
@@ -126,6 +126,6 @@ class EvalSequences(Dataset[EvalBatch]):
         order: list[int] = torch.argsort(lengths, stable=True).tolist()
         return order
 
-    def __getitem__(self, rows: list[int]) -> EvalBatch:  # type: ignore[override]
+    def __getitem__(self, rows: list[int]) -> EvalBatch:
         seen = self.seen[rows]
         return EvalBatch(trim_padding(self.items[rows]), self.targets[rows], trim_padding(seen))

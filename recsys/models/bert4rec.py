@@ -48,7 +48,8 @@ class BERT4Rec(SequentialRecommender):
         self.net = ItemSequenceEncoder(cfg, n_items, causal=False, n_special=1)
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.net(items, mask)  # [B, L, D]
+        hidden: torch.Tensor = self.net(items, mask)  # [B, L, D]
+        return hidden
 
     def item_embeddings(self) -> torch.Tensor:
         return self.net.item_weight()  # [N + 1, D]

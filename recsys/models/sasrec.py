@@ -39,7 +39,8 @@ class SASRec(SequentialRecommender):
         self.net = ItemSequenceEncoder(cfg, n_items, causal=True)
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.net(items, mask)  # [B, L, D]
+        hidden: torch.Tensor = self.net(items, mask)  # [B, L, D]
+        return hidden
 
     def item_embeddings(self) -> torch.Tensor:
         return self.net.item_weight()  # [N + 1, D]

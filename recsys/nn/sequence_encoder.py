@@ -18,16 +18,31 @@ from recsys.nn.embeddings import ItemEmbedding, PositionalEmbedding
 
 
 class EncoderFields(Protocol):
-    """The config fields every sequence-encoder model has."""
+    """The config fields every sequence-encoder model has (read-only: model configs are frozen)."""
 
-    max_len: int
-    hidden: int
-    n_layers: int
-    n_heads: int
-    dropout: float
-    attn_dropout: float
-    attention: str
-    chunk_size: int
+    @property
+    def max_len(self) -> int: ...
+
+    @property
+    def hidden(self) -> int: ...
+
+    @property
+    def n_layers(self) -> int: ...
+
+    @property
+    def n_heads(self) -> int: ...
+
+    @property
+    def dropout(self) -> float: ...
+
+    @property
+    def attn_dropout(self) -> float: ...
+
+    @property
+    def attention(self) -> str: ...
+
+    @property
+    def chunk_size(self) -> int: ...
 
 
 def validate_encoder_fields(cfg: EncoderFields) -> None:
@@ -75,7 +90,8 @@ class ItemSequenceEncoder(nn.Module):
         # scale by sqrt(D) as in SASRec / Transformer, so items dominate the positions at init
         x = self.item_emb(items) * math.sqrt(self.hidden) + self.pos_emb(items.shape[1])  # [B, L, D]
         x = self.dropout(x) * mask[..., None]
-        return self.encoder(x, mask)  # [B, L, D]
+        hidden: Tensor = self.encoder(x, mask)  # [B, L, D]
+        return hidden
 
     def item_weight(self) -> Tensor:
         return self.item_emb.item_weight()  # [N + 1, D]

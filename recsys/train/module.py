@@ -41,7 +41,7 @@ class RecModule(pl.LightningModule):
         inputs, targets = self._inputs_and_targets(batch.items)  # [B, L], [B, L] (0 = no target)
         hidden = self.model.encode(inputs, inputs != 0)  # [B, L, D]
         where = targets != 0
-        loss = self._loss(hidden[where], self.model.item_embeddings(), targets[where])  # [T, D] vs [T]
+        loss: torch.Tensor = self._loss(hidden[where], self.model.item_embeddings(), targets[where])  # [T, D] vs [T]
         extra = self.model.extra_loss(batch, hidden)
         if extra is not None:
             self.log(f"{stage}/extra_loss", extra, on_step=False, on_epoch=True, batch_size=len(inputs))
@@ -110,7 +110,8 @@ class RecModule(pl.LightningModule):
         self.log(monitor, metrics[monitor], prog_bar=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for name, p in self.model.named_parameters():
             # no weight decay on embeddings, norms and biases (common transformer practice)
             (no_decay if p.ndim < 2 or "emb" in name else decay).append(p)

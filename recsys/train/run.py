@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,14 +89,18 @@ def train_experiment(cfg: ExperimentConfig, *, tracking_uri: str, command: str =
         ],
         check_val_every_n_epoch=cfg.train.val_every,
         gradient_clip_val=cfg.train.grad_clip,
-        max_time={"minutes": cfg.train.max_minutes} if cfg.train.max_minutes else None,
+        max_time=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None,
         enable_progress_bar=cfg.train.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # the DataModule shards training rows itself
         log_every_n_steps=10,
     )
-    recorder = RunRecorder(tracking_uri, logger.run_id) if trainer.global_rank == 0 else None
+    recorder = None
+    if trainer.global_rank == 0:
+        if logger.run_id is None:
+            raise RuntimeError(f"MLflow did not create a run in {tracking_uri}")
+        recorder = RunRecorder(tracking_uri, logger.run_id)
     try:
         trainer.fit(module, datamodule=dm)
     except BaseException:
