@@ -158,5 +158,6 @@ class LengthGroupedBatches(Sampler[list[int]]):
         for chunk in torch.split(order, self.pool * self.batch_size):
             by_length = chunk[torch.argsort(self.lengths[chunk], stable=True)]
             batches.extend(torch.split(by_length, self.batch_size))
+        # the batch order has its own stream per epoch and rank, apart from the row shuffle's (seed + epoch)
         gen = torch.Generator().manual_seed(self.rows.seed + self.rows.rank + 1_000_003 * (epoch + 1))
         return iter([batches[i].tolist() for i in torch.randperm(len(batches), generator=gen).tolist()])
