@@ -1,7 +1,11 @@
 """Train one experiment and track it in MLflow.
 
 python -m pipelines.train --config configs/experiment/<exp>.yaml [key=value ...] [--results-json PATH]
-python -m pipelines.train --config <same> --finalize-run RUN_ID --checkpoint best.ckpt   # a run cut off early
+python -m pipelines.train --config <same> --resume-run RUN_ID [--checkpoint last.ckpt]     # continue a stopped run
+python -m pipelines.train --config <same> --finalize-run RUN_ID [--checkpoint best.ckpt]    # or just score its best
+
+A run keeps best.ckpt and last.ckpt (written every epoch) in the directory its `checkpoint_dir` tag
+names until it finishes; that is where --resume-run and --finalize-run look by default.
 
 The tracking store is the config's `tracking.tracking_uri`, else $MLFLOW_TRACKING_URI, else the
 embedded `sqlite:///mlflow.db`.
@@ -27,7 +31,7 @@ from recsys.tracking.mlflow import DEFAULT_TRACKING_URI, TrackingError
 from recsys.tracking.records import write_record
 from recsys.train.experiment import ExperimentConfig, load_experiment
 from recsys.train.module import NonFiniteLossError
-from recsys.train.run import TrainOutcome, finalize_from_checkpoint, train_experiment
+from recsys.train.run import TrainOutcome, finalize_from_checkpoint, run_checkpoint, train_experiment
 
 USER_ERRORS = (ConfigError, DataError, TrackingError, NonFiniteLossError, FileNotFoundError, KeyError, ValueError)
 
@@ -40,8 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="configs/experiment/<exp>.yaml")
     parser.add_argument("--results-json", help="also write the results record to this path")
-    parser.add_argument("--finalize-run", metavar="RUN_ID", help="evaluate and log --checkpoint into this stopped run")
-    parser.add_argument("--checkpoint", help="a Lightning checkpoint of the run (with --finalize-run)")
+    stopped = parser.add_mutually_exclusive_group()
+    stopped.add_argument("--resume-run", metavar="RUN_ID", help="continue this stopped run's fit from its checkpoint")
+    stopped.add_argument("--finalize-run", metavar="RUN_ID", help="evaluate and log the best checkpoint of this run")
+    parser.add_argument("--checkpoint", type=Path, help="the checkpoint to read (default: the run's own)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_epochs=5")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -51,18 +57,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
         pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+        uri = tracking_uri_for(cfg)
         if args.finalize_run:
-            if not args.checkpoint:
-                raise ValueError("--finalize-run needs --checkpoint PATH")
             outcome: TrainOutcome | None = finalize_from_checkpoint(
                 cfg,
                 run_id=args.finalize_run,
-                checkpoint=Path(args.checkpoint),
-                tracking_uri=tracking_uri_for(cfg),
+                checkpoint=args.checkpoint or run_checkpoint(uri, args.finalize_run, "best.ckpt"),
+                tracking_uri=uri,
                 command=command,
             )
         else:
-            outcome = train_experiment(cfg, tracking_uri=tracking_uri_for(cfg), command=command)
+            outcome = train_experiment(
+                cfg, tracking_uri=uri, command=command, resume_run=args.resume_run, checkpoint=args.checkpoint
+            )
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

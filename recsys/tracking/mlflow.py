@@ -102,19 +102,42 @@ class _Logger(MLFlowLogger):
         super().log_metrics({_metric_key(k): v for k, v in metrics.items()}, step)
 
 
-def make_logger(cfg: TrackingConfig, uri: str, tags: Mapping[str, str] | None = None) -> MLFlowLogger:
-    """A Lightning MLflow logger whose run is created now (so its id is known before training)."""
+def make_logger(
+    cfg: TrackingConfig, uri: str, tags: Mapping[str, str] | None = None, *, run_id: str | None = None
+) -> MLFlowLogger:
+    """A Lightning MLflow logger whose run is created now (so its id is known before training).
+
+    With `run_id`, the logger continues that run instead (a resumed fit, see `reopen_run`).
+    """
     check_tracking_uri(uri)
-    _ensure_experiment(cfg, uri)
+    if run_id is None:
+        _ensure_experiment(cfg, uri)
     logger = _Logger(
         experiment_name=cfg.experiment,
         run_name=cfg.run_name,
         tracking_uri=uri,
         tags=dict(tags or {}),
         artifact_location=_artifact_location(cfg, uri),
+        run_id=run_id,
     )
     _ = logger.run_id  # creates the run
+    if run_id is not None and tags:
+        RunRecorder(uri, run_id).set_tags(tags)  # Lightning sets tags only on runs it creates
     return logger
+
+
+def reopen_run(uri: str, run_id: str) -> None:
+    """Mark a stopped run as running again so it can be continued; a finished run is refused."""
+    check_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        status = client.get_run(run_id).info.status
+    except MlflowException as err:
+        raise TrackingError(f"run {run_id!r} not found in {uri!r}") from err
+    if status == "FINISHED":
+        raise TrackingError(f"run {run_id!r} has already finished: only a stopped run can be resumed")
+    if status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
 
 
 def _ensure_experiment(cfg: TrackingConfig, uri: str) -> None:

@@ -26,7 +26,7 @@ from recsys.eval.evaluate import evaluate
 from recsys.models.base import SequentialRecommender
 from recsys.models.checkpoint import save_model
 from recsys.registry import build_model
-from recsys.tracking.mlflow import RunRecorder, make_logger, read_run
+from recsys.tracking.mlflow import RunRecorder, make_logger, read_run, reopen_run
 from recsys.tracking.records import base_record, now_iso
 from recsys.train.callbacks import EpochSummary
 from recsys.train.experiment import ExperimentConfig
@@ -53,27 +53,64 @@ def ensure_processed(data_config_path: str) -> Path:
     return out
 
 
-def train_experiment(cfg: ExperimentConfig, *, tracking_uri: str, command: str = "") -> TrainOutcome | None:
+CHECKPOINT_DIR_TAG = "checkpoint_dir"  # where a run keeps best.ckpt and last.ckpt while it trains
+
+
+def train_experiment(
+    cfg: ExperimentConfig,
+    *,
+    tracking_uri: str,
+    command: str = "",
+    resume_run: str | None = None,
+    checkpoint: Path | None = None,
+) -> TrainOutcome | None:
     """Train, evaluate and track one experiment. Returns None on non-zero DDP ranks.
 
     Args:
         cfg: the resolved experiment config.
         tracking_uri: the MLflow store (checked before training starts).
         command: the command line, recorded with the results.
+        resume_run: continue this stopped run (same config) from its checkpoint instead of starting
+            a new one: weights, optimiser, epoch, early stopping, best checkpoint and the time already
+            spent are restored (so `max_minutes` bounds the whole fit); the data order and dropout
+            draws continue from fresh generators, so the result is not bit-identical to an
+            uninterrupted run.
+        checkpoint: the Lightning checkpoint to resume from; default the run's `last.ckpt`.
     """
     started_at, t0 = now_iso(), time.perf_counter()
     data_dir = ensure_processed(cfg.data)
     meta = json.loads((data_dir / META_FILE).read_text())
     model = build_model(cfg.model.name, cfg.model.params, int(meta["n_items"]))
+    fields: dict[str, Any] = {}
+    if resume_run is None:
+        if checkpoint is not None:
+            raise ValueError("a checkpoint is only read when resuming a run (--resume-run RUN_ID)")
+        ckpt_dir = Path(tempfile.mkdtemp(prefix="recsys-ckpt-"))
+    else:
+        reopen_run(tracking_uri, resume_run)
+        checkpoint = checkpoint or run_checkpoint(tracking_uri, resume_run, "last.ckpt")
+        ckpt_dir = checkpoint.parent
+        prior_s, prior_epoch = _fit_progress(checkpoint)
+        started_at, t0 = read_run(tracking_uri, resume_run)["start_time"], t0 - prior_s
+        fields["resumed_after_epoch"] = prior_epoch
+        log.info("resuming run %s after epoch %d from %s", resume_run, prior_epoch, checkpoint)
     logger = make_logger(
         cfg.tracking,
         tracking_uri,
-        tags={"data_dir": str(data_dir.resolve()), "model": cfg.model.name, "dataset": str(meta.get("name", ""))},
+        tags={
+            "data_dir": str(data_dir.resolve()),
+            "model": cfg.model.name,
+            "dataset": str(meta.get("name", "")),
+            CHECKPOINT_DIR_TAG: str(ckpt_dir.resolve()),
+        },
+        run_id=resume_run,
     )
+    log.info("checkpoints of run %s: %s (resume with --resume-run)", logger.run_id, ckpt_dir)
     dm = _datamodule(cfg, data_dir, model)
     module = RecModule(model, cfg.train, cfg.eval)
-    ckpt_dir = Path(tempfile.mkdtemp(prefix="recsys-ckpt-"))
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.monitor, mode="max", save_top_k=1, filename="best")
+    best_checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, monitor=cfg.monitor, mode="max", save_top_k=1, filename="best", save_last=True
+    )
     trainer = pl.Trainer(
         max_epochs=cfg.train.max_epochs,
         min_epochs=cfg.train.min_epochs,
@@ -84,7 +121,7 @@ def train_experiment(cfg: ExperimentConfig, *, tracking_uri: str, command: str =
         logger=logger,
         callbacks=[
             EarlyStopping(monitor=cfg.monitor, mode="max", patience=cfg.train.patience),
-            checkpoint,
+            best_checkpoint,
             EpochSummary(cfg.monitor),
         ],
         check_val_every_n_epoch=cfg.train.val_every,
@@ -102,7 +139,7 @@ def train_experiment(cfg: ExperimentConfig, *, tracking_uri: str, command: str =
             raise RuntimeError(f"MLflow did not create a run in {tracking_uri}")
         recorder = RunRecorder(tracking_uri, logger.run_id)
     try:
-        trainer.fit(module, datamodule=dm)
+        trainer.fit(module, datamodule=dm, ckpt_path=checkpoint)
     except BaseException:
         if recorder is not None:
             recorder.finish("FAILED")
@@ -110,11 +147,30 @@ def train_experiment(cfg: ExperimentConfig, *, tracking_uri: str, command: str =
     if recorder is None:
         return None
     fit_s = time.perf_counter() - t0
-    path = checkpoint.best_model_path
+    path = best_checkpoint.best_model_path
     best = torch.load(path, map_location="cpu", weights_only=False) if path else None
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    fields = {"epochs": trainer.current_epoch, "fit_s": round(fit_s, 1)}
+    if ckpt_dir.name.startswith("recsys-ckpt-"):  # ours; a directory the caller chose is left alone
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    fields |= {"epochs": trainer.current_epoch, "fit_s": round(fit_s, 1)}
     return _evaluate_and_log(cfg, module, dm, best, recorder, meta, data_dir, fields, command, started_at, t0)
+
+
+def run_checkpoint(tracking_uri: str, run_id: str, name: str) -> Path:
+    """`name` (best.ckpt or last.ckpt) in the checkpoint directory the run recorded when it started."""
+    tags = read_run(tracking_uri, run_id)["tags"]
+    if CHECKPOINT_DIR_TAG not in tags:
+        raise ValueError(f"run {run_id} did not record its {CHECKPOINT_DIR_TAG}: pass --checkpoint PATH")
+    path = Path(tags[CHECKPOINT_DIR_TAG]) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"run {run_id} has no {name} in {path.parent} (pass --checkpoint PATH)")
+    return path
+
+
+def _fit_progress(checkpoint: Path) -> tuple[float, int]:
+    """Seconds of fit already spent (Lightning's Timer state) and the last finished epoch."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    spent = state.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {})
+    return float(sum(spent.values())), int(state["epoch"])
 
 
 def finalize_from_checkpoint(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,53 @@ def test_finalize_a_stopped_run_from_its_checkpoint(tmp_path: Path, planted_data
     assert final.record["best_epoch"] == 0
     logged = metric_history(uri, outcome.run_id, "test/ndcg@10")["value"].tolist()
     assert final.metrics["test/ndcg@10"] in logged
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, planted_dataset: Path) -> None:
+    from recsys.tracking.mlflow import TrackingError, check_tracking_uri, runs_table
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    check_tracking_uri(uri)  # creates the store's tables before two processes use it
+    exp = _experiment(tmp_path, planted_dataset, max_epochs=10_000, val_every=1, patience=10_000)
+    args = ["--config", str(exp), f"tracking.tracking_uri={uri}", "train.num_threads=1"]
+    cmd = [sys.executable, "-m", "pipelines.train", *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # the run records its checkpoint directory before training; kill it once an epoch is saved
+        deadline = time.monotonic() + 240
+        last = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            try:
+                runs = runs_table(uri, "test")
+            except TrackingError:  # the experiment is not created yet
+                continue
+            tags = read_run(uri, runs["run_id"].iloc[0])["tags"] if len(runs) else {}
+            if "checkpoint_dir" in tags:
+                last = Path(tags["checkpoint_dir"]) / "last.ckpt"
+                if last.is_file():
+                    break
+        assert last is not None and last.is_file(), "no last.ckpt was written"
+    finally:
+        proc.kill()
+        proc.wait()
+    run_id = runs["run_id"].iloc[0]
+    assert read_run(uri, run_id)["status"] == "RUNNING"  # killed: nothing marked it
+    saved_epoch = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+
+    resumed = _run_cli(*args, f"train.max_epochs={saved_epoch + 2}", "--resume-run", run_id)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"mlflow run: {run_id}" in resumed.stdout
+    run = read_run(uri, run_id)
+    assert run["status"] == "FINISHED"
+    assert "test/ndcg@10" in run["metrics"]
+    result = json.loads((download_run_artifacts(uri, run_id, "result.json", tmp_path / "dl")).read_text())
+    assert result["resumed_after_epoch"] == saved_epoch
+    assert result["epochs"] == saved_epoch + 2
+    epochs = metric_history(uri, run_id, "val/ndcg@10")["step"].tolist()
+    assert len(epochs) >= saved_epoch + 2  # the killed process's epochs and the resumed ones, one run
+    assert not last.parent.exists()  # a finished run removes its checkpoints
+
+    again = _run_cli(*args, "--resume-run", run_id)
+    assert again.returncode == 1
+    assert "already finished" in again.stderr
+    assert "Traceback" not in again.stderr
