@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from recsys.registry import build_model
-from recsys.tracking.mlflow import download_run_artifacts, metric_history, read_run
+from recsys.tracking.mlflow import TrackingError, download_run_artifacts, metric_history, read_run
 from recsys.train.experiment import EvalConfig, TrainConfig, load_experiment
 from recsys.train.module import NonFiniteLossError, RecModule
 from recsys.train.run import train_experiment
@@ -145,7 +145,7 @@ def test_finalize_a_stopped_run_from_its_checkpoint(tmp_path: Path, planted_data
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, planted_dataset: Path) -> None:
-    from recsys.tracking.mlflow import TrackingError, check_tracking_uri, runs_table
+    from recsys.tracking.mlflow import check_tracking_uri, runs_table
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     check_tracking_uri(uri)  # creates the store's tables before two processes use it
@@ -192,3 +192,23 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, planted_d
     assert again.returncode == 1
     assert "already finished" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_resume_and_finalize_name_what_is_missing(tmp_path: Path, planted_dataset: Path) -> None:
+    from recsys.tracking.mlflow import TrackingConfig, make_logger
+    from recsys.train.run import run_checkpoint
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = load_experiment(_experiment(tmp_path, planted_dataset))
+    with pytest.raises(ValueError, match="only read when resuming"):
+        train_experiment(cfg, tracking_uri=uri, checkpoint=tmp_path / "last.ckpt")
+    untagged = make_logger(TrackingConfig(experiment="test"), uri).run_id
+    assert untagged is not None
+    with pytest.raises(ValueError, match="pass --checkpoint PATH"):
+        run_checkpoint(uri, untagged, "last.ckpt")
+    tagged = make_logger(TrackingConfig(experiment="test"), uri, {"checkpoint_dir": str(tmp_path / "gone")}).run_id
+    assert tagged is not None
+    with pytest.raises(FileNotFoundError, match="has no best.ckpt"):
+        run_checkpoint(uri, tagged, "best.ckpt")
+    with pytest.raises(TrackingError, match="not found"):
+        train_experiment(cfg, tracking_uri=uri, resume_run="0" * 32)
