@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from recsys.data.datasets import TrainBatch
+from recsys.data.datasets import TrainBatch, trim_padding
 
 # next_item: every position of a user's window predicts the item after it; masked: the model masks
 # items and predicts them; cross_subsequence: one row per prefix of a window (ICSRec), predicting
@@ -37,6 +37,21 @@ class SequentialRecommender(nn.Module):
     def sequence_representation(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One vector [B, D] per history, used to score the next item (last hidden state)."""
         return self.encode(items, mask)[:, -1]
+
+    def representation_by_length(self, items: torch.Tensor, groups: int) -> torch.Tensor:
+        """`sequence_representation` [B, D] of left-padded `items` [B, L], computed on `groups` slices
+        of rows sorted by length, each trimmed to its own longest row.
+
+        Rows are encoded independently (padding is masked and positions are right-aligned), so the
+        result is the same as one call on the padded batch, for a fraction of the cost when lengths
+        vary: a batch of mostly short histories is no longer padded to its longest one.
+        """
+        order = torch.argsort((items != 0).sum(1))  # [B] shortest first
+        parts = []
+        for rows in order.tensor_split(min(groups, len(order))):
+            part = trim_padding(items[rows])
+            parts.append(self.sequence_representation(part, part != 0))
+        return torch.cat(parts)[torch.argsort(order)]  # back to the input order
 
     def mask_items(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked-objective models: (inputs with mask tokens, targets with 0 = no target), both [B, L]."""

@@ -69,8 +69,11 @@ class BERT4Rec(SequentialRecommender):
         return items.masked_fill(chosen, self.mask_token), items * chosen
 
     def sequence_representation(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Append the mask token after the history (dropping the oldest column) and read its state."""
+        """Append the mask token after the history and read its state. Only a batch already
+        `max_len` wide drops its oldest column, so the result does not depend on how much left
+        padding the batch carries (eval batches are trimmed to their longest history)."""
+        start = max(items.shape[1] - (self.max_len - 1), 0)
         tail = torch.full_like(items[:, :1], self.mask_token)
-        shifted = torch.cat([items[:, 1:], tail], dim=1)  # [B, L]
-        shifted_mask = torch.cat([mask[:, 1:], torch.ones_like(mask[:, :1])], dim=1)
-        return self.encode(shifted, shifted_mask)[:, -1]  # [B, D]
+        with_mask = torch.cat([items[:, start:], tail], dim=1)  # [B, min(L, max_len - 1) + 1]
+        with_mask_mask = torch.cat([mask[:, start:], torch.ones_like(mask[:, :1])], dim=1)
+        return self.encode(with_mask, with_mask_mask)[:, -1]  # [B, D]

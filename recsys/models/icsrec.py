@@ -51,10 +51,11 @@ class ICSRecConfig:
     kmeans_iters: int = 20  # as the authors' faiss clustering
     kmeans_redo: int = 1  # restarts keeping the best; the authors use 5 (5x the clustering time)
     kmeans_seed: int = 1  # the same seed every epoch, so a refit depends only on the representations
+    view_groups: int = 8  # positive views are encoded in this many length groups (speed only, same values)
 
     def __post_init__(self) -> None:
         validate_encoder_fields(self)
-        for name in ("n_intents", "kmeans_iters", "kmeans_redo"):
+        for name in ("n_intents", "kmeans_iters", "kmeans_redo", "view_groups"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:
@@ -123,7 +124,8 @@ class ICSRec(SequentialRecommender):
         if batch.positives is None:
             raise ValueError("ICSRec needs TrainBatch.positives: train it with objective 'cross_subsequence' data")
         z = hidden[:, -1]  # [B, D] intent representation of each prefix
-        z_pos = self.sequence_representation(batch.positives, batch.positives != 0)  # [B, D]
+        # the views have any length, unlike the length-grouped anchors: encode them by length
+        z_pos = self.representation_by_length(batch.positives, self.cfg.view_groups)  # [B, D]
         fnm = self.cfg.false_negative_mask
         targets = batch.items[:, -1]  # [B]
         coarse = info_nce(z, z_pos, temperature=self.cfg.temperature, labels=targets if fnm else None)

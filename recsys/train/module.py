@@ -64,7 +64,8 @@ class RecModule(pl.LightningModule):
             inputs, targets = window[:, :-1], torch.zeros_like(window[:, 1:])
             targets[:, -1] = window[:, -1]
             return inputs, targets
-        return self.model.mask_items(window[:, 1:])
+        # the last max_len items: a window trimmed narrower than max_len + 1 keeps all of its items
+        return self.model.mask_items(window[:, -self.model.max_len :])
 
     @functools.cached_property
     def _loss(self) -> Any:

@@ -38,6 +38,26 @@ def test_shapes_on_odd_sizes(name: str, attention: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("attention", ["sdpa", "linear"])
+def test_representation_by_length_matches_one_padded_call(name: str, attention: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, {**ODD, "attention": attention}, N_ITEMS).eval()
+    items = torch.randint(1, N_ITEMS + 1, (9, 7), generator=torch.Generator().manual_seed(3))
+    for row, pad in enumerate([0, 6, 3, 5, 1, 6, 2, 4, 0]):  # lengths 7, 1, 4, 2, 6, 1, 5, 3, 7
+        items[row, :pad] = 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    reference = model.sequence_representation(items, items != 0)  # [9, 32]
+    ref_grads = torch.autograd.grad(reference.square().sum(), params, allow_unused=True)
+    for groups in (1, 2, 4, 9, 20):
+        grouped = model.representation_by_length(items, groups)
+        torch.testing.assert_close(grouped, reference, atol=1e-5, rtol=1e-4)
+        grads = torch.autograd.grad(grouped.square().sum(), params, allow_unused=True)
+        for grad, ref_grad in zip(grads, ref_grads, strict=True):
+            if ref_grad is not None:  # float32 sums in another order: compare to the gradient's scale
+                assert (grad - ref_grad).abs().max() <= 2e-3 * ref_grad.abs().max() + 1e-7
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_unknown_config_key_names_it(name: str) -> None:
     with pytest.raises(ValueError, match="hiddden"):
         build_model(name, {"hiddden": 32}, N_ITEMS)
@@ -94,3 +114,19 @@ def test_planted_next_item_is_ranked_first(name: str, planted_dataset: Path) -> 
     module, dm, _ = _trained(name, planted_dataset, PLANTED_STEPS[name])
     result = evaluate(module.model, dm.test_dataloader(), split="test", ks=(1, 10))
     assert result.metrics["test/hr@1"] >= 0.9, result.metrics
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_representation_does_not_depend_on_left_padding(name: str) -> None:
+    """Eval batches are trimmed to their longest history: a history padded to any width up to
+    max_len must give the same representation (BERT4Rec once dropped an item of narrow batches)."""
+    model = build_model(name, ODD, N_ITEMS).eval()
+    history = torch.tensor([[5, 17, 42, 8]])
+    reference = model.sequence_representation(history, history != 0)
+    for width in (5, 6, 7):
+        padded = torch.cat([torch.zeros(1, width - 4, dtype=torch.long), history], dim=1)
+        torch.testing.assert_close(model.sequence_representation(padded, padded != 0), reference)
+    full = torch.randint(1, N_ITEMS + 1, (1, 7), generator=torch.Generator().manual_seed(1))  # max_len items
+    one_item = torch.tensor([[9]])
+    assert torch.isfinite(model.sequence_representation(full, full != 0)).all()
+    assert torch.isfinite(model.sequence_representation(one_item, one_item != 0)).all()
