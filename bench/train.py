@@ -9,7 +9,9 @@ python bench/train.py [--steps 20] [--threads 2] [--beauty-dir data/processed/be
    against a one-user-at-a-time reference on a sample of users (the ratio is per user).
 3. Epoch time on the real Beauty training rows for each model in --epoch-models (its experiment
    config's model and batch size): --epoch-steps optimiser steps timed and scaled to the epoch's
-   batch count, plus the epoch-start hook (ICSRec refits its k-means intents there).
+   batch count, plus the epoch-start hook (ICSRec refits its k-means intents there). ICSRec is
+   also timed without its padding savings (`icsrec_plain`: shuffled batches, views padded to the
+   batch's longest), and the ratio recorded.
 4. With --run-id: wall time until a tracked Beauty run first reached val/ndcg@10 >= 0.053 (read
    from the MLflow metric history; the run itself is the experiment, not re-run here).
 Writes bench/results/train.json.
@@ -75,9 +77,16 @@ def throughput(attention: str, windows: torch.Tensor, steps: int, batch: int) ->
     }
 
 
-def beauty_epoch_time(model_name: str, beauty_dir: Path, steps: int) -> dict[str, float]:
+# ICSRec without its two padding savings (length-grouped batches, positive views encoded by length):
+# the reference its epoch time is compared with in the same run
+ICSREC_PLAIN = ["train.length_pool=0", "model.params.view_groups=1"]
+
+
+def beauty_epoch_time(
+    model_name: str, beauty_dir: Path, steps: int, overrides: list[str] | None = None
+) -> dict[str, float]:
     """Seconds per training epoch of `configs/experiment/<model>_beauty.yaml`'s model on Beauty."""
-    cfg = load_experiment(ROOT / f"configs/experiment/{model_name}_beauty.yaml")
+    cfg = load_experiment(ROOT / f"configs/experiment/{model_name}_beauty.yaml", overrides or [])
     torch.manual_seed(0)
     probe = build_model(cfg.model.name, cfg.model.params, 1)
     dm = SequenceDataModule(
@@ -87,6 +96,7 @@ def beauty_epoch_time(model_name: str, beauty_dir: Path, steps: int) -> dict[str
         eval_batch_size=cfg.eval.batch_size,
         seed=0,
         objective=probe.objective,
+        length_pool=cfg.train.length_pool,
     )
     dm.setup()
     model = build_model(cfg.model.name, cfg.model.params, dm.n_items)
@@ -195,6 +205,13 @@ def main() -> int:
         results["beauty_full_ranking_eval"] = eval_speed(args.beauty_dir, args.reference_users)
         print(json.dumps(results["beauty_full_ranking_eval"], indent=1))
         epochs = {m: beauty_epoch_time(m, args.beauty_dir, args.epoch_steps) for m in args.epoch_models.split(",") if m}
+        if "icsrec" in epochs:
+            plain = beauty_epoch_time("icsrec", args.beauty_dir, args.epoch_steps, ICSREC_PLAIN)
+            plain["overrides"] = " ".join(ICSREC_PLAIN)  # type: ignore[assignment]
+            epochs["icsrec_plain"] = plain
+            epochs["icsrec"]["speedup_vs_plain"] = round(
+                plain["epoch_s_estimate"] / epochs["icsrec"]["epoch_s_estimate"], 2
+            )
         results["beauty_epoch_time"] = epochs
         print(json.dumps(epochs, indent=1))
     if args.run_id:
