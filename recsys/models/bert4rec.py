@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from recsys.models.base import Objective, SequentialRecommender
 from recsys.nn.sequence_encoder import ItemSequenceEncoder, validate_encoder_fields
@@ -27,6 +28,9 @@ class BERT4RecConfig:
     chunk_size: int = 64
     mask_prob: float = 0.2  # share of real positions replaced by the mask token in training
     last_item_share: float = 0.1  # rows that mask only their last item (the paper's inference-like samples)
+    # the original's output layer: hidden -> dense + GELU + LayerNorm, scored against the tied item
+    # table plus a learned per-item bias (kept as one dot product: a constant 1 meets the bias column)
+    output_head: bool = False
 
     def __post_init__(self) -> None:
         validate_encoder_fields(self)
@@ -46,13 +50,25 @@ class BERT4Rec(SequentialRecommender):
         self.max_len = cfg.max_len
         self.mask_token = n_items + 1
         self.net = ItemSequenceEncoder(cfg, n_items, causal=False, n_special=1)
+        self.head: nn.Module | None = None
+        if cfg.output_head:
+            self.head = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.GELU(), nn.LayerNorm(cfg.hidden))
+            self.item_bias = nn.Parameter(torch.zeros(n_items + 1))
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, L, D], or [B, L, D + 1] with the output head (last column 1)."""
         hidden: torch.Tensor = self.net(items, mask)  # [B, L, D]
-        return hidden
+        if self.head is None:
+            return hidden
+        out: torch.Tensor = self.head(hidden)
+        return torch.cat([out, torch.ones_like(out[..., :1])], dim=-1)
 
     def item_embeddings(self) -> torch.Tensor:
-        return self.net.item_weight()  # [N + 1, D]
+        """The tied item table [N + 1, D], or [N + 1, D + 1] with the per-item bias column."""
+        table = self.net.item_weight()
+        if self.head is None:
+            return table
+        return torch.cat([table, self.item_bias[:, None]], dim=-1)
 
     def mask_items(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training inputs and targets [B, L] (0 = no target) for left-padded `items` [B, L].
