@@ -57,7 +57,7 @@ def throughput(attention: str, windows: torch.Tensor, steps: int, batch: int) ->
     model = build_model("sasrec", {**params, "attention": attention}, int(windows.max()))
     module = RecModule(model, TrainConfig(batch_size=batch), EvalConfig())
     module.log = lambda *_, **__: None  # type: ignore[method-assign]  # no Trainer attached
-    opt = module.configure_optimizers()
+    opt = module.build_optimizer()
     gen = torch.Generator().manual_seed(0)
     times = []
     for step in range(steps + 2):
@@ -102,7 +102,7 @@ def beauty_epoch_time(
     model = build_model(cfg.model.name, cfg.model.params, dm.n_items)
     module = RecModule(model, cfg.train, cfg.eval)
     module.log = lambda *_, **__: None  # type: ignore[method-assign]  # no Trainer attached
-    opt = module.configure_optimizers()
+    opt = module.build_optimizer()
     t0 = time.perf_counter()
     model.on_train_epoch_start(dm.ordered_train_dataloader())
     epoch_start_s = time.perf_counter() - t0

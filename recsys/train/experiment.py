@@ -33,6 +33,10 @@ class TrainConfig:
     n_negatives: int = 256  # for sampled losses
     patience: int = 10  # validation checks without NDCG@10 improvement before stopping
     val_every: int = 1  # epochs between validation checks
+    # < 1: multiply the lr by this after `lr_decay_patience` + 1 validation checks in a row without
+    # NDCG@10 improvement (ReduceLROnPlateau); 1 keeps the lr constant
+    lr_decay: float = 1.0
+    lr_decay_patience: int = 3
     min_epochs: int = 1
     max_minutes: float | None = None  # wall-clock budget for fit
     grad_clip: float | None = 1.0
@@ -53,6 +57,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.lr_decay < 1.0 and not 0 <= self.lr_decay_patience < self.patience:
+            raise ValueError(
+                f"lr_decay_patience must be in [0, patience={self.patience}), got {self.lr_decay_patience}: "
+                "early stopping would end the run before the lr decays"
+            )
         if self.length_pool < 0:
             raise ValueError(f"length_pool must be >= 0, got {self.length_pool}")
         if self.weight_decay < 0:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
 
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.datasets import EvalBatch, TrainBatch
@@ -110,7 +111,13 @@ class RecModule(pl.LightningModule):
         self.log_dict({k: v for k, v in metrics.items() if k != monitor})
         self.log(monitor, metrics[monitor], prog_bar=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def on_train_epoch_end(self) -> None:
+        optimizer = self.optimizers()
+        assert isinstance(optimizer, pl.core.optimizer.LightningOptimizer)
+        self.log("train/lr", optimizer.param_groups[0]["lr"])
+
+    def build_optimizer(self) -> torch.optim.AdamW:
+        """AdamW over the model, weight decay on weight matrices only."""
         decay: list[torch.nn.Parameter] = []
         no_decay: list[torch.nn.Parameter] = []
         for name, p in self.model.named_parameters():
@@ -121,3 +128,19 @@ class RecModule(pl.LightningModule):
             {"params": no_decay, "weight_decay": 0.0},
         ]
         return torch.optim.AdamW(groups, lr=self.train_cfg.lr, betas=(0.9, 0.98))
+
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        optimizer = self.build_optimizer()
+        if self.train_cfg.lr_decay == 1.0:
+            return optimizer
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=self.train_cfg.lr_decay, patience=self.train_cfg.lr_decay_patience
+        )
+        # stepped after each validation check, on the metric early stopping follows
+        schedule: LRSchedulerConfigType = {
+            "scheduler": plateau,
+            "monitor": f"val/ndcg@{self.eval_cfg.monitor_k}",
+            "interval": "epoch",
+            "frequency": self.train_cfg.val_every,
+        }
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -87,7 +87,7 @@ def _trained(name: str, dataset: Path, steps: int) -> tuple[RecModule, SequenceD
     params = {**ODD, "dropout": 0.0, "attn_dropout": 0.0}
     module = RecModule(build_model(name, params, dm.n_items), TrainConfig(lr=5e-3), EvalConfig())
     module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer attached
-    opt = module.configure_optimizers()
+    opt = module.build_optimizer()
     rows = list(range(len(dm.train_set)))
     losses = []
     for _ in range(steps):
