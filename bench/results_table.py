@@ -27,8 +27,10 @@ def render_table(records: list[dict]) -> str:
         m = r["metrics"]
         cells = [r["name"], r["model"], r["attention"], r.get("loss", ""), r.get("dataset") or ""]
         cells += [f"{m[c]:.4f}" if c in m else "" for c in COLUMNS]
-        stopped = ", stopped by hand" if r.get("interrupted") else ""  # scored with --finalize-run
-        cells.append(f"{r.get('epochs')} ({r.get('best_epoch')}){stopped}")
+        notes = ", stopped by hand" if r.get("interrupted") else ""  # scored with --finalize-run
+        if "resumed_after_epoch" in r:  # continued with --resume-run after its process was stopped
+            notes += f", resumed after epoch {r['resumed_after_epoch']}"
+        cells.append(f"{r.get('epochs')} ({r.get('best_epoch')}){notes}")
         cells.append(f"{r['wall_s'] / 60:.1f} min")
         machine = r["machine"]
         cells.append(f"{machine.get('gpu') or machine['cpu']}, {machine['cores']} cores")

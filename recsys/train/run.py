@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, Timer
 
 from recsys.config import dump_yaml, load_config, to_dict
 from recsys.data.config import DataConfig
@@ -123,10 +123,12 @@ def train_experiment(
             EarlyStopping(monitor=cfg.monitor, mode="max", patience=cfg.train.patience),
             best_checkpoint,
             EpochSummary(cfg.monitor),
+            # always kept (no limit without max_minutes): its state in the checkpoint is the fit
+            # time a resumed run adds to its own
+            Timer(duration=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None),
         ],
         check_val_every_n_epoch=cfg.train.val_every,
         gradient_clip_val=cfg.train.grad_clip,
-        max_time=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None,
         enable_progress_bar=cfg.train.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,

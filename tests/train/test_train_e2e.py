@@ -173,7 +173,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, planted_d
         proc.wait()
     run_id = runs["run_id"].iloc[0]
     assert read_run(uri, run_id)["status"] == "RUNNING"  # killed: nothing marked it
-    saved_epoch = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    saved_epoch, spent_s = saved["epoch"], sum(saved["callbacks"]["Timer"]["time_elapsed"].values())
 
     resumed = _run_cli(*args, f"train.max_epochs={saved_epoch + 2}", "--resume-run", run_id)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -184,6 +185,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, planted_d
     result = json.loads((download_run_artifacts(uri, run_id, "result.json", tmp_path / "dl")).read_text())
     assert result["resumed_after_epoch"] == saved_epoch
     assert result["epochs"] == saved_epoch + 2
+    assert spent_s > 0 and result["fit_s"] >= spent_s  # the killed process's fit time counts too
     epochs = metric_history(uri, run_id, "val/ndcg@10")["step"].tolist()
     assert len(epochs) >= saved_epoch + 2  # the killed process's epochs and the resumed ones, one run
     assert not last.parent.exists()  # a finished run removes its checkpoints
