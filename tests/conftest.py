@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,3 +66,26 @@ def planted_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "data.yaml").write_text(__import__("yaml").safe_dump(cfg))
     run_etl(from_dict(DataConfig, cfg))
     return root
+
+
+@pytest.fixture
+def planted_experiment(tmp_path: Path, planted_dataset: Path) -> Callable[..., Path]:
+    """Writes an experiment YAML on the planted dataset, tracked under `tmp_path`, and returns its path.
+
+    Call it with `model=` (default: a tiny SASRec) and train settings as keywords.
+    """
+
+    def write(model: dict[str, Any] | None = None, **train: Any) -> Path:
+        tiny_sasrec = {"name": "sasrec", "params": {"max_len": 8, "hidden": 16, "n_heads": 2, "dropout": 0.1}}
+        cfg = {
+            "name": f"planted_{(model or tiny_sasrec)['name']}",
+            "data": str(planted_dataset / "data.yaml"),
+            "model": model or tiny_sasrec,
+            "train": {"max_epochs": 2, "batch_size": 32, "lr": 0.005, "progress_bar": False, **train},
+            "tracking": {"experiment": "test", "artifact_dir": str(tmp_path / "artifacts")},
+        }
+        path = tmp_path / "exp.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return write

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-
-import yaml
 
 from recsys.tracking.mlflow import read_run
 from recsys.train.experiment import load_experiment
@@ -13,17 +12,9 @@ from recsys.train.run import train_experiment
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_icsrec_trains_two_epochs_and_logs_metrics(tmp_path: Path, planted_dataset: Path) -> None:
+def test_icsrec_trains_two_epochs_and_logs_metrics(tmp_path: Path, planted_experiment: Callable[..., Path]) -> None:
     params = {"max_len": 8, "hidden": 16, "n_heads": 2, "dropout": 0.1, "attn_dropout": 0.1, "n_intents": 8}
-    cfg = {
-        "name": "planted_icsrec",
-        "data": str(planted_dataset / "data.yaml"),
-        "model": {"name": "icsrec", "params": params},
-        "train": {"max_epochs": 2, "batch_size": 256, "lr": 0.005, "val_every": 1, "progress_bar": False},
-        "tracking": {"experiment": "test", "artifact_dir": str(tmp_path / "artifacts")},
-    }
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = planted_experiment({"name": "icsrec", "params": params}, batch_size=256, val_every=1)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = train_experiment(load_experiment(path), tracking_uri=uri, command="test")
     assert outcome is not None

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from recsys.tracking.mlflow import metric_history
 from recsys.train.experiment import TrainConfig, load_experiment
 from recsys.train.run import train_experiment
 
 
-def test_lr_decays_when_validation_stops_improving(tmp_path: Path, planted_dataset: Path) -> None:
-    cfg = {
-        "name": "planted_decay",
-        "data": str(planted_dataset / "data.yaml"),
-        "model": {"name": "sasrec", "params": {"max_len": 8, "hidden": 16, "n_heads": 2, "dropout": 0.1}},
-        "train": {
-            "max_epochs": 8,
-            "batch_size": 32,
-            "lr": 0.005,
-            "lr_decay": 0.5,
-            "lr_decay_patience": 0,  # every check without a new best halves the lr
-            "patience": 4,
-            "progress_bar": False,
-        },
-        "tracking": {"experiment": "test", "artifact_dir": str(tmp_path / "artifacts")},
-    }
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+def test_lr_decays_when_validation_stops_improving(tmp_path: Path, planted_experiment: Callable[..., Path]) -> None:
+    # every check without a new best halves the lr
+    path = planted_experiment(max_epochs=8, lr_decay=0.5, lr_decay_patience=0, patience=4)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = train_experiment(load_experiment(path), tracking_uri=uri, command="test")
     assert outcome is not None

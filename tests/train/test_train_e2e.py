@@ -6,11 +6,11 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from recsys.registry import build_model
 from recsys.tracking.mlflow import TrackingError, download_run_artifacts, metric_history, read_run
@@ -19,19 +19,7 @@ from recsys.train.module import NonFiniteLossError, RecModule
 from recsys.train.run import train_experiment
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _experiment(tmp_path: Path, dataset: Path, **train: object) -> Path:
-    cfg = {
-        "name": "planted_sasrec",
-        "data": str(dataset / "data.yaml"),
-        "model": {"name": "sasrec", "params": {"max_len": 8, "hidden": 16, "n_heads": 2, "dropout": 0.1}},
-        "train": {"max_epochs": 2, "batch_size": 32, "lr": 0.005, "progress_bar": False, **train},
-        "tracking": {"experiment": "test", "artifact_dir": str(tmp_path / "artifacts")},
-    }
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+WriteExperiment = Callable[..., Path]  # the `planted_experiment` fixture
 
 
 def _run_cli(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -40,9 +28,9 @@ def _run_cli(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.Com
     )
 
 
-def test_training_run_is_tracked_and_read_back(tmp_path: Path, planted_dataset: Path) -> None:
+def test_training_run_is_tracked_and_read_back(tmp_path: Path, planted_experiment: WriteExperiment) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = load_experiment(_experiment(tmp_path, planted_dataset))
+    cfg = load_experiment(planted_experiment())
     outcome = train_experiment(cfg, tracking_uri=uri, command="test")
     assert outcome is not None
     run = read_run(uri, outcome.run_id)
@@ -62,9 +50,9 @@ def test_training_run_is_tracked_and_read_back(tmp_path: Path, planted_dataset: 
 
 
 @pytest.mark.slow
-def test_ddp_with_two_cpu_processes(tmp_path: Path, planted_dataset: Path) -> None:
+def test_ddp_with_two_cpu_processes(tmp_path: Path, planted_experiment: WriteExperiment) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    exp = _experiment(tmp_path, planted_dataset, accelerator="cpu", devices=2, strategy="ddp", max_epochs=1)
+    exp = planted_experiment(accelerator="cpu", devices=2, strategy="ddp", max_epochs=1)
     proc = _run_cli("--config", str(exp), f"tracking.tracking_uri={uri}", "train.num_threads=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mlflow run:" in proc.stdout
@@ -74,8 +62,8 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path, planted_dataset: Path) -> No
     assert "test/ndcg@10" in run["metrics"]
 
 
-def test_unreachable_tracking_uri_fails_before_training(tmp_path: Path, planted_dataset: Path) -> None:
-    exp = _experiment(tmp_path, planted_dataset)
+def test_unreachable_tracking_uri_fails_before_training(tmp_path: Path, planted_experiment: WriteExperiment) -> None:
+    exp = planted_experiment()
     proc = _run_cli("--config", str(exp), "tracking.tracking_uri=http://127.0.0.1:9", timeout=120)
     assert proc.returncode == 1
     assert "cannot be reached" in proc.stderr
@@ -92,8 +80,10 @@ def test_unreachable_tracking_uri_fails_before_training(tmp_path: Path, planted_
         ("train.batch_size=0", "batch_size must be >= 1"),
     ],
 )
-def test_config_errors_are_one_line(tmp_path: Path, planted_dataset: Path, override: str, message: str) -> None:
-    exp = _experiment(tmp_path, planted_dataset)
+def test_config_errors_are_one_line(
+    tmp_path: Path, planted_experiment: WriteExperiment, override: str, message: str
+) -> None:
+    exp = planted_experiment()
     proc = _run_cli("--config", str(exp), override, f"tracking.tracking_uri=sqlite:///{tmp_path}/m.db", timeout=120)
     assert proc.returncode == 1
     assert message in proc.stderr
@@ -127,11 +117,11 @@ def test_non_finite_loss_names_the_step() -> None:
         module._common_step(__import__("recsys.data.datasets", fromlist=["TrainBatch"]).TrainBatch(window), "train")
 
 
-def test_finalize_a_stopped_run_from_its_checkpoint(tmp_path: Path, planted_dataset: Path) -> None:
+def test_finalize_a_stopped_run_from_its_checkpoint(tmp_path: Path, planted_experiment: WriteExperiment) -> None:
     from recsys.train.run import finalize_from_checkpoint
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = load_experiment(_experiment(tmp_path, planted_dataset, max_epochs=1))
+    cfg = load_experiment(planted_experiment(max_epochs=1))
     outcome = train_experiment(cfg, tracking_uri=uri)
     assert outcome is not None
     model = build_model("sasrec", cfg.model.params, 40)
@@ -144,12 +134,12 @@ def test_finalize_a_stopped_run_from_its_checkpoint(tmp_path: Path, planted_data
     assert final.metrics["test/ndcg@10"] in logged
 
 
-def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, planted_dataset: Path) -> None:
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, planted_experiment: WriteExperiment) -> None:
     from recsys.tracking.mlflow import check_tracking_uri, runs_table
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     check_tracking_uri(uri)  # creates the store's tables before two processes use it
-    exp = _experiment(tmp_path, planted_dataset, max_epochs=10_000, val_every=1, patience=10_000)
+    exp = planted_experiment(max_epochs=10_000, val_every=1, patience=10_000)
     args = ["--config", str(exp), f"tracking.tracking_uri={uri}", "train.num_threads=1"]
     cmd = [sys.executable, "-m", "pipelines.train", *args]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -196,12 +186,12 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, planted_d
     assert "Traceback" not in again.stderr
 
 
-def test_resume_and_finalize_name_what_is_missing(tmp_path: Path, planted_dataset: Path) -> None:
+def test_resume_and_finalize_name_what_is_missing(tmp_path: Path, planted_experiment: WriteExperiment) -> None:
     from recsys.tracking.mlflow import TrackingConfig, make_logger
     from recsys.train.run import run_checkpoint
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = load_experiment(_experiment(tmp_path, planted_dataset))
+    cfg = load_experiment(planted_experiment())
     with pytest.raises(ValueError, match="only read when resuming"):
         train_experiment(cfg, tracking_uri=uri, checkpoint=tmp_path / "last.ckpt")
     untagged = make_logger(TrackingConfig(experiment="test"), uri).run_id
