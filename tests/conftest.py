@@ -63,7 +63,7 @@ def planted_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "min_user_interactions": 1,
         "min_item_interactions": 1,
     }
-    (root / "data.yaml").write_text(__import__("yaml").safe_dump(cfg))
+    (root / "data.yaml").write_text(yaml.safe_dump(cfg))
     run_etl(from_dict(DataConfig, cfg))
     return root
 
