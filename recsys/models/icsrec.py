@@ -12,7 +12,9 @@ terms on the last hidden state of the prefix (its intent representation):
 
 With false-negative mitigation, batch rows that share the target (coarse) or the intent (fine)
 are not used as negatives. As in the authors' code, similarities are dot products, centroids are
-L2-normalised for the contrast, and a view is assigned its nearest raw centroid (L2).
+L2-normalised for the contrast, and a view is assigned its nearest raw centroid (L2). By default
+the prefix's contrastive representation is the rec loss's own forward pass; `anchor_pass:
+separate` encodes it again with fresh dropout, as the authors do (one more pass per step).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from recsys.nn.losses import info_nce
 from recsys.nn.sequence_encoder import ItemSequenceEncoder, validate_encoder_fields
 
 log = logging.getLogger(__name__)
+
+
+ANCHOR_PASSES = ("shared", "separate")
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,9 @@ class ICSRecConfig:
     kmeans_redo: int = 1  # restarts keeping the best; the authors use 5 (5x the clustering time)
     kmeans_seed: int = 1  # the same seed every epoch, so a refit depends only on the representations
     view_groups: int = 8  # positive views are encoded in this many length groups (speed only, same values)
+    # "shared": the anchor of both contrasts is the rec loss's own forward pass (one pass fewer);
+    # "separate": the anchor is encoded again, with its own dropout, as in the authors' code
+    anchor_pass: str = "shared"
 
     def __post_init__(self) -> None:
         validate_encoder_fields(self)
@@ -63,6 +71,8 @@ class ICSRecConfig:
         for name in ("coarse_weight", "fine_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.anchor_pass not in ANCHOR_PASSES:
+            raise ValueError(f"anchor_pass={self.anchor_pass!r} is not one of {list(ANCHOR_PASSES)}")
 
 
 class ContrastiveTerms(NamedTuple):
@@ -123,7 +133,10 @@ class ICSRec(SequentialRecommender):
         """The two unweighted contrastive losses for a cross-subsequence batch and its `hidden` [B, L, D]."""
         if batch.positives is None:
             raise ValueError("ICSRec needs TrainBatch.positives: train it with objective 'cross_subsequence' data")
-        z = hidden[:, -1]  # [B, D] intent representation of each prefix
+        if self.cfg.anchor_pass == "shared":
+            z = hidden[:, -1]  # [B, D] intent representation of each prefix
+        else:
+            z = self.representation_by_length(batch.items[:, :-1], self.cfg.view_groups)  # [B, D], own dropout
         # the views have any length, unlike the length-grouped anchors: encode them by length
         z_pos = self.representation_by_length(batch.positives, self.cfg.view_groups)  # [B, D]
         fnm = self.cfg.false_negative_mask

@@ -35,7 +35,14 @@ def _setup(planted_dataset: Path, **params: object) -> tuple[ICSRec, SequenceDat
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("n_intents", 0), ("temperature", 0.0), ("coarse_weight", -1.0), ("kmeans_iters", 0), ("hidden", 31)],
+    [
+        ("n_intents", 0),
+        ("temperature", 0.0),
+        ("coarse_weight", -1.0),
+        ("kmeans_iters", 0),
+        ("hidden", 31),
+        ("anchor_pass", "twice"),
+    ],
 )
 def test_bad_config_values_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
@@ -112,6 +119,30 @@ def test_without_intents_only_the_coarse_term(planted_dataset: Path) -> None:
     extra = model.extra_loss(batch, hidden)
     assert extra is not None
     torch.testing.assert_close(extra, model.cfg.coarse_weight * terms.coarse)
+
+
+def test_a_separate_anchor_pass_differs_only_by_its_dropout(planted_dataset: Path) -> None:
+    shared, dm = _setup(planted_dataset)
+    separate = build_model("icsrec", SMALL | {"anchor_pass": "separate"}, dm.n_items)
+    assert isinstance(separate, ICSRec)
+    separate.load_state_dict(shared.state_dict())
+    shared.on_train_epoch_start(dm.ordered_train_dataloader())
+    separate.intents = shared.intents
+    batch = dm.train_set[list(range(64))]
+    history = batch.items[:, :-1]
+
+    def coarse_and_fine(model: ICSRec, seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        terms = model.contrastive_terms(batch, model.encode(history, history != 0))
+        assert terms.fine is not None
+        return torch.stack([terms.coarse, terms.fine])
+
+    for model in (shared, separate):
+        model.eval()  # no dropout: the anchor's own pass is the rec pass's last state
+    torch.testing.assert_close(coarse_and_fine(separate, 0), coarse_and_fine(shared, 0))
+    for model in (shared, separate):
+        model.train()  # with dropout the separate anchor is another draw
+    assert not torch.allclose(coarse_and_fine(separate, 0), coarse_and_fine(shared, 0))
 
 
 def test_a_batch_without_positives_is_refused(planted_dataset: Path) -> None:
