@@ -27,7 +27,7 @@ from recsys.models.base import SequentialRecommender
 from recsys.models.checkpoint import save_model
 from recsys.registry import build_model
 from recsys.tracking.mlflow import RunRecorder, make_logger, read_run, reopen_run
-from recsys.tracking.records import base_record, now_iso
+from recsys.tracking.records import base_record, git_commit, now_iso
 from recsys.train.callbacks import EpochSummary
 from recsys.train.experiment import ExperimentConfig
 from recsys.train.module import RecModule
@@ -81,7 +81,8 @@ def train_experiment(
     data_dir = ensure_processed(cfg.data)
     meta = json.loads((data_dir / META_FILE).read_text())
     model = build_model(cfg.model.name, cfg.model.params, int(meta["n_items"]))
-    fields: dict[str, Any] = {}
+    # the code this process runs: HEAD may move while a long run trains
+    fields: dict[str, Any] = {"git_commit": git_commit()}
     if resume_run is None:
         if checkpoint is not None:
             raise ValueError("a checkpoint is only read when resuming a run (--resume-run RUN_ID)")
