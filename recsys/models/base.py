@@ -67,7 +67,7 @@ class SequentialRecommender(nn.Module):
         del batch, hidden
         return None
 
-    def on_train_epoch_start(self, batches: Iterable[TrainBatch]) -> None:
-        """Called before each training epoch with one unshuffled pass over the training rows
-        (ICSRec re-clusters its intents here); a no-op by default, which does not iterate."""
-        del batches
+    def on_train_epoch_start(self, batches: Iterable[TrainBatch], epoch: int = 0) -> None:
+        """Called before training epoch `epoch` (0-based) with one unshuffled pass over the training
+        rows (ICSRec re-clusters its intents here); a no-op by default, which does not iterate."""
+        del batches, epoch

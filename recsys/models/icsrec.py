@@ -15,6 +15,11 @@ are not used as negatives. As in the authors' code, similarities are dot product
 L2-normalised for the contrast, and a view is assigned its nearest raw centroid (L2). By default
 the prefix's contrastive representation is the rec loss's own forward pass; `anchor_pass:
 separate` encodes it again with fresh dropout, as the authors do (one more pass per step).
+
+`contrast_warmup` (epochs, 0 = off, the paper's setting) ramps both contrastive weights linearly
+from 0 at epoch 0 to their full value at that epoch: the encoder first learns the next item, and
+the intents are first clustered from representations that carry it. Epochs with weight 0 skip
+the clustering and the contrastive forward passes.
 """
 
 from __future__ import annotations
@@ -60,12 +65,15 @@ class ICSRecConfig:
     # "shared": the anchor of both contrasts is the rec loss's own forward pass (one pass fewer);
     # "separate": the anchor is encoded again, with its own dropout, as in the authors' code
     anchor_pass: str = "shared"
+    contrast_warmup: int = 0  # epochs over which both contrastive weights ramp up from 0 (0: none)
 
     def __post_init__(self) -> None:
         validate_encoder_fields(self)
         for name in ("n_intents", "kmeans_iters", "kmeans_redo", "view_groups"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.contrast_warmup < 0:
+            raise ValueError(f"contrast_warmup must be >= 0 epochs, got {self.contrast_warmup}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         for name in ("coarse_weight", "fine_weight"):
@@ -103,6 +111,11 @@ def fit_intents(points: torch.Tensor, n_intents: int, *, iters: int, redo: int, 
     return torch.from_numpy(kmeans.centroids.copy())  # [K, D]
 
 
+def contrast_scale(warmup: int, epoch: int) -> float:
+    """The factor on the contrastive terms at 0-based `epoch`: epoch / warmup, capped at 1 (1 without warm-up)."""
+    return 1.0 if warmup == 0 else min(1.0, epoch / warmup)
+
+
 def assign_intents(z: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Index [B] of the nearest centroid (L2) of each row of `z` [B, D]."""
     # argmin |z - c|^2 = argmax (z.c - |c|^2 / 2)
@@ -121,6 +134,7 @@ class ICSRec(SequentialRecommender):
         # [K, D] raw k-means centroids; refit every epoch, so not part of the saved state
         self.intents: torch.Tensor
         self.register_buffer("intents", torch.zeros(0, cfg.hidden), persistent=False)
+        self.contrast_scale = contrast_scale(cfg.contrast_warmup, epoch=0)  # set at each epoch's start
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden: torch.Tensor = self.net(items, mask)  # [B, L, D]
@@ -153,16 +167,20 @@ class ICSRec(SequentialRecommender):
         return info_nce(z, prototypes, temperature=self.cfg.temperature, labels=labels)
 
     def extra_loss(self, batch: TrainBatch, hidden: torch.Tensor) -> torch.Tensor | None:
+        if self.contrast_scale == 0:
+            return None
         terms = self.contrastive_terms(batch, hidden)
         loss = self.cfg.coarse_weight * terms.coarse
         if terms.fine is not None:
             loss = loss + self.cfg.fine_weight * terms.fine
-        return loss
+        return self.contrast_scale * loss
 
     @torch.no_grad()
-    def on_train_epoch_start(self, batches: Iterable[TrainBatch]) -> None:
-        """Refit the intents: k-means over the representations of every training prefix (eval mode)."""
-        if self.cfg.fine_weight == 0:
+    def on_train_epoch_start(self, batches: Iterable[TrainBatch], epoch: int = 0) -> None:
+        """Set the warm-up scale of the contrastive terms for `epoch` and refit the intents: k-means
+        over the representations of every training prefix (eval mode)."""
+        self.contrast_scale = contrast_scale(self.cfg.contrast_warmup, epoch)
+        if self.cfg.fine_weight == 0 or self.contrast_scale == 0:
             return
         device = self.intents.device
         was_training = self.training

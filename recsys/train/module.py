@@ -80,7 +80,7 @@ class RecModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)  # set by Lightning when fit() is given one
         if isinstance(datamodule, SequenceDataModule):
-            self.model.on_train_epoch_start(datamodule.ordered_train_dataloader())
+            self.model.on_train_epoch_start(datamodule.ordered_train_dataloader(), epoch=self.current_epoch)
 
     def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
         del batch_idx

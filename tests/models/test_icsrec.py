@@ -42,6 +42,7 @@ def _setup(planted_dataset: Path, **params: object) -> tuple[ICSRec, SequenceDat
         ("kmeans_iters", 0),
         ("hidden", 31),
         ("anchor_pass", "twice"),
+        ("contrast_warmup", -1),
     ],
 )
 def test_bad_config_values_name_the_field(field: str, value: object) -> None:
@@ -150,3 +151,20 @@ def test_a_batch_without_positives_is_refused(planted_dataset: Path) -> None:
     items = torch.tensor([[0, 1, 2, 3]])
     with pytest.raises(ValueError, match="positives"):
         model.extra_loss(TrainBatch(items), model.encode(items[:, :-1], items[:, :-1] != 0))
+
+
+def test_contrast_warmup_ramps_the_terms_from_zero(planted_dataset: Path) -> None:
+    model, dm = _setup(planted_dataset, contrast_warmup=4, dropout=0.0, attn_dropout=0.0)
+    batch = dm.train_set[list(range(32))]
+    hidden = model.encode(batch.items[:, :-1], batch.items[:, :-1] != 0)
+    model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=0)
+    assert model.extra_loss(batch, hidden) is None  # epoch 0: the rec loss alone
+    assert len(model.intents) == 0  # and no clustering
+    model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=1)
+    assert len(model.intents) == 8
+    terms = model.contrastive_terms(batch, hidden)
+    assert terms.fine is not None
+    full = model.cfg.coarse_weight * terms.coarse + model.cfg.fine_weight * terms.fine
+    torch.testing.assert_close(model.extra_loss(batch, hidden), full / 4)
+    model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=9)
+    torch.testing.assert_close(model.extra_loss(batch, hidden), full)  # same intents: the same seeded refit
