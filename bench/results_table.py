@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "bench/results/experiments"
 README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+STOPS = {"time_limit": ", stopped at the time limit", "max_epochs": ", max epochs reached"}
 COLUMNS = ("test/hr@10", "test/ndcg@10", "test/hr@20", "test/ndcg@20", "val/ndcg@10")
 
 
@@ -28,6 +29,7 @@ def render_table(records: list[dict]) -> str:
         cells = [r["name"], r["model"], r["attention"], r.get("loss", ""), r.get("dataset") or ""]
         cells += [f"{m[c]:.4f}" if c in m else "" for c in COLUMNS]
         notes = ", stopped by hand" if r.get("interrupted") else ""  # scored with --finalize-run
+        notes += STOPS.get(r.get("stopped_by", ""), "")  # early stopping, the usual end, is not noted
         if "resumed_after_epoch" in r:  # continued with --resume-run after its process was stopped
             notes += f", resumed after epoch {r['resumed_after_epoch']}"
         cells.append(f"{r.get('epochs')} ({r.get('best_epoch')}){notes}")

@@ -112,6 +112,10 @@ def train_experiment(
     best_checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, monitor=cfg.monitor, mode="max", save_top_k=1, filename="best", save_last=True
     )
+    early_stopping = EarlyStopping(monitor=cfg.monitor, mode="max", patience=cfg.train.patience)
+    # always kept (no limit without max_minutes): its state in the checkpoint is the fit time a
+    # resumed run adds to its own
+    timer = Timer(duration=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None)
     trainer = pl.Trainer(
         max_epochs=cfg.train.max_epochs,
         min_epochs=cfg.train.min_epochs,
@@ -120,14 +124,7 @@ def train_experiment(
         strategy=cfg.train.strategy,
         precision=cfg.train.precision,
         logger=logger,
-        callbacks=[
-            EarlyStopping(monitor=cfg.monitor, mode="max", patience=cfg.train.patience),
-            best_checkpoint,
-            EpochSummary(cfg.monitor),
-            # always kept (no limit without max_minutes): its state in the checkpoint is the fit
-            # time a resumed run adds to its own
-            Timer(duration=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None),
-        ],
+        callbacks=[early_stopping, best_checkpoint, EpochSummary(cfg.monitor), timer],
         check_val_every_n_epoch=cfg.train.val_every,
         gradient_clip_val=cfg.train.grad_clip,
         enable_progress_bar=cfg.train.progress_bar,
@@ -154,8 +151,22 @@ def train_experiment(
     best = torch.load(path, map_location="cpu", weights_only=False) if path else None
     if ckpt_dir.name.startswith("recsys-ckpt-"):  # ours; a directory the caller chose is left alone
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    fields |= {"epochs": trainer.current_epoch, "fit_s": round(fit_s, 1)}
+    fields |= {
+        "epochs": trainer.current_epoch,
+        "fit_s": round(fit_s, 1),
+        "stopped_by": stop_reason(early_stopping, timer),
+    }
     return _evaluate_and_log(cfg, module, dm, best, recorder, meta, data_dir, fields, command, started_at, t0)
+
+
+def stop_reason(early_stopping: EarlyStopping, timer: Timer) -> str:
+    """Why a finished fit ended: "early_stopping", "time_limit" (`max_minutes`) or "max_epochs"."""
+    if early_stopping.stopped_epoch > 0:
+        return "early_stopping"
+    remaining = timer.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return "time_limit"
+    return "max_epochs"
 
 
 def run_checkpoint(tracking_uri: str, run_id: str, name: str) -> Path:

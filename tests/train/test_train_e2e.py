@@ -49,6 +49,25 @@ def test_training_run_is_tracked_and_read_back(tmp_path: Path, planted_experimen
     assert outcome.record["protocol"]["exclude_seen"] is True
 
 
+@pytest.mark.parametrize(
+    ("train", "reason"),
+    [
+        ({"max_epochs": 2}, "max_epochs"),
+        ({"max_epochs": 50, "max_minutes": 1e-5}, "time_limit"),
+        # an lr too small to move NDCG: no new best after the first check, patience 1 stops the next
+        ({"max_epochs": 50, "lr": 1e-12, "patience": 1, "lr_decay": 1.0}, "early_stopping"),
+    ],
+)
+def test_the_record_says_why_the_fit_stopped(
+    tmp_path: Path, planted_experiment: WriteExperiment, train: dict[str, float], reason: str
+) -> None:
+    cfg = load_experiment(planted_experiment(**train))
+    outcome = train_experiment(cfg, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", command="test")
+    assert outcome is not None
+    assert outcome.record["stopped_by"] == reason
+    assert outcome.record["epochs"] < 50
+
+
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tmp_path: Path, planted_experiment: WriteExperiment) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
