@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
 
 from recsys.data.datamodule import SequenceDataModule
-from recsys.data.datasets import EvalBatch, TrainBatch
+from recsys.data.datasets import EvalBatch, TrainBatch, TrainSequences
 from recsys.eval.evaluate import metrics_from_ranks, rank_batch
 from recsys.models.base import SequentialRecommender
 from recsys.nn.losses import LOSSES, in_batch_softmax
@@ -37,12 +37,16 @@ class RecModule(pl.LightningModule):
         self.eval_cfg = eval_cfg
         self._val_ranks: list[torch.Tensor] = []
         self._val_topk: list[torch.Tensor] = []
+        # expected targets in a training batch; set with length-grouped batches (see `on_train_start`)
+        self.targets_per_batch: float | None = None
 
     def _common_step(self, batch: TrainBatch, stage: str) -> torch.Tensor:
         inputs, targets = self._inputs_and_targets(batch.items)  # [B, L], [B, L] (0 = no target)
         hidden = self.model.encode(inputs, inputs != 0)  # [B, L, D]
         where = targets != 0
         loss: torch.Tensor = self._loss(hidden[where], self.model.item_embeddings(), targets[where])  # [T, D] vs [T]
+        if self.targets_per_batch is not None:  # the batch's mean over its targets -> their sum / expected count
+            loss = loss * (where.sum() / self.targets_per_batch)
         extra = self.model.extra_loss(batch, hidden)
         if extra is not None:
             self.log(f"{stage}/extra_loss", extra, on_step=False, on_epoch=True, batch_size=len(inputs))
@@ -76,6 +80,25 @@ class RecModule(pl.LightningModule):
         if fn is in_batch_softmax:
             raise ValueError("loss 'in_batch' needs item sampling probabilities; use ce, sampled_softmax, bce or gbce")
         return fn
+
+    def on_train_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        # cross-subsequence rows (CrossSubsequences) have one target each: nothing to reweight
+        if self.train_cfg.length_pool and isinstance(datamodule, SequenceDataModule):
+            if isinstance(datamodule.train_set, TrainSequences):
+                self.targets_per_batch = self.expected_targets_per_batch(datamodule.train_set.items)
+
+    def expected_targets_per_batch(self, windows: torch.Tensor) -> float:
+        """Mean training targets per batch over the left-padded training `windows` [U, L + 1].
+
+        Length-grouped batches (`length_pool`) hold rows of similar length, so their target counts
+        differ tenfold; averaging the loss per batch would weigh a target of a short-history batch
+        far above one of a long-history batch. Dividing each batch's summed loss by this constant
+        weighs every target the same, as in shuffled batches.
+        """
+        with torch.random.fork_rng(devices=[]):  # the masked objective draws its masks: leave the stream alone
+            _, targets = self._inputs_and_targets(windows)
+        return float((targets != 0).sum()) / len(windows) * self.train_cfg.batch_size
 
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)  # set by Lightning when fit() is given one
