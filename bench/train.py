@@ -11,7 +11,8 @@ python bench/train.py [--steps 20] [--threads 2] [--beauty-dir data/processed/be
    config's model and batch size): --epoch-steps optimiser steps timed and scaled to the epoch's
    batch count, plus the epoch-start hook (ICSRec refits its k-means intents there). ICSRec is
    also timed without its padding savings (`icsrec_plain`: shuffled batches, views padded to the
-   batch's longest), and the ratio recorded.
+   batch's longest), and SASRec / BERT4Rec with length-grouped batches (`<model>_pooled`,
+   `train.length_pool=64`); each ratio is recorded.
 4. With --run-id: wall time until a tracked Beauty run first reached val/ndcg@10 >= 0.053 (read
    from the MLflow metric history; the run itself is the experiment, not re-run here).
 Writes bench/results/train.json.
@@ -80,6 +81,7 @@ def throughput(attention: str, windows: torch.Tensor, steps: int, batch: int) ->
 # ICSRec without its two padding savings (length-grouped batches, positive views encoded by length):
 # the reference its epoch time is compared with in the same run
 ICSREC_PLAIN = ["train.length_pool=0", "model.params.view_groups=1"]
+POOLED = ["train.length_pool=64"]  # length-grouped batches for the models that train on plain ones
 
 
 def beauty_epoch_time(
@@ -205,13 +207,20 @@ def main() -> int:
         results["beauty_full_ranking_eval"] = eval_speed(args.beauty_dir, args.reference_users)
         print(json.dumps(results["beauty_full_ranking_eval"], indent=1))
         epochs = {m: beauty_epoch_time(m, args.beauty_dir, args.epoch_steps) for m in args.epoch_models.split(",") if m}
-        if "icsrec" in epochs:
-            plain = beauty_epoch_time("icsrec", args.beauty_dir, args.epoch_steps, ICSREC_PLAIN)
-            plain["overrides"] = " ".join(ICSREC_PLAIN)  # type: ignore[assignment]
-            epochs["icsrec_plain"] = plain
-            epochs["icsrec"]["speedup_vs_plain"] = round(
-                plain["epoch_s_estimate"] / epochs["icsrec"]["epoch_s_estimate"], 2
-            )
+
+        def variant(model: str, overrides: list[str]) -> dict[str, float]:
+            timed = beauty_epoch_time(model, args.beauty_dir, args.epoch_steps, overrides)
+            return timed | {"overrides": " ".join(overrides)}  # type: ignore[dict-item]
+
+        def ratio(slow: dict[str, float], fast: dict[str, float]) -> float:
+            return round(slow["epoch_s_estimate"] / fast["epoch_s_estimate"], 2)
+
+        if "icsrec" in epochs:  # grouped by default: against its plain reference
+            epochs["icsrec_plain"] = variant("icsrec", ICSREC_PLAIN)
+            epochs["icsrec"]["speedup_vs_plain"] = ratio(epochs["icsrec_plain"], epochs["icsrec"])
+        for model in [m for m in ("sasrec", "bert4rec") if m in epochs]:  # plain by default: against grouped
+            epochs[f"{model}_pooled"] = variant(model, POOLED)
+            epochs[f"{model}_pooled"]["speedup_vs_plain"] = ratio(epochs[model], epochs[f"{model}_pooled"])
         results["beauty_epoch_time"] = epochs
         print(json.dumps(epochs, indent=1))
     if args.run_id:
