@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from recsys.data.datamodule import SequenceDataModule  # noqa: E402
 from recsys.data.datasets import EvalBatch, TrainBatch, left_pad  # noqa: E402
 from recsys.eval.evaluate import evaluate  # noqa: E402
+from recsys.nn.sequence_encoder import ItemSequenceEncoder  # noqa: E402
 from recsys.registry import build_model  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
 from recsys.train.experiment import EvalConfig, TrainConfig, load_experiment  # noqa: E402
@@ -85,9 +86,10 @@ POOLED = ["train.length_pool=64"]  # length-grouped batches for the models that 
 
 
 def beauty_epoch_time(
-    model_name: str, beauty_dir: Path, steps: int, overrides: list[str] | None = None
+    model_name: str, beauty_dir: Path, steps: int, overrides: list[str] | None = None, *, unpad: bool = True
 ) -> dict[str, float]:
-    """Seconds per training epoch of `configs/experiment/<model>_beauty.yaml`'s model on Beauty."""
+    """Seconds per training epoch of `configs/experiment/<model>_beauty.yaml`'s model on Beauty
+    (`unpad=False`: its encoder runs the padded reference computation)."""
     cfg = load_experiment(ROOT / f"configs/experiment/{model_name}_beauty.yaml", overrides or [])
     torch.manual_seed(0)
     probe = build_model(cfg.model.name, cfg.model.params, 1)
@@ -102,6 +104,8 @@ def beauty_epoch_time(
     )
     dm.setup()
     model = build_model(cfg.model.name, cfg.model.params, dm.n_items)
+    for encoder in (m for m in model.modules() if isinstance(m, ItemSequenceEncoder)):
+        encoder.unpad = unpad
     module = RecModule(model, cfg.train, cfg.eval)
     module.log = lambda *_, **__: None  # type: ignore[method-assign]  # no Trainer attached
     opt = module.build_optimizer()

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from recsys.nn.attention import get_attention
 from recsys.nn.dropout import Dropout
+from recsys.nn.packing import TokenLayout
 
 
 class FeedForward(nn.Module):
@@ -53,17 +54,23 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        B, L, D = x.shape
-        H = self.n_heads
-        q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x [B, L, D]
+    def forward(self, x: Tensor, mask: Tensor, layout: TokenLayout | None = None) -> Tensor:
+        """x [B, L, D] -> [B, L, D]; or, with `layout`, the real tokens x [T, D] -> [T, D]."""
+        qkv = self.qkv(x)  # [B, L, 3D] or [T, 3D]
+        if layout is not None:
+            qkv = layout.unpack(qkv)  # [B, L, 3D], zeros at padding (masked keys, zeroed queries)
+        B, L, D3 = qkv.shape
+        D, H = D3 // 3, self.n_heads
+        q, k, v = qkv.split(D, dim=-1)  # 3 x [B, L, D]
         q = q.view(B, L, H, D // H).transpose(1, 2)  # [B, H, L, Dh]
         k = k.view(B, L, H, D // H).transpose(1, 2)  # [B, H, L, Dh]
         v = v.view(B, L, H, D // H).transpose(1, 2)  # [B, H, L, Dh]
         dropout = self.attn_dropout if self.training else 0.0
         y = self.attn_fn(q, k, v, causal=self.causal, key_padding_mask=mask, dropout=dropout)
         y = y.transpose(1, 2).reshape(B, L, D)  # [B, L, D]
-        out: Tensor = self.proj(y)  # [B, L, D]
+        if layout is not None:
+            y = layout.pack(y)  # [T, D]
+        out: Tensor = self.proj(y)  # [B, L, D] or [T, D]
         return out
 
 
@@ -91,9 +98,10 @@ class TransformerBlock(nn.Module):
         self.ln_ffn = nn.LayerNorm(hidden)
         self.ffn = FeedForward(hidden, ffn_mult, dropout)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = x + self.dropout(self.attn(self.ln_attn(x), mask))  # [B, L, D]
-        x = x + self.ffn(self.ln_ffn(x))  # [B, L, D]
+    def forward(self, x: Tensor, mask: Tensor, layout: TokenLayout | None = None) -> Tensor:
+        """x [B, L, D], or the real tokens [T, D] with their `layout` -> the same shape."""
+        x = x + self.dropout(self.attn(self.ln_attn(x), mask, layout))
+        x = x + self.ffn(self.ln_ffn(x))
         return x
 
 
@@ -156,8 +164,17 @@ class TransformerEncoder(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """Encode x [B, L, D] under mask [B, L] (bool, True = real) -> hidden [B, L, D]."""
+    def forward(self, x: Tensor, mask: Tensor, layout: TokenLayout | None = None) -> Tensor:
+        """Encode x [B, L, D] under mask [B, L] (bool, True = real) -> hidden [B, L, D].
+
+        With `layout` (the mask's `TokenLayout`), x is the real tokens [T, D] and so is the
+        result: every layer but attention skips the padding. The same values as the padded call.
+        """
+        if layout is not None:
+            for block in self.blocks:
+                x = block(x, mask, layout)  # [T, D]
+            packed: Tensor = self.ln_f(x)  # [T, D]
+            return packed
         keep = mask[..., None].to(x.dtype)  # [B, L, 1]
         for block in self.blocks:
             # Zeroing padded rows after each block keeps them from accumulating junk; real rows

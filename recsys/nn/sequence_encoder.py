@@ -15,6 +15,7 @@ from recsys.nn.attention import ATTENTION
 from recsys.nn.blocks import TransformerEncoder
 from recsys.nn.dropout import Dropout
 from recsys.nn.embeddings import ItemEmbedding, PositionalEmbedding
+from recsys.nn.packing import TokenLayout
 
 
 class EncoderFields(Protocol):
@@ -75,6 +76,7 @@ class ItemSequenceEncoder(nn.Module):
         self.item_emb = ItemEmbedding(n_items, cfg.hidden, n_special=n_special)
         self.pos_emb = PositionalEmbedding(cfg.max_len, cfg.hidden)
         self.dropout = Dropout(cfg.dropout)
+        self.unpad = True  # skip padding in every layer but attention; False: the padded reference
         self.encoder = TransformerEncoder(
             hidden=cfg.hidden,
             n_layers=cfg.n_layers,
@@ -86,12 +88,23 @@ class ItemSequenceEncoder(nn.Module):
             chunk_size=cfg.chunk_size,
         )
 
-    def forward(self, items: Tensor, mask: Tensor) -> Tensor:
-        # scale by sqrt(D) as in SASRec / Transformer, so items dominate the positions at init
-        x = self.item_emb(items) * math.sqrt(self.hidden) + self.pos_emb(items.shape[1])  # [B, L, D]
-        x = self.dropout(x) * mask[..., None]
-        hidden: Tensor = self.encoder(x, mask)  # [B, L, D]
-        return hidden
+    def forward(self, items: Tensor, mask: Tensor, *, unpad: bool | None = None) -> Tensor:
+        """Hidden states [B, L, D] of left-padded `items` [B, L] (zeros at padding).
+
+        `unpad` (default: the `unpad` attribute, True) runs every layer but attention on the real
+        tokens only (`TokenLayout`); False is the padded reference computation, with the same values.
+        """
+        positions = self.pos_emb(items.shape[1])  # [L, D]
+        if not (self.unpad if unpad is None else unpad):
+            # scale by sqrt(D) as in SASRec / Transformer, so items dominate the positions at init
+            x = self.item_emb(items) * math.sqrt(self.hidden) + positions  # [B, L, D]
+            x = self.dropout(x) * mask[..., None]
+            hidden: Tensor = self.encoder(x, mask)  # [B, L, D]
+            return hidden
+        layout = TokenLayout.of(mask)
+        x = self.item_emb(layout.pack(items[..., None]).squeeze(1)) * math.sqrt(self.hidden)  # [T, D]
+        x = self.dropout(x + positions[layout.columns()])  # [T, D]
+        return layout.unpack(self.encoder(x, mask, layout))  # [B, L, D]
 
     def item_weight(self) -> Tensor:
         return self.item_emb.item_weight()  # [N + 1, D]
