@@ -12,7 +12,8 @@ python bench/train.py [--steps 20] [--threads 2] [--beauty-dir data/processed/be
    batch count, plus the epoch-start hook (ICSRec refits its k-means intents there). ICSRec is
    also timed without its padding savings (`icsrec_plain`: shuffled batches, views padded to the
    batch's longest), and SASRec / BERT4Rec with length-grouped batches (`<model>_pooled`,
-   `train.length_pool=64`); each ratio is recorded.
+   `train.length_pool=64`); every model also runs its encoder's padded reference computation
+   (`<model>_padded`: every layer over the padding, not only attention). Each ratio is recorded.
 4. With --run-id: wall time until a tracked Beauty run first reached val/ndcg@10 >= 0.053 (read
    from the MLflow metric history; the run itself is the experiment, not re-run here).
 Writes bench/results/train.json.
@@ -212,13 +213,16 @@ def main() -> int:
         print(json.dumps(results["beauty_full_ranking_eval"], indent=1))
         epochs = {m: beauty_epoch_time(m, args.beauty_dir, args.epoch_steps) for m in args.epoch_models.split(",") if m}
 
-        def variant(model: str, overrides: list[str]) -> dict[str, float]:
-            timed = beauty_epoch_time(model, args.beauty_dir, args.epoch_steps, overrides)
-            return timed | {"overrides": " ".join(overrides)}  # type: ignore[dict-item]
+        def variant(model: str, overrides: list[str], unpad: bool = True) -> dict[str, float]:
+            timed = beauty_epoch_time(model, args.beauty_dir, args.epoch_steps, overrides, unpad=unpad)
+            return timed | {"overrides": " ".join(overrides), "unpad": unpad}  # type: ignore[dict-item]
 
         def ratio(slow: dict[str, float], fast: dict[str, float]) -> float:
             return round(slow["epoch_s_estimate"] / fast["epoch_s_estimate"], 2)
 
+        for model in list(epochs):  # every encoder skips padding by default: against the padded reference
+            epochs[f"{model}_padded"] = variant(model, [], unpad=False)
+            epochs[model]["speedup_vs_padded"] = ratio(epochs[f"{model}_padded"], epochs[model])
         if "icsrec" in epochs:  # grouped by default: against its plain reference
             epochs["icsrec_plain"] = variant("icsrec", ICSREC_PLAIN)
             epochs["icsrec"]["speedup_vs_plain"] = ratio(epochs["icsrec_plain"], epochs["icsrec"])
