@@ -1,6 +1,6 @@
 """Where the real tokens of a left-padded batch sit, so layers that work token by token skip padding.
 
-Short-history data is mostly padding once a batch is padded to its longest row (Beauty: 88% of a
+Short-history data is mostly padding once a batch is padded to its longest row (Beauty: 85% of a
 shuffled training batch's positions). Embeddings, LayerNorm, the QKV / output projections, the
 FFN and dropout act on each position alone, so they run on the packed real tokens [T, D]; only
 attention needs the padded [B, L] grid, and gets it back with `unpack` (zeros at padding).
