@@ -56,6 +56,20 @@ def test_unpadded_training_mode_keeps_dropout_and_padding_zero() -> None:
     torch.manual_seed(0)
     model = build_model("sasrec", {"max_len": 9, "hidden": 32, "n_heads": 4, "dropout": 0.5}, 98).train()
     items, mask = _batch()
-    a, b = model.net(items, mask), model.net(items, mask)
+    a, b = model.net(items, mask, unpad=True), model.net(items, mask, unpad=True)
     assert not torch.equal(a, b)  # fresh dropout draws
     assert (a[~mask] == 0).all() and torch.isfinite(a).all()
+
+
+def test_only_mostly_padding_batches_are_unpadded_by_default() -> None:
+    model = build_model("sasrec", {"max_len": 9, "hidden": 32, "n_heads": 4}, 98).eval()
+    calls: list[bool] = []  # whether the transformer got a TokenLayout (the unpadded path)
+    model.net.encoder.register_forward_pre_hook(lambda _m, args: calls.append(len(args) == 3))
+    dense = torch.randint(1, 99, (4, 9))
+    sparse = dense.clone()
+    sparse[:, :6] = 0  # a third real
+    model.net(dense, dense != 0)
+    model.net(sparse, sparse != 0)
+    model.net.unpad = False
+    model.net(sparse, sparse != 0)
+    assert calls == [False, True, False]
