@@ -112,7 +112,7 @@ class ItemSequenceEncoder(nn.Module):
             hidden: Tensor = self.encoder(x, mask)  # [B, L, D]
             return hidden
         layout = TokenLayout.of(mask)
-        x = self.item_emb(layout.pack(items[..., None]).squeeze(1)) * math.sqrt(self.hidden)  # [T, D]
+        x = self.item_emb(items.reshape(-1)[layout.flat]) * math.sqrt(self.hidden)  # [T, D]
         x = self.dropout(x + positions[layout.columns()])  # [T, D]
         return layout.unpack(self.encoder(x, mask, layout))  # [B, L, D]
 

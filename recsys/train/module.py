@@ -82,11 +82,10 @@ class RecModule(pl.LightningModule):
         return fn
 
     def on_train_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+        train_set = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
         # cross-subsequence rows (CrossSubsequences) have one target each: nothing to reweight
-        if self.train_cfg.length_pool and isinstance(datamodule, SequenceDataModule):
-            if isinstance(datamodule.train_set, TrainSequences):
-                self.targets_per_batch = self.expected_targets_per_batch(datamodule.train_set.items)
+        if self.train_cfg.length_pool and isinstance(train_set, TrainSequences):
+            self.targets_per_batch = self.expected_targets_per_batch(train_set.items)
 
     def expected_targets_per_batch(self, windows: torch.Tensor) -> float:
         """Mean training targets per batch over the left-padded training `windows` [U, L + 1].

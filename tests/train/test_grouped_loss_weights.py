@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from recsys.data.datamodule import SequenceDataModule
+from recsys.data.datasets import TrainBatch
 from recsys.registry import build_model
 from recsys.train.experiment import EvalConfig, TrainConfig
 from recsys.train.module import RecModule
@@ -75,3 +76,12 @@ def test_fit_sets_the_weights_only_for_grouped_batches(planted_dataset: Path, po
         assert module.targets_per_batch == pytest.approx(module.expected_targets_per_batch(dm.train_set.items))
     else:
         assert module.targets_per_batch is None
+
+
+def test_the_training_step_scales_the_loss_by_the_batch_targets() -> None:
+    windows = torch.tensor([[0, 0, 1, 2], [0, 3, 4, 5], [6, 7, 8, 9]])  # 6 targets
+    module = _module("sasrec", n_items=9, batch_size=3).eval()  # eval: no dropout, same loss twice
+    batch = TrainBatch(windows)
+    mean_loss = module._common_step(batch, "train")
+    module.targets_per_batch = 4.0
+    torch.testing.assert_close(module._common_step(batch, "train"), mean_loss * 6 / 4)
