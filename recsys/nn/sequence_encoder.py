@@ -99,8 +99,8 @@ class ItemSequenceEncoder(nn.Module):
         padded reference computation, with the same values. By default (None) a batch is unpadded
         when the `unpad` attribute is set and padding is most of it: packing costs index copies in
         every block, more than it saves on a batch with little padding (ICSRec's length-grouped
-        batches, every batch unpadded: 170 s vs 147 s padded per Beauty epoch; with this rule 129 s
-        vs 153 s, bench/results/train_unpad_icsrec.json).
+        batches, with this rule: 129 s vs 153 s padded per Beauty epoch,
+        bench/results/train_unpad_icsrec.json).
         """
         positions = self.pos_emb(items.shape[1])  # [L, D]
         if unpad is None:
