@@ -1,11 +1,14 @@
-"""Lightning callbacks of our own: a one-line log per epoch (for runs without a progress bar)."""
+"""Lightning callbacks of our own: a one-line log per epoch (for runs without a progress bar) and
+an exponential moving average of the weights."""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +39,83 @@ class EpochSummary(pl.Callback):
             self.monitor,
             val,
         )
+
+
+RAW_PARAMS_KEY = "ema_raw_parameters"  # a checkpoint's trained (not averaged) parameters
+
+
+class WeightEMA(pl.Callback):
+    """An exponential moving average of the trained parameters, updated after every optimiser step.
+
+    Validation scores the average (so early stopping, the lr schedule and the best checkpoint
+    follow it), and a checkpoint's `state_dict` holds the average: what is tested, exported and
+    served. The trained parameters travel in the checkpoint too, so a resumed fit continues from
+    them. Buffers (e.g. ICSRec's intents, refreshed each epoch) are not averaged.
+    """
+
+    def __init__(self, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self._average: dict[str, torch.Tensor] | None = None
+
+    def _params(self, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
+        return {name: p for name, p in pl_module.named_parameters() if p.requires_grad}
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        del trainer
+        params = self._params(pl_module)
+        if self._average is None:
+            self._average = {name: p.detach().clone() for name, p in params.items()}
+        else:  # restored from a checkpoint before the model moved to its device
+            self._average = {name: self._average[name].to(p.device) for name, p in params.items()}
+
+    @torch.no_grad()
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        del trainer, outputs, batch, batch_idx
+        assert self._average is not None
+        for name, p in self._params(pl_module).items():
+            self._average[name].lerp_(p.detach(), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def _swap(self, pl_module: pl.LightningModule) -> None:
+        if self._average is None:  # validation outside fit
+            return
+        for name, p in self._params(pl_module).items():
+            trained = p.detach().clone()
+            p.copy_(self._average[name])
+            self._average[name] = trained
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        del trainer
+        self._swap(pl_module)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        del trainer
+        self._swap(pl_module)
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        del trainer, pl_module
+        assert self._average is not None
+        state = checkpoint["state_dict"]
+        checkpoint[RAW_PARAMS_KEY] = {name: state[name] for name in self._average}
+        checkpoint["state_dict"] = state | {name: avg.detach().clone() for name, avg in self._average.items()}
+
+    @torch.no_grad()
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Called after the model was loaded from `state_dict` (the average): put the trained
+        parameters back in the model and keep the average here."""
+        del trainer
+        raw = checkpoint.get(RAW_PARAMS_KEY)
+        if raw is None:
+            raise ValueError(f"the checkpoint has no {RAW_PARAMS_KEY}: it was not written with train.ema_decay > 0")
+        params = self._params(pl_module)
+        self._average = {name: p.detach().clone() for name, p in params.items()}
+        for name, p in params.items():
+            p.copy_(raw[name])

@@ -37,6 +37,9 @@ class TrainConfig:
     # NDCG@10 improvement (ReduceLROnPlateau); 1 keeps the lr constant
     lr_decay: float = 1.0
     lr_decay_patience: int = 3
+    # > 0: validate, checkpoint and test an exponential moving average of the weights, updated each
+    # optimiser step with this decay (0.999 averages over ~1000 steps); 0: the trained weights
+    ema_decay: float = 0.0
     min_epochs: int = 1
     max_minutes: float | None = None  # wall-clock budget for fit
     grad_clip: float | None = 1.0
@@ -64,6 +67,8 @@ class TrainConfig:
                 f"lr_decay_patience must be in [0, patience={self.patience}), got {self.lr_decay_patience}: "
                 "early stopping would end the run before the lr decays"
             )
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.length_pool < 0:
             raise ValueError(f"length_pool must be >= 0, got {self.length_pool}")
         if self.weight_decay < 0:

@@ -28,7 +28,7 @@ from recsys.models.checkpoint import save_model
 from recsys.registry import build_model
 from recsys.tracking.mlflow import RunRecorder, make_logger, read_run, reopen_run
 from recsys.tracking.records import base_record, git_commit, now_iso
-from recsys.train.callbacks import EpochSummary
+from recsys.train.callbacks import EpochSummary, WeightEMA
 from recsys.train.experiment import ExperimentConfig
 from recsys.train.module import RecModule
 
@@ -124,7 +124,13 @@ def train_experiment(
         strategy=cfg.train.strategy,
         precision=cfg.train.precision,
         logger=logger,
-        callbacks=[early_stopping, best_checkpoint, EpochSummary(cfg.monitor), timer],
+        callbacks=[
+            *([WeightEMA(cfg.train.ema_decay)] if cfg.train.ema_decay > 0 else []),
+            early_stopping,
+            best_checkpoint,
+            EpochSummary(cfg.monitor),
+            timer,
+        ],
         check_val_every_n_epoch=cfg.train.val_every,
         gradient_clip_val=cfg.train.grad_clip,
         enable_progress_bar=cfg.train.progress_bar,

@@ -1,0 +1,128 @@
+"""The weight EMA: validation scores the average, checkpoints hold it, a resumed fit trains on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from recsys.data.datamodule import SequenceDataModule
+from recsys.registry import build_model
+from recsys.tracking.mlflow import metric_history
+from recsys.train.callbacks import RAW_PARAMS_KEY, WeightEMA
+from recsys.train.experiment import EvalConfig, TrainConfig, load_experiment
+from recsys.train.module import RecModule
+from recsys.train.run import train_experiment
+
+DECAY = 0.8
+Params = dict[str, torch.Tensor]
+
+
+class ParamProbe(pl.Callback):
+    """Snapshots of the module's parameters at the fit's start, after each step and as validation sees them."""
+
+    def __init__(self) -> None:
+        self.start: Params = {}
+        self.steps: list[Params] = []
+        self.validated: list[Params] = []
+        self.after_validation: list[Params] = []
+
+    @staticmethod
+    def _snap(pl_module: pl.LightningModule) -> Params:
+        return {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = self._snap(pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self.steps.append(self._snap(pl_module))
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.validated.append(self._snap(pl_module))
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.after_validation.append(self._snap(pl_module))
+
+
+def _fit(data_dir: Path, max_epochs: int, ckpt: Path | None = None) -> tuple[pl.Trainer, ParamProbe]:
+    torch.manual_seed(0)
+    n_items = json.loads((data_dir / "meta.json").read_text())["n_items"]
+    model = build_model("sasrec", {"max_len": 8, "hidden": 16, "n_heads": 2}, n_items)
+    module = RecModule(model, TrainConfig(batch_size=16, lr=0.01), EvalConfig())
+    dm = SequenceDataModule(data_dir, max_len=8, batch_size=16, eval_batch_size=64, seed=0, objective="next_item")
+    probe = ParamProbe()  # after the EMA in the list: it sees what the EMA swapped in
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        callbacks=[WeightEMA(DECAY), probe],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    return trainer, probe
+
+
+def _ema(start: Params, steps: list[Params]) -> Params:
+    """The average by hand: start from the initial weights, move (1 - decay) of the way each step."""
+    avg = {n: p.clone() for n, p in start.items()}
+    for snap in steps:
+        avg = {n: DECAY * avg[n] + (1 - DECAY) * snap[n] for n in avg}
+    return avg
+
+
+def _assert_close(a: Params, b: Params) -> None:
+    assert a.keys() == b.keys()
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], msg=n)
+
+
+def test_validation_scores_the_average_and_training_continues_on_the_trained_weights(
+    planted_dataset: Path, tmp_path: Path
+) -> None:
+    data_dir = planted_dataset / "processed"
+    trainer, probe = _fit(data_dir, max_epochs=2)
+    per_epoch = len(probe.steps) // 2
+    assert per_epoch >= 2
+    _assert_close(probe.validated[0], _ema(probe.start, probe.steps[:per_epoch]))
+    _assert_close(probe.validated[1], _ema(probe.start, probe.steps))
+    _assert_close(probe.after_validation[0], probe.steps[per_epoch - 1])  # the trained weights are back
+    with pytest.raises(AssertionError):  # the average is not the trained weights
+        _assert_close(probe.validated[1], probe.steps[-1])
+
+    # a checkpoint holds the average as the model and the trained weights beside it
+    path = tmp_path / "ema.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    _assert_close(saved["state_dict"], _ema(probe.start, probe.steps))
+    _assert_close(saved[RAW_PARAMS_KEY], probe.steps[-1])
+
+    # resuming trains on from the trained weights and keeps averaging from the saved average
+    _, resumed = _fit(data_dir, max_epochs=3, ckpt=path)
+    _assert_close(resumed.start, probe.steps[-1])
+    expected = _ema(probe.start, probe.steps + resumed.steps)
+    _assert_close(resumed.validated[0], expected)
+
+
+def test_a_run_with_ema_tests_the_checkpoint_validation_chose(
+    tmp_path: Path, planted_experiment: Callable[..., Path]
+) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = load_experiment(planted_experiment(max_epochs=3, ema_decay=DECAY))
+    outcome = train_experiment(cfg, tracking_uri=uri, command="test")
+    assert outcome is not None
+    best_logged = metric_history(uri, outcome.run_id, "val/ndcg@10")["value"].max()
+    # the final val score is the best checkpoint's, re-ranked: the average validation scored
+    assert outcome.metrics["val/ndcg@10"] == pytest.approx(best_logged)
+
+
+def test_ema_decay_must_be_below_one() -> None:
+    with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\), got 1.0"):
+        TrainConfig(ema_decay=1.0)
