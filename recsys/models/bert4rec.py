@@ -26,6 +26,7 @@ class BERT4RecConfig:
     attn_dropout: float = 0.2
     attention: str = "sdpa"
     chunk_size: int = 64
+    norm: str = "pre"  # pre-norm blocks (nanoGPT); "post": BERT's post-norm layout (recsys.nn.blocks)
     mask_prob: float = 0.2  # share of real positions replaced by the mask token in training
     last_item_share: float = 0.1  # rows that mask only their last item (the paper's inference-like samples)
     # the original's output layer: hidden -> dense + GELU + LayerNorm, scored against the tied item

@@ -53,6 +53,7 @@ class ICSRecConfig:
     attn_dropout: float = 0.5
     attention: str = "sdpa"  # any key of recsys.nn.attention.ATTENTION
     chunk_size: int = 64  # for the chunked linear backends
+    norm: str = "pre"  # pre-norm blocks (nanoGPT); "post": BERT's post-norm layout (recsys.nn.blocks)
     n_intents: int = 512  # k-means clusters (the paper's default; its released Beauty script uses 256)
     temperature: float = 1.0  # of both InfoNCE terms, over raw dot products (the authors' `sim='dot'`)
     coarse_weight: float = 0.3  # lambda: cross-subsequence contrast (the authors' Beauty/Sports scripts)

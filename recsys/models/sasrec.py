@@ -24,6 +24,7 @@ class SASRecConfig:
     attn_dropout: float = 0.5
     attention: str = "sdpa"  # any key of recsys.nn.attention.ATTENTION
     chunk_size: int = 64  # for the chunked linear backends
+    norm: str = "pre"  # pre-norm blocks (nanoGPT); "post": BERT's post-norm layout (recsys.nn.blocks)
 
     def __post_init__(self) -> None:
         validate_encoder_fields(self)

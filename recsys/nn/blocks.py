@@ -1,5 +1,7 @@
-"""Pre-norm Transformer encoder shared by SASRec, BERT4Rec and friends (nanoGPT-style).
+"""Transformer encoder shared by SASRec, BERT4Rec and friends.
 
+Blocks are pre-norm (nanoGPT-style, with a final LayerNorm) or post-norm (the original BERT's,
+as in the BERT4Rec and ICSRec reference code: LayerNorm after each residual sum, no final one).
 Attention is any backend from `recsys.nn.attention`, chosen by name. Init: normal(0, 0.02) for
 Linear weights, zero biases, and the residual output projections scaled by 1/sqrt(2 * n_layers)
 (GPT-2 / nanoGPT), so the residual stream does not grow with depth.
@@ -74,8 +76,12 @@ class MultiHeadAttention(nn.Module):
         return out
 
 
+NORMS = ("pre", "post")  # where a block's LayerNorms sit
+
+
 class TransformerBlock(nn.Module):
-    """Pre-norm block: x + Dropout(Attn(LN(x))), then x + FFN(LN(x)) (FFN ends in its own dropout)."""
+    """Pre-norm: x + Dropout(Attn(LN(x))), then x + FFN(LN(x)) (FFN ends in its own dropout).
+    Post-norm: LN(x + Dropout(Attn(x))), then LN(x + FFN(x))."""
 
     def __init__(
         self,
@@ -88,8 +94,10 @@ class TransformerBlock(nn.Module):
         causal: bool,
         ffn_mult: int = 4,
         chunk_size: int = 64,
+        norm: str = "pre",
     ) -> None:
         super().__init__()
+        self.post_norm = norm == "post"
         self.ln_attn = nn.LayerNorm(hidden)
         self.attn = MultiHeadAttention(
             hidden, n_heads, attn_dropout=attn_dropout, attention=attention, causal=causal, chunk_size=chunk_size
@@ -100,13 +108,17 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor, layout: TokenLayout | None = None) -> Tensor:
         """x [B, L, D], or the real tokens [T, D] with their `layout` -> the same shape."""
+        if self.post_norm:
+            x = self.ln_attn(x + self.dropout(self.attn(x, mask, layout)))
+            out: Tensor = self.ln_ffn(x + self.ffn(x))
+            return out
         x = x + self.dropout(self.attn(self.ln_attn(x), mask, layout))
         x = x + self.ffn(self.ln_ffn(x))
         return x
 
 
 class TransformerEncoder(nn.Module):
-    """A stack of pre-norm blocks and a final LayerNorm; outputs at padded positions are zero.
+    """A stack of blocks (pre-norm ones end in a final LayerNorm); outputs at padded positions are zero.
 
     Args:
         hidden: model width D (divisible by n_heads).
@@ -118,6 +130,7 @@ class TransformerEncoder(nn.Module):
         causal: True for next-item models (SASRec), False for bidirectional ones (BERT4Rec).
         ffn_mult: FFN inner width as a multiple of D.
         chunk_size: chunk length for the chunked linear-attention backends.
+        norm: "pre" or "post", where each block's LayerNorms sit (see `TransformerBlock`).
     """
 
     def __init__(
@@ -132,8 +145,11 @@ class TransformerEncoder(nn.Module):
         causal: bool,
         ffn_mult: int = 4,
         chunk_size: int = 64,
+        norm: str = "pre",
     ) -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm={norm!r} is not one of {list(NORMS)}")
         if n_heads < 1 or hidden % n_heads != 0:
             raise ValueError(f"hidden={hidden} must be divisible by n_heads={n_heads}")
         if n_layers < 1:
@@ -148,10 +164,11 @@ class TransformerEncoder(nn.Module):
                 causal=causal,
                 ffn_mult=ffn_mult,
                 chunk_size=chunk_size,
+                norm=norm,
             )
             for _ in range(n_layers)
         )
-        self.ln_f = nn.LayerNorm(hidden)
+        self.ln_f: nn.Module = nn.LayerNorm(hidden) if norm == "pre" else nn.Identity()
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):  # residual output projections (attn and FFN)

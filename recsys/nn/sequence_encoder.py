@@ -12,7 +12,7 @@ from typing import Protocol
 from torch import Tensor, nn
 
 from recsys.nn.attention import ATTENTION
-from recsys.nn.blocks import TransformerEncoder
+from recsys.nn.blocks import NORMS, TransformerEncoder
 from recsys.nn.dropout import Dropout
 from recsys.nn.embeddings import ItemEmbedding, PositionalEmbedding
 from recsys.nn.packing import TokenLayout
@@ -45,6 +45,9 @@ class EncoderFields(Protocol):
     @property
     def chunk_size(self) -> int: ...
 
+    @property
+    def norm(self) -> str: ...
+
 
 def validate_encoder_fields(cfg: EncoderFields) -> None:
     """Raise ValueError naming the field when an encoder setting is out of range."""
@@ -58,6 +61,8 @@ def validate_encoder_fields(cfg: EncoderFields) -> None:
             raise ValueError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if cfg.attention not in ATTENTION:
         raise ValueError(f"attention={cfg.attention!r} is not one of {sorted(ATTENTION)}")
+    if cfg.norm not in NORMS:
+        raise ValueError(f"norm={cfg.norm!r} is not one of {list(NORMS)}")
 
 
 # a batch whose real tokens are fewer than this share of its [B, L] grid is encoded unpadded
@@ -66,6 +71,10 @@ UNPAD_BELOW_REAL_SHARE = 0.5
 
 class ItemSequenceEncoder(nn.Module):
     """Left-padded `items` [B, L] -> hidden [B, L, D]; item table tied for scoring.
+
+    With `norm: pre` (nanoGPT / SASRec) the item embeddings are scaled by sqrt(D) and added to the
+    positions; with `norm: post` (BERT's layout, as the BERT4Rec and ICSRec reference code) their
+    unscaled sum goes through a LayerNorm, and so does every block's residual sum.
 
     Args:
         cfg: encoder fields (see `EncoderFields`).
@@ -77,6 +86,9 @@ class ItemSequenceEncoder(nn.Module):
     def __init__(self, cfg: EncoderFields, n_items: int, *, causal: bool, n_special: int = 0) -> None:
         super().__init__()
         self.hidden = cfg.hidden
+        # pre: scale by sqrt(D) as in SASRec / Transformer, so items dominate the positions at init
+        self.item_scale = math.sqrt(cfg.hidden) if cfg.norm == "pre" else 1.0
+        self.emb_norm: nn.Module = nn.LayerNorm(cfg.hidden) if cfg.norm == "post" else nn.Identity()
         self.item_emb = ItemEmbedding(n_items, cfg.hidden, n_special=n_special)
         self.pos_emb = PositionalEmbedding(cfg.max_len, cfg.hidden)
         self.dropout = Dropout(cfg.dropout)
@@ -90,6 +102,7 @@ class ItemSequenceEncoder(nn.Module):
             attention=cfg.attention,
             causal=causal,
             chunk_size=cfg.chunk_size,
+            norm=cfg.norm,
         )
 
     def forward(self, items: Tensor, mask: Tensor, *, unpad: bool | None = None) -> Tensor:
@@ -106,14 +119,13 @@ class ItemSequenceEncoder(nn.Module):
         if unpad is None:
             unpad = self.unpad and bool(mask.sum() < UNPAD_BELOW_REAL_SHARE * mask.numel())
         if not unpad:
-            # scale by sqrt(D) as in SASRec / Transformer, so items dominate the positions at init
-            x = self.item_emb(items) * math.sqrt(self.hidden) + positions  # [B, L, D]
+            x = self.emb_norm(self.item_emb(items) * self.item_scale + positions)  # [B, L, D]
             x = self.dropout(x) * mask[..., None]
             hidden: Tensor = self.encoder(x, mask)  # [B, L, D]
             return hidden
         layout = TokenLayout.of(mask)
-        x = self.item_emb(items.reshape(-1)[layout.flat]) * math.sqrt(self.hidden)  # [T, D]
-        x = self.dropout(x + positions[layout.columns()])  # [T, D]
+        x = self.item_emb(items.reshape(-1)[layout.flat]) * self.item_scale  # [T, D]
+        x = self.dropout(self.emb_norm(x + positions[layout.columns()]))  # [T, D]
         return layout.unpack(self.encoder(x, mask, layout))  # [B, L, D]
 
     def item_weight(self) -> Tensor:

@@ -28,8 +28,9 @@ def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("attention", ["sdpa", "linear"])
-def test_shapes_on_odd_sizes(name: str, attention: str) -> None:
-    model = build_model(name, {**ODD, "attention": attention}, N_ITEMS).eval()
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_shapes_on_odd_sizes(name: str, attention: str, norm: str) -> None:
+    model = build_model(name, {**ODD, "attention": attention, "norm": norm}, N_ITEMS).eval()
     items, mask = _batch()
     assert model.encode(items, mask).shape == (5, 7, 32)
     assert model.sequence_representation(items, mask).shape == (5, 32)
@@ -69,22 +70,26 @@ def test_unknown_model_lists_valid_names() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_save_load_round_trip(name: str, tmp_path: Path) -> None:
-    model = build_model(name, ODD, N_ITEMS).eval()
-    save_model(model, name, ODD, N_ITEMS, tmp_path / "m")
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_save_load_round_trip(name: str, norm: str, tmp_path: Path) -> None:
+    params = {**ODD, "norm": norm}
+    model = build_model(name, params, N_ITEMS).eval()
+    save_model(model, name, params, N_ITEMS, tmp_path / "m")
     loaded = load_model(tmp_path / "m")
     items, mask = _batch()
     torch.testing.assert_close(loaded.sequence_representation(items, mask), model.sequence_representation(items, mask))
 
 
-def _trained(name: str, dataset: Path, steps: int) -> tuple[RecModule, SequenceDataModule, list[float]]:
+def _trained(
+    name: str, dataset: Path, steps: int, norm: str = "pre"
+) -> tuple[RecModule, SequenceDataModule, list[float]]:
     torch.manual_seed(0)
     objective = MODELS[name].objective
     dm = SequenceDataModule(
         dataset / "processed", max_len=7, batch_size=64, eval_batch_size=64, seed=0, objective=objective
     )
     dm.setup()
-    params = {**ODD, "dropout": 0.0, "attn_dropout": 0.0}
+    params = {**ODD, "dropout": 0.0, "attn_dropout": 0.0, "norm": norm}
     module = RecModule(build_model(name, params, dm.n_items), TrainConfig(lr=5e-3), EvalConfig())
     module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer attached
     opt = module.build_optimizer()
@@ -100,8 +105,9 @@ def _trained(name: str, dataset: Path, steps: int) -> tuple[RecModule, SequenceD
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_loss_decreases_in_20_steps(name: str, planted_dataset: Path) -> None:
-    _, _, losses = _trained(name, planted_dataset, 20)
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_loss_decreases_in_20_steps(name: str, norm: str, planted_dataset: Path) -> None:
+    _, _, losses = _trained(name, planted_dataset, 20, norm)
     assert sum(losses[-5:]) < 0.9 * sum(losses[:5])
 
 
@@ -117,10 +123,11 @@ def test_planted_next_item_is_ranked_first(name: str, planted_dataset: Path) -> 
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_representation_does_not_depend_on_left_padding(name: str) -> None:
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_representation_does_not_depend_on_left_padding(name: str, norm: str) -> None:
     """Eval batches are trimmed to their longest history: a history padded to any width up to
     max_len must give the same representation (BERT4Rec once dropped an item of narrow batches)."""
-    model = build_model(name, ODD, N_ITEMS).eval()
+    model = build_model(name, {**ODD, "norm": norm}, N_ITEMS).eval()
     history = torch.tensor([[5, 17, 42, 8]])
     reference = model.sequence_representation(history, history != 0)
     for width in (5, 6, 7):

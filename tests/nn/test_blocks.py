@@ -131,3 +131,26 @@ def test_model_style_usage_end_to_end() -> None:
     hidden = enc(x, mask)
     logits = hidden @ item_emb.item_weight().T  # [B, L, N + 1]
     assert logits.shape == (2, 7, 10)
+
+
+def test_post_norm_blocks_end_each_residual_sum_in_a_layernorm() -> None:
+    """Post-norm (BERT): every real row leaves the stack LayerNorm'd (mean 0, variance 1 at the
+    initial affine), with no final LayerNorm; pre-norm keeps the final one. Both zero the padding."""
+    x, mask = _batch()
+
+    def plain(norm: str) -> TransformerEncoder:
+        enc = TransformerEncoder(
+            hidden=D, n_layers=2, n_heads=HEADS, dropout=0.0, attn_dropout=0.0, causal=True, norm=norm
+        )
+        return enc.double().eval()
+
+    post = plain("post")
+    assert not any(n.startswith("ln_f") for n, _ in post.named_parameters())
+    out = post(x, mask)[mask]  # [T, D]
+    zeros, ones = torch.zeros(len(out), dtype=torch.float64), torch.ones(len(out), dtype=torch.float64)
+    torch.testing.assert_close(out.mean(-1), zeros, atol=1e-9, rtol=0)
+    torch.testing.assert_close(out.var(-1, unbiased=False), ones, atol=1e-4, rtol=0)
+    assert (post(x, mask)[~mask] == 0).all()
+    assert any(n.startswith("ln_f") for n, _ in plain("pre").named_parameters())
+    with pytest.raises(ValueError, match="norm='mid' is not one of"):
+        plain("mid")

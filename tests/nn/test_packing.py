@@ -29,10 +29,12 @@ def test_layout_packs_the_real_tokens_in_order_and_unpacks_with_zeros() -> None:
 
 @pytest.mark.parametrize("name", ["sasrec", "bert4rec", "icsrec"])
 @pytest.mark.parametrize("attention", ["eager", "sdpa", "linear"])
-def test_unpadded_encoding_equals_the_padded_reference(name: str, attention: str) -> None:
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_unpadded_encoding_equals_the_padded_reference(name: str, attention: str, norm: str) -> None:
     """Outputs and gradients (no dropout, so both runs compute the same function)."""
     torch.manual_seed(0)
     params = {"max_len": 9, "hidden": 32, "n_heads": 4, "attention": attention, "dropout": 0.0, "attn_dropout": 0.0}
+    params["norm"] = norm
     model = build_model(name, params, 98)
     net = model.net
     assert isinstance(net, ItemSequenceEncoder)
