@@ -85,7 +85,6 @@ class ItemSequenceEncoder(nn.Module):
 
     def __init__(self, cfg: EncoderFields, n_items: int, *, causal: bool, n_special: int = 0) -> None:
         super().__init__()
-        self.hidden = cfg.hidden
         # pre: scale by sqrt(D) as in SASRec / Transformer, so items dominate the positions at init
         self.item_scale = math.sqrt(cfg.hidden) if cfg.norm == "pre" else 1.0
         self.emb_norm: nn.Module = nn.LayerNorm(cfg.hidden) if cfg.norm == "post" else nn.Identity()

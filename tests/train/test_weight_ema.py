@@ -7,13 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
 
 from recsys.data.datamodule import SequenceDataModule
 from recsys.registry import build_model
-from recsys.tracking.mlflow import metric_history
+from recsys.tracking.mlflow import download_run_artifacts, metric_history
 from recsys.train.callbacks import RAW_PARAMS_KEY, WeightEMA
 from recsys.train.experiment import EvalConfig, TrainConfig, load_experiment
 from recsys.train.module import RecModule
@@ -111,16 +112,24 @@ def test_validation_scores_the_average_and_training_continues_on_the_trained_wei
     _assert_close(resumed.validated[0], expected)
 
 
-def test_a_run_with_ema_tests_the_checkpoint_validation_chose(
+def test_a_run_with_ema_exports_the_average_validation_chose(
     tmp_path: Path, planted_experiment: Callable[..., Path]
 ) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = load_experiment(planted_experiment(max_epochs=3, ema_decay=DECAY))
-    outcome = train_experiment(cfg, tracking_uri=uri, command="test")
-    assert outcome is not None
-    best_logged = metric_history(uri, outcome.run_id, "val/ndcg@10")["value"].max()
-    # the final val score is the best checkpoint's, re-ranked: the average validation scored
-    assert outcome.metrics["val/ndcg@10"] == pytest.approx(best_logged)
+    embeddings = []
+    for ema_decay in (DECAY, 0.0):  # the same seed: the same training steps, only what is kept differs
+        cfg = load_experiment(planted_experiment(max_epochs=3, ema_decay=ema_decay))
+        pl.seed_everything(cfg.train.seed, verbose=False)  # as pipelines.train does
+        outcome = train_experiment(cfg, tracking_uri=uri, command="test")
+        assert outcome is not None
+        best_logged = metric_history(uri, outcome.run_id, "val/ndcg@10")["value"].max()
+        # the final val score is the best checkpoint's, re-ranked: the weights validation scored
+        assert outcome.metrics["val/ndcg@10"] == pytest.approx(best_logged)
+        path = download_run_artifacts(uri, outcome.run_id, "embeddings/item_embeddings.npy", tmp_path / outcome.run_id)
+        embeddings.append(np.load(path))
+    # train.ema_decay reaches the run: it tests and exports other weights than the trained ones
+    # (that a checkpoint holds the average is checked in the test above)
+    assert not np.allclose(embeddings[0], embeddings[1])
 
 
 def test_ema_decay_must_be_below_one() -> None:
