@@ -14,15 +14,22 @@ log = logging.getLogger(__name__)
 
 
 class EpochSummary(pl.Callback):
-    """Logs epoch number, wall time, train loss and the monitored validation metric."""
+    """Logs epoch number, wall time, train loss and the monitored validation metric (only on the
+    epochs that validated: the metric of an earlier check is not repeated as if it were new)."""
 
     def __init__(self, monitor: str) -> None:
         self.monitor = monitor
         self._t0 = time.perf_counter()
+        self._validated = False
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         del trainer, pl_module
         self._t0 = time.perf_counter()
+        self._validated = False
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        del pl_module
+        self._validated = self._validated or not trainer.sanity_checking
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         del pl_module
@@ -30,9 +37,9 @@ class EpochSummary(pl.Callback):
             return
         m = trainer.callback_metrics
         loss = float(m["train/loss"]) if "train/loss" in m else float("nan")
-        val = float(m[self.monitor]) if self.monitor in m else float("nan")
+        val = f"{float(m[self.monitor]):.4f}" if self._validated and self.monitor in m else "not checked"
         log.info(
-            "epoch %d: %.1fs, train/loss %.4f, %s %.4f",
+            "epoch %d: %.1fs, train/loss %.4f, %s %s",
             trainer.current_epoch,
             time.perf_counter() - self._t0,
             loss,

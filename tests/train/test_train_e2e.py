@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import subprocess
 import sys
 import time
@@ -66,6 +68,19 @@ def test_the_record_says_why_the_fit_stopped(
     assert outcome is not None
     assert outcome.record["stopped_by"] == reason
     assert outcome.record["epochs"] < 50
+
+
+def test_epoch_log_reports_validation_only_on_epochs_that_ran_it(
+    tmp_path: Path, planted_experiment: WriteExperiment, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = load_experiment(planted_experiment(max_epochs=3, val_every=2))
+    with caplog.at_level(logging.INFO, logger="recsys.train.callbacks"):
+        train_experiment(cfg, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", command="test")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(lines) == 3, lines
+    assert lines[0].endswith("val/ndcg@10 not checked"), lines[0]
+    assert re.search(r"val/ndcg@10 \d\.\d{4}$", lines[1]), lines[1]
+    assert lines[2].endswith("val/ndcg@10 not checked"), lines[2]  # not epoch 1's value again
 
 
 @pytest.mark.slow
