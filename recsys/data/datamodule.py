@@ -9,7 +9,14 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
-from recsys.data.datasets import CrossSubsequences, EvalBatch, EvalSequences, TrainBatch, TrainSequences
+from recsys.data.datasets import (
+    CrossSubsequences,
+    EvalBatch,
+    EvalSequences,
+    TrainBatch,
+    TrainSequences,
+    WindowViews,
+)
 from recsys.data.processed import load_processed
 from recsys.data.schema import ITEMS
 
@@ -20,8 +27,9 @@ class SequenceDataModule(pl.LightningDataModule):
     Training windows are the sequence without its last two items; users with fewer than 3 items
     give no validation/test example, and training needs at least 2 items. The data is small per
     user, so loaders index pre-built tensors in whole batches (no per-sample Python).
-    The model's objective picks the training rows: one window per user, or, for
-    "cross_subsequence" (ICSRec), every prefix of every training window with a sampled positive.
+    The model's objective picks the training rows: one window per user; for "cross_subsequence"
+    (ICSRec), every prefix of every training window with a sampled positive; for "window_views"
+    (ICSRec on whole windows), one window per user with a positive for one of its prefixes.
     """
 
     def __init__(
@@ -65,9 +73,11 @@ class SequenceDataModule(pl.LightningDataModule):
                 f"{self.data_dir}: too short for leave-one-out training "
                 f"({len(seqs)} users, {len(evaluable)} with >= 3 items)"
             )
+        gen = torch.Generator().manual_seed(self.seed)  # positive sampling
         if self.objective == "cross_subsequence":
-            gen = torch.Generator().manual_seed(self.seed)  # positive sampling
             self.train_set: TrainSequences | CrossSubsequences = CrossSubsequences(train, self.max_len, generator=gen)
+        elif self.objective == "window_views":
+            self.train_set = WindowViews(train, self.max_len, generator=gen)
         else:
             self.train_set = TrainSequences(train, self.max_len)
         self.val_set = EvalSequences([s[:-2] for s in evaluable], [s[-2] for s in evaluable], self.max_len)

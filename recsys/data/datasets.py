@@ -24,9 +24,12 @@ from recsys.data.subsequences import (
 
 class TrainBatch(NamedTuple):
     items: torch.Tensor  # [B, L + 1] left-padded training window; inputs and targets come from it
-    # [B, L'] objective "cross_subsequence": per row, the history of another subsequence with the
-    # same target (its positive view); None for the other objectives
+    # [B, L'] objectives "cross_subsequence" and "window_views": per row, the history of another
+    # subsequence with the same target as the row's anchor prefix (its positive view); else None
     positives: torch.Tensor | None = None
+    # [B] objective "window_views": where the row's anchor prefix ends, as the column of its target
+    # counted from the window's last column (0 = the last item); None for the other objectives
+    anchor_from_end: torch.Tensor | None = None
 
 
 class EvalBatch(NamedTuple):
@@ -105,6 +108,36 @@ class CrossSubsequences(Dataset[TrainBatch]):
         items = gather_windows(self.subs, idx, self.max_len, with_target=True)  # [B, L + 1]
         views = gather_windows(self.subs, positives, self.max_len, with_target=False)  # [B, L]
         return TrainBatch(trim_padding(items), trim_padding(views))
+
+
+class WindowViews(TrainSequences):
+    """Training windows (next item at every position, as `TrainSequences`), each with a positive view
+    of one of its prefixes: ICSRec's objective with whole windows as rows instead of one row per prefix.
+
+    Every prefix of a window is a cross subsequence (grouped by target over all windows, as in
+    `CrossSubsequences`); per row and call, one prefix is drawn uniformly as the anchor and a
+    subsequence of any user with the same target as its positive, both with `generator`.
+    """
+
+    def __init__(self, seqs: Sequence[Sequence[int]], max_len: int, *, generator: torch.Generator) -> None:
+        super().__init__(seqs, max_len)
+        self.max_len = max_len
+        self.subs = build_subsequences([list(s[-(max_len + 1) :]) for s in seqs])  # the windows' prefixes
+        self.groups = group_by_target(self.subs.targets)
+        self.n_prefixes = (self.lengths() - 1).clamp(min=0)  # [U] one per target of the window
+        self.first_prefix = torch.cumsum(self.n_prefixes, 0) - self.n_prefixes  # [U] its first subsequence id
+        self.generator = generator
+
+    def __getitem__(self, rows: list[int]) -> TrainBatch:
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        n = self.n_prefixes[idx]  # [B]
+        if (n == 0).any():
+            raise ValueError(f"training windows need >= 2 items, got rows {idx[n == 0].tolist()} with fewer")
+        k = (torch.rand(len(idx), generator=self.generator) * n).long().clamp(max=n - 1)  # [B] in [0, n)
+        positives = sample_positives(self.groups, self.first_prefix[idx] + k, self.generator)
+        views = gather_windows(self.subs, positives, self.max_len, with_target=False)  # [B, L]
+        # prefix k of a window targets its item k + 1, which is n - 1 - k columns before its last one
+        return TrainBatch(trim_padding(self.items[rows]), trim_padding(views), n - 1 - k)
 
 
 class EvalSequences(Dataset[EvalBatch]):

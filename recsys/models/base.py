@@ -12,8 +12,9 @@ from recsys.data.datasets import TrainBatch, trim_padding
 
 # next_item: every position of a user's window predicts the item after it; masked: the model masks
 # items and predicts them; cross_subsequence: one row per prefix of a window (ICSRec), predicting
-# only the item after the prefix, with a positive view in `TrainBatch.positives`
-Objective = Literal["next_item", "masked", "cross_subsequence"]
+# only the item after the prefix, with a positive view in `TrainBatch.positives`; window_views:
+# next_item rows, each with a positive view of one of its prefixes (`TrainBatch.anchor_from_end`)
+Objective = Literal["next_item", "masked", "cross_subsequence", "window_views"]
 
 
 class SequentialRecommender(nn.Module):

@@ -16,6 +16,13 @@ L2-normalised for the contrast, and a view is assigned its nearest raw centroid 
 the prefix's contrastive representation is the rec loss's own forward pass; `anchor_pass:
 separate` encodes it again with fresh dropout, as the authors do (one more pass per step).
 
+`rows: window` trains on whole windows instead (objective "window_views"): every position of a
+user's window predicts its next item, as SASRec, and so is the rec loss of one prefix; per row, one
+prefix drawn at random is the anchor of both contrasts, its representation the hidden state where
+it ends, and the intents are clustered from the hidden states of every prefix. Every prefix still
+counts once per epoch in the rec loss, but in one forward pass per user instead of one per prefix,
+and batches mix users of all lengths; the contrasts see one prefix per user and epoch.
+
 `contrast_warmup` (epochs, 0 = off, the paper's setting) ramps both contrastive weights linearly
 from 0 at epoch 0 to their full value at that epoch: the encoder first learns the next item, and
 the intents are first clustered from representations that carry it. Epochs with weight 0 skip
@@ -41,6 +48,7 @@ log = logging.getLogger(__name__)
 
 
 ANCHOR_PASSES = ("shared", "separate")
+ROWS = ("prefix", "window")
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,9 @@ class ICSRecConfig:
     # "separate": the anchor is encoded again, with its own dropout, as in the authors' code
     anchor_pass: str = "shared"
     contrast_warmup: int = 0  # epochs over which both contrastive weights ramp up from 0 (0: none)
+    # "prefix": one training row per prefix (the paper); "window": one per user's window, every
+    # position a prefix, one random prefix per row contrasted (objective "window_views")
+    rows: str = "prefix"
 
     def __post_init__(self) -> None:
         validate_encoder_fields(self)
@@ -82,6 +93,10 @@ class ICSRecConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.anchor_pass not in ANCHOR_PASSES:
             raise ValueError(f"anchor_pass={self.anchor_pass!r} is not one of {list(ANCHOR_PASSES)}")
+        if self.rows not in ROWS:
+            raise ValueError(f"rows={self.rows!r} is not one of {list(ROWS)}")
+        if self.rows == "window" and self.anchor_pass != "shared":
+            raise ValueError("rows='window' reads the anchor from the rec pass: it needs anchor_pass='shared'")
 
 
 class ContrastiveTerms(NamedTuple):
@@ -131,6 +146,7 @@ class ICSRec(SequentialRecommender):
         super().__init__()
         self.cfg = cfg
         self.max_len = cfg.max_len
+        self.objective = "cross_subsequence" if cfg.rows == "prefix" else "window_views"
         self.net = ItemSequenceEncoder(cfg, n_items, causal=True)
         # [K, D] raw k-means centroids; refit every epoch, so not part of the saved state
         self.intents: torch.Tensor
@@ -147,15 +163,21 @@ class ICSRec(SequentialRecommender):
     def contrastive_terms(self, batch: TrainBatch, hidden: torch.Tensor) -> ContrastiveTerms:
         """The two unweighted contrastive losses for a cross-subsequence batch and its `hidden` [B, L, D]."""
         if batch.positives is None:
-            raise ValueError("ICSRec needs TrainBatch.positives: train it with objective 'cross_subsequence' data")
-        if self.cfg.anchor_pass == "shared":
-            z = hidden[:, -1]  # [B, D] intent representation of each prefix
-        else:
-            z = self.representation_by_length(batch.items[:, :-1], self.cfg.view_groups)  # [B, D], own dropout
+            raise ValueError(f"ICSRec needs TrainBatch.positives: train it with objective {self.objective!r} data")
+        if self.cfg.rows == "window":
+            if batch.anchor_from_end is None:
+                raise ValueError("ICSRec with rows='window' needs TrainBatch.anchor_from_end ('window_views' data)")
+            rows = torch.arange(len(hidden), device=hidden.device)
+            col = hidden.shape[1] - 1 - batch.anchor_from_end.to(hidden.device)  # [B] where the anchor prefix ends
+            z = hidden[rows, col]  # [B, D]
+            targets = batch.items[rows, col + 1]  # [B] the item after it (items are one column wider)
+        elif self.cfg.anchor_pass == "shared":
+            z, targets = hidden[:, -1], batch.items[:, -1]  # [B, D] intent representation of each prefix
+        else:  # [B, D], own dropout
+            z, targets = self.representation_by_length(batch.items[:, :-1], self.cfg.view_groups), batch.items[:, -1]
         # the views have any length, unlike the length-grouped anchors: encode them by length
         z_pos = self.representation_by_length(batch.positives, self.cfg.view_groups)  # [B, D]
         fnm = self.cfg.false_negative_mask
-        targets = batch.items[:, -1]  # [B]
         coarse = info_nce(z, z_pos, temperature=self.cfg.temperature, labels=targets if fnm else None)
         if len(self.intents) == 0:
             return ContrastiveTerms(coarse, None)
@@ -179,7 +201,8 @@ class ICSRec(SequentialRecommender):
     @torch.no_grad()
     def on_train_epoch_start(self, batches: Iterable[TrainBatch], epoch: int = 0) -> None:
         """Set the warm-up scale of the contrastive terms for `epoch` and refit the intents: k-means
-        over the representations of every training prefix (eval mode)."""
+        over the representations of every training prefix (eval mode; with window rows, the hidden
+        state at every position of every window)."""
         self.contrast_scale = contrast_scale(self.cfg.contrast_warmup, epoch)
         if self.cfg.fine_weight == 0 or self.contrast_scale == 0:
             return
@@ -188,8 +211,11 @@ class ICSRec(SequentialRecommender):
         self.eval()
         reps = []
         for batch in batches:
-            history = batch.items[:, :-1].to(device)  # the prefix, without its target
-            reps.append(self.sequence_representation(history, history != 0).float().cpu())  # [B, D]
+            history = batch.items[:, :-1].to(device)  # the prefix (or window), without its target
+            if self.cfg.rows == "window":
+                reps.append(self.encode(history, history != 0)[history != 0].float().cpu())  # [prefixes, D]
+            else:
+                reps.append(self.sequence_representation(history, history != 0).float().cpu())  # [B, D]
         self.train(was_training)
         cfg = self.cfg
         centroids = fit_intents(

@@ -62,7 +62,7 @@ class RecModule(pl.LightningModule):
     def _inputs_and_targets(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-item: inputs and targets shifted by one. Masked: the model chooses what to mask.
         Cross-subsequence: a row is one prefix and its next item, so only the last column is a target."""
-        if self.model.objective == "next_item":
+        if self.model.objective in ("next_item", "window_views"):
             inputs, targets = window[:, :-1], window[:, 1:]
             return inputs, targets * (inputs != 0)  # the first real item has no history
         if self.model.objective == "cross_subsequence":

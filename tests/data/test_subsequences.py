@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from recsys.data.datamodule import SequenceDataModule
-from recsys.data.datasets import CrossSubsequences
+from recsys.data.datasets import CrossSubsequences, WindowViews
 from recsys.data.subsequences import build_subsequences, gather_windows, group_by_target, sample_positives
 
 # four users' training sequences; the last one is too short to give a subsequence
@@ -94,3 +95,38 @@ def test_datamodule_picks_cross_subsequences_for_that_objective(planted_dataset:
     assert len(dm.train_set) == n_windows
     assert sum(len(b.items) for b in dm.ordered_train_dataloader()) == n_windows
     assert sum(len(b.items) for b in dm.train_dataloader()) == n_windows
+
+
+def test_window_views_anchor_a_random_prefix_of_each_window_with_a_positive() -> None:
+    data = WindowViews(LOG[:3], max_len=4, generator=torch.Generator().manual_seed(0))
+    by_history = {tuple(h): t for h, t in EXPECTED}
+    anchors = set()
+    for _ in range(50):
+        batch = data[[0, 1, 2]]
+        assert batch.positives is not None and batch.anchor_from_end is not None
+        assert [_unpad(w) for w in batch.items] == LOG[:3]  # whole windows, as for next-item training
+        width = batch.items.shape[1]
+        for window, view, from_end in zip(batch.items, batch.positives, batch.anchor_from_end, strict=True):
+            col = width - 1 - int(from_end)  # the anchor prefix's target
+            prefix, target = _unpad(window[:col]), int(window[col])
+            assert prefix and by_history[tuple(prefix)] == target  # a real prefix of this window
+            assert by_history[tuple(_unpad(view))] == target  # its view leads to the same target
+            anchors.add((tuple(prefix), target))
+    assert anchors == {(tuple(h), t) for h, t in EXPECTED}  # every prefix gets drawn
+
+
+def test_window_views_refuse_a_window_without_a_target() -> None:
+    data = WindowViews(LOG, max_len=4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"\[3\]"):
+        data[[0, 3]]
+
+
+def test_datamodule_picks_window_views_for_that_objective(planted_dataset: Path) -> None:
+    kw = {"max_len": 7, "batch_size": 32, "eval_batch_size": 100, "seed": 0}
+    dm = SequenceDataModule(planted_dataset / "processed", objective="window_views", **kw)
+    dm.setup()
+    plain = SequenceDataModule(planted_dataset / "processed", **kw)
+    plain.setup()
+    assert isinstance(dm.train_set, WindowViews)
+    assert torch.equal(dm.train_set.items, plain.train_set.items)  # the same rows as next-item training
+    assert len(dm.train_set.subs.end) == int(dm.train_set.n_prefixes.sum())

@@ -9,7 +9,9 @@ import torch
 
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.datasets import TrainBatch
+from recsys.eval.evaluate import evaluate
 from recsys.models.icsrec import ICSRec, ICSRecConfig, assign_intents, fit_intents
+from recsys.nn.losses import info_nce
 from recsys.registry import build_model
 from recsys.train.experiment import EvalConfig, TrainConfig
 from recsys.train.module import RecModule
@@ -25,7 +27,7 @@ def _setup(planted_dataset: Path, **params: object) -> tuple[ICSRec, SequenceDat
         batch_size=64,
         eval_batch_size=128,
         seed=0,
-        objective="cross_subsequence",
+        objective="window_views" if params.get("rows") == "window" else "cross_subsequence",
     )
     dm.setup()
     model = build_model("icsrec", SMALL | params, dm.n_items)
@@ -43,6 +45,7 @@ def _setup(planted_dataset: Path, **params: object) -> tuple[ICSRec, SequenceDat
         ("hidden", 31),
         ("anchor_pass", "twice"),
         ("contrast_warmup", -1),
+        ("rows", "users"),
     ],
 )
 def test_bad_config_values_name_the_field(field: str, value: object) -> None:
@@ -168,3 +171,52 @@ def test_contrast_warmup_ramps_the_terms_from_zero(planted_dataset: Path) -> Non
     torch.testing.assert_close(model.extra_loss(batch, hidden), full / 4)
     model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=9)
     torch.testing.assert_close(model.extra_loss(batch, hidden), full)  # same intents: the same seeded refit
+
+
+def test_window_rows_need_the_shared_anchor() -> None:
+    with pytest.raises(ValueError, match="anchor_pass"):
+        ICSRecConfig(rows="window", anchor_pass="separate")
+
+
+def test_window_rows_contrast_the_state_where_the_drawn_prefix_ends(planted_dataset: Path) -> None:
+    model, dm = _setup(planted_dataset, rows="window", dropout=0.0, attn_dropout=0.0)
+    assert model.objective == "window_views"
+    model.on_train_epoch_start(dm.ordered_train_dataloader())
+    assert model.intents.shape == (8, 16)  # clustered from every position of every window
+    batch = dm.train_set[list(range(64))]
+    assert batch.positives is not None and batch.anchor_from_end is not None
+    module = RecModule(model, TrainConfig(), EvalConfig())
+    module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer attached
+    inputs, targets = module._inputs_and_targets(batch.items)
+    assert torch.equal(targets[inputs != 0], batch.items[:, 1:][inputs != 0])  # next item at every position
+    hidden = model.encode(inputs, inputs != 0)
+    terms = model.contrastive_terms(batch, hidden)
+    # by hand: row r's anchor is its state at the column before its drawn target
+    col = inputs.shape[1] - 1 - batch.anchor_from_end
+    rows = torch.arange(len(col))
+    assert (inputs[rows, col] != 0).all()
+    z_pos = model.sequence_representation(batch.positives, batch.positives != 0)
+    expected = info_nce(hidden[rows, col], z_pos, temperature=1.0, labels=batch.items[rows, col + 1])
+    torch.testing.assert_close(terms.coarse, expected)
+    assert terms.fine is not None and torch.isfinite(terms.fine)
+    model.train()
+    loss = module._common_step(batch, "train")
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+def test_window_rows_learn_the_planted_next_item(planted_dataset: Path) -> None:
+    model, dm = _setup(planted_dataset, rows="window", dropout=0.0, attn_dropout=0.0)
+    module = RecModule(model, TrainConfig(lr=5e-3), EvalConfig())
+    module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer attached
+    opt = module.build_optimizer()
+    rows = list(range(len(dm.train_set)))
+    for step in range(150):
+        if step % 50 == 0:
+            model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=step // 50)
+        loss = module._common_step(dm.train_set[rows], "train")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    result = evaluate(model, dm.test_dataloader(), split="test", ks=(1, 10))
+    assert result.metrics["test/hr@1"] >= 0.9, result.metrics
