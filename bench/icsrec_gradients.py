@@ -23,14 +23,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recsys.data.datamodule import SequenceDataModule  # noqa: E402
 from recsys.data.datasets import TrainBatch  # noqa: E402
 from recsys.models.icsrec import ICSRec  # noqa: E402
 from recsys.registry import build_model  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
 from recsys.train.experiment import load_experiment  # noqa: E402
 from recsys.train.module import RecModule  # noqa: E402
-from recsys.train.run import ensure_processed  # noqa: E402
+from recsys.train.run import datamodule_for, ensure_processed  # noqa: E402
 
 
 def grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> float:
@@ -70,16 +69,8 @@ def main() -> None:
 
     cfg = load_experiment(ROOT / f"configs/experiment/{args.experiment}.yaml", args.overrides)
     torch.manual_seed(cfg.train.seed)
-    probe = build_model(cfg.model.name, cfg.model.params, 1)
-    dm = SequenceDataModule(
-        ensure_processed(cfg.data),
-        max_len=probe.max_len,
-        batch_size=cfg.train.batch_size,
-        eval_batch_size=cfg.eval.batch_size,
-        seed=cfg.train.seed,
-        objective=probe.objective,
-        length_pool=cfg.train.length_pool,
-    )
+    probe = build_model(cfg.model.name, cfg.model.params, 1)  # max_len and objective, for the data
+    dm = datamodule_for(cfg, ensure_processed(cfg.data), probe)
     dm.setup()
     model = build_model(cfg.model.name, cfg.model.params, dm.n_items)
     if not isinstance(model, ICSRec):

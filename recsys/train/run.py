@@ -107,7 +107,7 @@ def train_experiment(
         run_id=resume_run,
     )
     log.info("checkpoints of run %s: %s (resume with --resume-run)", logger.run_id, ckpt_dir)
-    dm = _datamodule(cfg, data_dir, model)
+    dm = datamodule_for(cfg, data_dir, model)
     module = RecModule(model, cfg.train, cfg.eval)
     best_checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, monitor=cfg.monitor, mode="max", save_top_k=1, filename="best", save_last=True
@@ -206,7 +206,7 @@ def finalize_from_checkpoint(
     data_dir = ensure_processed(cfg.data)
     meta = json.loads((data_dir / META_FILE).read_text())
     model = build_model(cfg.model.name, cfg.model.params, int(meta["n_items"]))
-    dm = _datamodule(cfg, data_dir, model)
+    dm = datamodule_for(cfg, data_dir, model)
     dm.setup()
     run = read_run(tracking_uri, run_id)
     recorder = RunRecorder(tracking_uri, run_id)
@@ -224,7 +224,8 @@ def finalize_from_checkpoint(
     )
 
 
-def _datamodule(cfg: ExperimentConfig, data_dir: Path, model: SequentialRecommender) -> SequenceDataModule:
+def datamodule_for(cfg: ExperimentConfig, data_dir: Path, model: SequentialRecommender) -> SequenceDataModule:
+    """The experiment's DataModule over `data_dir`, with the training rows `model`'s objective needs."""
     return SequenceDataModule(
         data_dir,
         max_len=model.max_len,
