@@ -25,8 +25,10 @@ and batches mix users of all lengths; the contrasts see one prefix per user and 
 
 `contrast_warmup` (epochs, 0 = off, the paper's setting) ramps both contrastive weights linearly
 from 0 at epoch 0 to their full value at that epoch: the encoder first learns the next item, and
-the intents are first clustered from representations that carry it. Epochs with weight 0 skip
-the clustering and the contrastive forward passes.
+the intents are first clustered from representations that carry it. `contrast_start` (epochs, 0 =
+the paper's) trains on the rec loss alone for that many epochs before the ramp (or the full
+weights) begins, so the contrasts are added to an encoder that already ranks the next item. Epochs
+with weight 0 skip the clustering and the contrastive forward passes.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class ICSRecConfig:
     # "separate": the anchor is encoded again, with its own dropout, as in the authors' code
     anchor_pass: str = "shared"
     contrast_warmup: int = 0  # epochs over which both contrastive weights ramp up from 0 (0: none)
+    contrast_start: int = 0  # epochs on the rec loss alone before the contrasts (or their ramp) begin
     # "prefix": one training row per prefix (the paper); "window": one per user's window, every
     # position a prefix, one random prefix per row contrasted (objective "window_views")
     rows: str = "prefix"
@@ -84,8 +87,9 @@ class ICSRecConfig:
         for name in ("n_intents", "kmeans_iters", "kmeans_redo", "view_groups"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.contrast_warmup < 0:
-            raise ValueError(f"contrast_warmup must be >= 0 epochs, got {self.contrast_warmup}")
+        for name in ("contrast_warmup", "contrast_start"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 epochs, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         for name in ("coarse_weight", "fine_weight"):
@@ -127,9 +131,12 @@ def fit_intents(points: torch.Tensor, n_intents: int, *, iters: int, redo: int, 
     return torch.from_numpy(kmeans.centroids.copy())  # [K, D]
 
 
-def contrast_scale(warmup: int, epoch: int) -> float:
-    """The factor on the contrastive terms at 0-based `epoch`: epoch / warmup, capped at 1 (1 without warm-up)."""
-    return 1.0 if warmup == 0 else min(1.0, epoch / warmup)
+def contrast_scale(warmup: int, epoch: int, start: int = 0) -> float:
+    """The factor on the contrastive terms at 0-based `epoch`: 0 before `start`, then
+    (epoch - start) / warmup capped at 1 (1 from `start` on without warm-up)."""
+    if epoch < start:
+        return 0.0
+    return 1.0 if warmup == 0 else min(1.0, (epoch - start) / warmup)
 
 
 def assign_intents(z: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -151,7 +158,7 @@ class ICSRec(SequentialRecommender):
         # [K, D] raw k-means centroids; refit every epoch, so not part of the saved state
         self.intents: torch.Tensor
         self.register_buffer("intents", torch.zeros(0, cfg.hidden), persistent=False)
-        self.contrast_scale = contrast_scale(cfg.contrast_warmup, epoch=0)  # set at each epoch's start
+        self.contrast_scale = contrast_scale(cfg.contrast_warmup, 0, cfg.contrast_start)  # set each epoch
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden: torch.Tensor = self.net(items, mask)  # [B, L, D]
@@ -203,7 +210,7 @@ class ICSRec(SequentialRecommender):
         """Set the warm-up scale of the contrastive terms for `epoch` and refit the intents: k-means
         over the representations of every training prefix (eval mode; with window rows, the hidden
         state at every position of every window)."""
-        self.contrast_scale = contrast_scale(self.cfg.contrast_warmup, epoch)
+        self.contrast_scale = contrast_scale(self.cfg.contrast_warmup, epoch, self.cfg.contrast_start)
         if self.cfg.fine_weight == 0 or self.contrast_scale == 0:
             return
         device = self.intents.device

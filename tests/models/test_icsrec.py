@@ -45,6 +45,7 @@ def _setup(planted_dataset: Path, **params: object) -> tuple[ICSRec, SequenceDat
         ("hidden", 31),
         ("anchor_pass", "twice"),
         ("contrast_warmup", -1),
+        ("contrast_start", -1),
         ("rows", "users"),
     ],
 )
@@ -171,6 +172,23 @@ def test_contrast_warmup_ramps_the_terms_from_zero(planted_dataset: Path) -> Non
     torch.testing.assert_close(model.extra_loss(batch, hidden), full / 4)
     model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=9)
     torch.testing.assert_close(model.extra_loss(batch, hidden), full)  # same intents: the same seeded refit
+
+
+def test_contrast_start_delays_the_terms_and_their_ramp(planted_dataset: Path) -> None:
+    model, dm = _setup(planted_dataset, contrast_start=3, contrast_warmup=2, dropout=0.0, attn_dropout=0.0)
+    batch = dm.train_set[list(range(32))]
+    hidden = model.encode(batch.items[:, :-1], batch.items[:, :-1] != 0)
+    for epoch in (0, 2, 3):  # before the start, and the ramp's own epoch 0
+        model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=epoch)
+        assert model.extra_loss(batch, hidden) is None
+        assert len(model.intents) == 0
+    model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=4)
+    terms = model.contrastive_terms(batch, hidden)
+    assert terms.fine is not None
+    full = model.cfg.coarse_weight * terms.coarse + model.cfg.fine_weight * terms.fine
+    torch.testing.assert_close(model.extra_loss(batch, hidden), full / 2)
+    model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=5)
+    torch.testing.assert_close(model.extra_loss(batch, hidden), full)
 
 
 def test_window_rows_need_the_shared_anchor() -> None:
