@@ -1,13 +1,16 @@
 """How strongly each ICSRec loss term pulls on the encoder, next to the rec loss, early in training.
 
-python bench/icsrec_gradients.py [--experiment icsrec_beauty_window] [--steps 300] [--every 50] [key=value ...]
+python bench/icsrec_gradients.py [--experiment icsrec_beauty_window] [--steps 300] [--every 50]
+    [--init-run RUN_ID] [key=value ...]
 
 Trains the experiment's model on its dataset as the trainer does (its optimiser, loss and gradient
 clipping; the intents clustered once at the start, not refit) and every --every steps records, on that step's
 batch, each term's value and the norm of its weighted gradient over the encoder's weights: the
 rec loss (CE), lambda x coarse (cross-subsequence InfoNCE) and beta x fine (intent InfoNCE), and
 the coarse / CE ratio. A contrast whose gradient is many times the rec loss's steers the encoder
-while it is still learning the next item. Writes bench/results/icsrec_gradients.json.
+while it is still learning the next item. `--init-run` starts from a tracked run's saved weights
+(an ICSRec or SASRec run: the same encoder) instead of a fresh encoder, to measure the terms on a
+trained one. Writes bench/results/icsrec_gradients.json.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recsys.data.datasets import TrainBatch  # noqa: E402
+from recsys.models.checkpoint import load_model  # noqa: E402
 from recsys.models.icsrec import ICSRec  # noqa: E402
 from recsys.registry import build_model  # noqa: E402
+from recsys.tracking.mlflow import DEFAULT_TRACKING_URI, download_run_artifacts  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
 from recsys.train.experiment import load_experiment  # noqa: E402
 from recsys.train.module import RecModule  # noqa: E402
@@ -46,6 +52,7 @@ def term_gradients(module: RecModule, model: ICSRec, batch: TrainBatch) -> dict[
     terms = model.contrastive_terms(batch, hidden)
     params = [p for p in model.parameters() if p.requires_grad]
     out = {"ce": float(ce.detach()), "coarse": float(terms.coarse.detach())}
+    out["state_norm"] = float(hidden[:, -1].detach().norm(dim=-1).mean())  # dot products scale with its square
     out["ce_grad"] = grad_norm(ce, params)
     out["coarse_grad"] = grad_norm(model.cfg.coarse_weight * terms.coarse, params)
     if terms.fine is not None:
@@ -61,6 +68,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init-run", help="start from this MLflow run's saved model weights")
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
     parser.add_argument("--out", default=str(ROOT / "bench/results/icsrec_gradients.json"))
     parser.add_argument("overrides", nargs="*", help="config key=value overrides")
     args = parser.parse_args()
@@ -75,6 +84,10 @@ def main() -> None:
     model = build_model(cfg.model.name, cfg.model.params, dm.n_items)
     if not isinstance(model, ICSRec):
         raise SystemExit(f"{args.experiment} trains {cfg.model.name}, not icsrec")
+    if args.init_run:
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = load_model(download_run_artifacts(args.tracking_uri, args.init_run, "model", Path(tmp)))
+        model.load_state_dict(saved.state_dict())  # strict: the encoders must match
     module = RecModule(model, cfg.train, cfg.eval)
     module.log = lambda *_, **__: None  # type: ignore[method-assign]  # no Trainer attached
     opt = module.build_optimizer()
@@ -98,7 +111,8 @@ def main() -> None:
 
     command = shlex.join(["python", "bench/icsrec_gradients.py", *sys.argv[1:]])
     record = base_record("icsrec_gradients", command, started, time.perf_counter() - t0)
-    record |= {"experiment": args.experiment, "overrides": args.overrides, "threads": args.threads, "steps": rows}
+    record |= {"experiment": args.experiment, "overrides": args.overrides, "init_run": args.init_run}
+    record |= {"threads": args.threads, "steps": rows}
     print(f"wrote {write_record(args.out, record)}")
 
 
