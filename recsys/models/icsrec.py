@@ -12,7 +12,8 @@ terms on the last hidden state of the prefix (its intent representation):
 
 With false-negative mitigation, batch rows that share the target (coarse) or the intent (fine)
 are not used as negatives. As in the authors' code, similarities are dot products, centroids are
-L2-normalised for the contrast, and a view is assigned its nearest raw centroid (L2). By default
+L2-normalised for the contrast, and a view is assigned its nearest raw centroid (L2); `similarity:
+cos` L2-normalises the representations in both contrasts too (the assignment stays on raw ones). By default
 the prefix's contrastive representation is the rec loss's own forward pass; `anchor_pass:
 separate` encodes it again with fresh dropout, as the authors do (one more pass per step).
 
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 ANCHOR_PASSES = ("shared", "separate")
 ROWS = ("prefix", "window")
+SIMILARITIES = ("dot", "cos")
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,10 @@ class ICSRecConfig:
     chunk_size: int = 64  # for the chunked linear backends
     norm: str = "pre"  # pre-norm blocks (nanoGPT); "post": BERT's post-norm layout (recsys.nn.blocks)
     n_intents: int = 512  # k-means clusters (the paper's default; its released Beauty script uses 256)
-    temperature: float = 1.0  # of both InfoNCE terms, over raw dot products (the authors' `sim='dot'`)
+    temperature: float = 1.0  # of both InfoNCE terms
+    # "dot": raw dot products (the authors' `sim='dot'`); "cos": cosine, the representations
+    # L2-normalised before both contrasts (logits bounded by 1 / temperature, whatever their norm)
+    similarity: str = "dot"
     coarse_weight: float = 0.3  # lambda: cross-subsequence contrast (the authors' Beauty/Sports scripts)
     fine_weight: float = 0.1  # beta: contrast with the intent centroids; 0 skips the clustering
     false_negative_mask: bool = True  # FNM: same-target / same-intent rows are not negatives
@@ -97,6 +102,8 @@ class ICSRecConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.anchor_pass not in ANCHOR_PASSES:
             raise ValueError(f"anchor_pass={self.anchor_pass!r} is not one of {list(ANCHOR_PASSES)}")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"similarity={self.similarity!r} is not one of {list(SIMILARITIES)}")
         if self.rows not in ROWS:
             raise ValueError(f"rows={self.rows!r} is not one of {list(ROWS)}")
         if self.rows == "window" and self.anchor_pass != "shared":
@@ -185,7 +192,9 @@ class ICSRec(SequentialRecommender):
         # the views have any length, unlike the length-grouped anchors: encode them by length
         z_pos = self.representation_by_length(batch.positives, self.cfg.view_groups)  # [B, D]
         fnm = self.cfg.false_negative_mask
-        coarse = info_nce(z, z_pos, temperature=self.cfg.temperature, labels=targets if fnm else None)
+        coarse = info_nce(
+            self._view(z), self._view(z_pos), temperature=self.cfg.temperature, labels=targets if fnm else None
+        )
         if len(self.intents) == 0:
             return ContrastiveTerms(coarse, None)
         return ContrastiveTerms(coarse, self._intent_nce(z) + self._intent_nce(z_pos))
@@ -194,7 +203,11 @@ class ICSRec(SequentialRecommender):
         intent = assign_intents(z.detach().float(), self.intents)  # [B]
         prototypes = F.normalize(self.intents, dim=-1)[intent]  # [B, D], constants
         labels = intent if self.cfg.false_negative_mask else None
-        return info_nce(z, prototypes, temperature=self.cfg.temperature, labels=labels)
+        return info_nce(self._view(z), prototypes, temperature=self.cfg.temperature, labels=labels)
+
+    def _view(self, z: torch.Tensor) -> torch.Tensor:
+        """`z` [B, D] as the contrasts compare it: as it is ("dot") or L2-normalised ("cos")."""
+        return F.normalize(z, dim=-1) if self.cfg.similarity == "cos" else z
 
     def extra_loss(self, batch: TrainBatch, hidden: torch.Tensor) -> torch.Tensor | None:
         if self.contrast_scale == 0:

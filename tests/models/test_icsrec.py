@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.datasets import TrainBatch
@@ -47,6 +48,7 @@ def _setup(planted_dataset: Path, **params: object) -> tuple[ICSRec, SequenceDat
         ("contrast_warmup", -1),
         ("contrast_start", -1),
         ("rows", "users"),
+        ("similarity", "l2"),
     ],
 )
 def test_bad_config_values_name_the_field(field: str, value: object) -> None:
@@ -189,6 +191,27 @@ def test_contrast_start_delays_the_terms_and_their_ramp(planted_dataset: Path) -
     torch.testing.assert_close(model.extra_loss(batch, hidden), full / 2)
     model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=5)
     torch.testing.assert_close(model.extra_loss(batch, hidden), full)
+
+
+def test_cosine_similarity_contrasts_normalised_representations(planted_dataset: Path) -> None:
+    model, dm = _setup(planted_dataset, similarity="cos", temperature=0.2, dropout=0.0, attn_dropout=0.0)
+    model.on_train_epoch_start(dm.ordered_train_dataloader())
+    batch = dm.train_set[list(range(32))]
+    assert batch.positives is not None
+    hidden = model.encode(batch.items[:, :-1], batch.items[:, :-1] != 0)
+    terms = model.contrastive_terms(batch, hidden)
+    # by hand: both views normalised; intents assigned from the raw representations
+    views = [hidden[:, -1], model.sequence_representation(batch.positives, batch.positives != 0)]
+    unit = [F.normalize(v, dim=-1) for v in views]
+    coarse = info_nce(unit[0], unit[1], temperature=0.2, labels=batch.items[:, -1])
+    torch.testing.assert_close(terms.coarse, coarse)
+    fine = sum(
+        info_nce(u, F.normalize(model.intents, dim=-1)[k], temperature=0.2, labels=k)
+        for u, k in ((u, assign_intents(v, model.intents)) for u, v in zip(unit, views, strict=True))
+    )
+    assert terms.fine is not None
+    torch.testing.assert_close(terms.fine, fine)
+    assert terms.coarse <= torch.log(torch.tensor(2.0 * 32)) + 2 / 0.2  # logits bounded by 1 / temperature
 
 
 def test_window_rows_need_the_shared_anchor() -> None:
