@@ -159,38 +159,32 @@ def test_a_batch_without_positives_is_refused(planted_dataset: Path) -> None:
         model.extra_loss(TrainBatch(items), model.encode(items[:, :-1], items[:, :-1] != 0))
 
 
-def test_contrast_warmup_ramps_the_terms_from_zero(planted_dataset: Path) -> None:
-    model, dm = _setup(planted_dataset, contrast_warmup=4, dropout=0.0, attn_dropout=0.0)
+@pytest.mark.parametrize(
+    ("start", "warmup", "schedule"),
+    [
+        (0, 4, {0: None, 1: 1 / 4, 9: 1.0}),  # ramp from epoch 0
+        (3, 2, {0: None, 2: None, 3: None, 4: 1 / 2, 5: 1.0}),  # rec loss alone, then the ramp's own epoch 0
+    ],
+)
+def test_contrast_schedule_delays_and_ramps_the_terms(
+    planted_dataset: Path, start: int, warmup: int, schedule: dict[int, float | None]
+) -> None:
+    model, dm = _setup(planted_dataset, contrast_start=start, contrast_warmup=warmup, dropout=0.0, attn_dropout=0.0)
     batch = dm.train_set[list(range(32))]
     hidden = model.encode(batch.items[:, :-1], batch.items[:, :-1] != 0)
-    model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=0)
-    assert model.extra_loss(batch, hidden) is None  # epoch 0: the rec loss alone
-    assert len(model.intents) == 0  # and no clustering
-    model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=1)
-    assert len(model.intents) == 8
-    terms = model.contrastive_terms(batch, hidden)
-    assert terms.fine is not None
-    full = model.cfg.coarse_weight * terms.coarse + model.cfg.fine_weight * terms.fine
-    torch.testing.assert_close(model.extra_loss(batch, hidden), full / 4)
-    model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=9)
-    torch.testing.assert_close(model.extra_loss(batch, hidden), full)  # same intents: the same seeded refit
-
-
-def test_contrast_start_delays_the_terms_and_their_ramp(planted_dataset: Path) -> None:
-    model, dm = _setup(planted_dataset, contrast_start=3, contrast_warmup=2, dropout=0.0, attn_dropout=0.0)
-    batch = dm.train_set[list(range(32))]
-    hidden = model.encode(batch.items[:, :-1], batch.items[:, :-1] != 0)
-    for epoch in (0, 2, 3):  # before the start, and the ramp's own epoch 0
+    full = None
+    for epoch, factor in schedule.items():
         model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=epoch)
-        assert model.extra_loss(batch, hidden) is None
-        assert len(model.intents) == 0
-    model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=4)
-    terms = model.contrastive_terms(batch, hidden)
-    assert terms.fine is not None
-    full = model.cfg.coarse_weight * terms.coarse + model.cfg.fine_weight * terms.fine
-    torch.testing.assert_close(model.extra_loss(batch, hidden), full / 2)
-    model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=5)
-    torch.testing.assert_close(model.extra_loss(batch, hidden), full)
+        if factor is None:
+            assert model.extra_loss(batch, hidden) is None  # the rec loss alone
+            assert len(model.intents) == 0  # and no clustering
+            continue
+        assert len(model.intents) == 8
+        if full is None:  # the later epochs refit the same seeded intents: the same terms
+            terms = model.contrastive_terms(batch, hidden)
+            assert terms.fine is not None
+            full = model.cfg.coarse_weight * terms.coarse + model.cfg.fine_weight * terms.fine
+        torch.testing.assert_close(model.extra_loss(batch, hidden), full * factor)
 
 
 def test_cosine_similarity_contrasts_normalised_representations(planted_dataset: Path) -> None:
