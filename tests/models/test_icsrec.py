@@ -199,10 +199,9 @@ def test_cosine_similarity_contrasts_normalised_representations(planted_dataset:
     unit = [F.normalize(v, dim=-1) for v in views]
     coarse = info_nce(unit[0], unit[1], temperature=0.2, labels=batch.items[:, -1])
     torch.testing.assert_close(terms.coarse, coarse)
-    fine = sum(
-        info_nce(u, F.normalize(model.intents, dim=-1)[k], temperature=0.2, labels=k)
-        for u, k in ((u, assign_intents(v, model.intents)) for u, v in zip(unit, views, strict=True))
-    )
+    intents = [assign_intents(v, model.intents) for v in views]
+    prototypes = F.normalize(model.intents, dim=-1)
+    fine = sum(info_nce(u, prototypes[k], temperature=0.2, labels=k) for u, k in zip(unit, intents, strict=True))
     assert terms.fine is not None
     torch.testing.assert_close(terms.fine, fine)
     assert terms.coarse <= torch.log(torch.tensor(2.0 * 32)) + 2 / 0.2  # logits bounded by 1 / temperature
