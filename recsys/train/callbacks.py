@@ -15,17 +15,28 @@ log = logging.getLogger(__name__)
 
 class EpochSummary(pl.Callback):
     """Logs epoch number, wall time, train loss and the monitored validation metric (only on the
-    epochs that validated: the metric of an earlier check is not repeated as if it were new)."""
+    epochs that validated: the metric of an earlier check is not repeated as if it were new).
+
+    A run resumed from a checkpoint written at an epoch's validation re-enters that epoch with no
+    batches left: that epoch is reported as such, not with a loss of nan."""
 
     def __init__(self, monitor: str) -> None:
         self.monitor = monitor
         self._t0 = time.perf_counter()
         self._validated = False
+        self._batches = 0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         del trainer, pl_module
         self._t0 = time.perf_counter()
         self._validated = False
+        self._batches = 0
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        del trainer, pl_module, outputs, batch, batch_idx
+        self._batches += 1
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         del pl_module
@@ -34,6 +45,11 @@ class EpochSummary(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         del pl_module
         if trainer.global_rank != 0:
+            return
+        if self._batches == 0:
+            log.info(
+                "epoch %d: trained before the resume (its checkpoint was written at its end)", trainer.current_epoch
+            )
             return
         m = trainer.callback_metrics
         loss = float(m["train/loss"]) if "train/loss" in m else float("nan")
