@@ -1,9 +1,11 @@
 """Evaluate a tracked run's model with full ranking (leave-one-out) and print the metrics.
 
-python -m pipelines.evaluate --run-id <id> [--split test|val] [--include-seen] [--log]
+python -m pipelines.evaluate --run-id <id> [--split test|val] [--include-seen] [--drop-newest] [--log]
 
 The model comes from the run's `model/` artifact, the data from the run's `data_dir` tag (or
---data-dir). With --log the metrics are added to the run under `eval/<split>/...`.
+--data-dir). With --log the metrics are added to the run under `eval/<split>/...`
+(`eval_without_newest/<split>/...` with --drop-newest, which ranks from each history without its
+most recent item: how much the model's score rests on it).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recsys.data.datamodule import SequenceDataModule
-from recsys.eval.evaluate import evaluate
+from recsys.eval.evaluate import evaluate, without_newest
 from recsys.models.checkpoint import load_model
 from recsys.tracking.mlflow import DEFAULT_TRACKING_URI, RunRecorder, TrackingError, download_run_artifacts, read_run
 
@@ -28,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
     parser.add_argument("--split", choices=["val", "test"], default="test")
     parser.add_argument("--include-seen", action="store_true", help="do not mask the user's history items")
+    parser.add_argument("--drop-newest", action="store_true", help="rank without each history's most recent item")
     parser.add_argument("--data-dir", help="processed dataset directory (default: the run's data_dir tag)")
     parser.add_argument("--ks", default="5,10,20")
     parser.add_argument("--log", action="store_true", help="log the metrics to the run as eval/<split>/...")
@@ -40,8 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         dm = SequenceDataModule(data_dir, max_len=model.max_len, batch_size=1, eval_batch_size=1024, seed=0)
         dm.setup()
         loader = dm.test_dataloader() if args.split == "test" else dm.val_dataloader()
+        batches = (without_newest(b) for b in loader) if args.drop_newest else loader
         ks = tuple(int(k) for k in args.ks.split(","))
-        result = evaluate(model, loader, split=args.split, ks=ks, exclude_seen=not args.include_seen)
+        result = evaluate(model, batches, split=args.split, ks=ks, exclude_seen=not args.include_seen)
     except (TrackingError, FileNotFoundError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -49,8 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot evaluate run {args.run_id!r}: {err}", file=sys.stderr)
         return 1
     if args.log:
-        RunRecorder(args.tracking_uri, args.run_id).log_metrics({f"eval/{k}": v for k, v in result.metrics.items()})
-    print(json.dumps({"protocol": result.protocol, "metrics": result.metrics}, indent=1))
+        prefix = "eval_without_newest" if args.drop_newest else "eval"
+        RunRecorder(args.tracking_uri, args.run_id).log_metrics({f"{prefix}/{k}": v for k, v in result.metrics.items()})
+    protocol = {**result.protocol, "history": "without its newest item" if args.drop_newest else "whole"}
+    print(json.dumps({"protocol": protocol, "metrics": result.metrics}, indent=1))
     return 0
 
 

@@ -49,6 +49,16 @@ def rank_batch(
     return res.ranks, res.topk_ids
 
 
+def without_newest(batch: EvalBatch) -> EvalBatch:
+    """The batch with each history's most recent item removed, an ablation of how much a model
+    leans on it; the removed item stays in `seen`, so the ranked candidates do not change."""
+    lengths = (batch.items != 0).sum(1)
+    if bool((lengths < 2).any()):
+        raise ValueError(f"dropping the newest item needs histories of at least 2 items, got {int(lengths.min())}")
+    items = torch.cat([torch.zeros_like(batch.items[:, :1]), batch.items[:, :-1]], dim=1)
+    return EvalBatch(items, batch.targets, batch.seen)
+
+
 def evaluate(
     model: SequentialRecommender,
     batches: Iterable[EvalBatch],

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.datasets import EvalBatch
-from recsys.eval.evaluate import evaluate, rank_batch
+from recsys.eval.evaluate import evaluate, rank_batch, without_newest
 from recsys.registry import build_model
 
 
@@ -35,3 +36,14 @@ def test_length_ordered_batches_rank_like_one_user_at_a_time(planted_dataset: Pa
     assert torch.equal(batched, singles[data.rows_by_length()])
     loader_metrics = evaluate(model, dm.test_dataloader(), split="test").metrics
     assert loader_metrics["test/hr@10"] == (singles <= 10).float().mean().item()
+
+
+def test_without_newest_drops_the_last_item_and_keeps_the_candidates() -> None:
+    batch = EvalBatch(
+        torch.tensor([[0, 3, 4, 5], [1, 2, 6, 7]]), torch.tensor([8, 9]), torch.tensor([[3, 4, 5, 0], [1, 2, 6, 7]])
+    )
+    out = without_newest(batch)
+    assert out.items.tolist() == [[0, 0, 3, 4], [0, 1, 2, 6]]
+    assert torch.equal(out.targets, batch.targets) and torch.equal(out.seen, batch.seen)
+    with pytest.raises(ValueError, match="at least 2 items, got 1"):
+        without_newest(EvalBatch(torch.tensor([[0, 0, 3], [0, 4, 5]]), torch.tensor([1, 2]), torch.tensor([[3], [4]])))

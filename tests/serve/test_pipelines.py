@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -26,6 +27,21 @@ def test_export_cli_registers_and_prints_the_uri(trained_run: TrainedRun) -> Non
     bad = _run("pipelines.export", "--run-id", "f" * 32, "--tracking-uri", uri)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: run 'ffff")
+
+
+def test_evaluate_cli_scores_the_run_whole_and_without_the_newest_item(trained_run: TrainedRun) -> None:
+    cmd = ["pipelines.evaluate", "--run-id", trained_run.run_id, "--tracking-uri", trained_run.tracking_uri]
+    whole, ablated = _run(*cmd, "--split", "val"), _run(*cmd, "--split", "val", "--drop-newest")
+    assert whole.returncode == 0 and ablated.returncode == 0, whole.stderr + ablated.stderr
+    whole_out, ablated_out = json.loads(whole.stdout), json.loads(ablated.stdout)
+    assert (
+        whole_out["protocol"]["history"] == "whole" and ablated_out["protocol"]["history"] == "without its newest item"
+    )
+    assert whole_out["protocol"]["n_users"] == ablated_out["protocol"]["n_users"] > 0
+    assert 0.0 <= ablated_out["metrics"]["val/ndcg@10"] <= 1.0
+    bad = _run(*cmd[:2], "f" * 32, "--tracking-uri", trained_run.tracking_uri)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error:")
 
 
 @pytest.mark.parametrize("case", ["unknown_alias", "unreachable_registry", "not_a_uri"])
