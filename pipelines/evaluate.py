@@ -33,7 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--drop-newest", action="store_true", help="rank without each history's most recent item")
     parser.add_argument("--data-dir", help="processed dataset directory (default: the run's data_dir tag)")
     parser.add_argument("--ks", default="5,10,20")
-    parser.add_argument("--log", action="store_true", help="log the metrics to the run as eval/<split>/...")
+    parser.add_argument(
+        "--log",
+        action="store_true",
+        help="log the metrics to the run as eval/<split>/... (eval_without_newest/ with --drop-newest)",
+    )
     args = parser.parse_args(argv)
     try:
         run = read_run(args.tracking_uri, args.run_id)
