@@ -29,6 +29,7 @@ class BERT4RecConfig:
     norm: str = "pre"  # pre-norm blocks (nanoGPT); "post": BERT's post-norm layout (recsys.nn.blocks)
     mask_prob: float = 0.2  # share of real positions replaced by the mask token in training
     last_item_share: float = 0.1  # rows that mask only their last item (the paper's inference-like samples)
+    mask_last: bool = False  # every row also masks its last item, beside its random draws
     # the original's output layer: hidden -> dense + GELU + LayerNorm, scored against the tied item
     # table plus a learned per-item bias (kept as one dot product: a constant 1 meets the bias column)
     output_head: bool = False
@@ -74,15 +75,16 @@ class BERT4Rec(SequentialRecommender):
     def mask_items(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training inputs and targets [B, L] (0 = no target) for left-padded `items` [B, L].
 
-        Each real item is masked with probability `mask_prob`; a share of rows masks only the last
-        item, and a row where nothing was drawn masks its last item, so every row has a target.
+        Each real item is masked with probability `mask_prob` (and the last one always with
+        `mask_last`); a share of rows masks only the last item, and a row where nothing was drawn
+        masks its last item, so every row has a target.
         """
         real = items != 0
         chosen = (torch.rand(items.shape, device=items.device) < self.cfg.mask_prob) & real
         last_only = torch.rand(len(items), device=items.device) < self.cfg.last_item_share
         chosen[last_only] = False
-        last_only |= ~chosen.any(1)
-        chosen[last_only, -1] = real[last_only, -1]
+        last_masked = last_only | ~chosen.any(1) | self.cfg.mask_last
+        chosen[last_masked, -1] = real[last_masked, -1]
         return items.masked_fill(chosen, self.mask_token), items * chosen
 
     def sequence_representation(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
