@@ -29,7 +29,7 @@ class BERT4RecConfig:
     norm: str = "pre"  # pre-norm blocks (nanoGPT); "post": BERT's post-norm layout (recsys.nn.blocks)
     mask_prob: float = 0.2  # share of real positions replaced by the mask token in training
     last_item_share: float = 0.1  # rows that mask only their last item (the paper's inference-like samples)
-    mask_last: bool = False  # every row also masks its last item, beside its random draws
+    mask_last: bool = False  # every row also masks its last item beside its random draws (Beauty: worse)
     # the original's output layer: hidden -> dense + GELU + LayerNorm, scored against the tied item
     # table plus a learned per-item bias (kept as one dot product: a constant 1 meets the bias column)
     output_head: bool = False
