@@ -30,6 +30,9 @@ class BERT4RecConfig:
     mask_prob: float = 0.2  # share of real positions replaced by the mask token in training
     last_item_share: float = 0.1  # rows that mask only their last item (the paper's inference-like samples)
     mask_last: bool = False  # every row also masks its last item beside its random draws (Beauty: worse)
+    # rows cut to a uniformly drawn prefix (newest items dropped) before masking, drawn anew each
+    # step: the last position, the one inference reads, then sees a different target every epoch
+    crop_prob: float = 0.0
     # the original's output layer: hidden -> dense + GELU + LayerNorm, scored against the tied item
     # table plus a learned per-item bias (kept as one dot product: a constant 1 meets the bias column)
     output_head: bool = False
@@ -40,6 +43,8 @@ class BERT4RecConfig:
             raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
         if not 0.0 <= self.last_item_share <= 1.0:
             raise ValueError(f"last_item_share must be in [0, 1], got {self.last_item_share}")
+        if not 0.0 <= self.crop_prob <= 1.0:
+            raise ValueError(f"crop_prob must be in [0, 1], got {self.crop_prob}")
 
 
 class BERT4Rec(SequentialRecommender):
@@ -75,10 +80,13 @@ class BERT4Rec(SequentialRecommender):
     def mask_items(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training inputs and targets [B, L] (0 = no target) for left-padded `items` [B, L].
 
-        Each real item is masked with probability `mask_prob` (and the last one always with
-        `mask_last`); a share of rows masks only the last item, and a row where nothing was drawn
-        masks its last item, so every row has a target.
+        A share `crop_prob` of rows is first cut to a random prefix (`crop_to_prefix`). Each real
+        item is masked with probability `mask_prob` (and the last one always with `mask_last`); a
+        share of rows masks only the last item, and a row where nothing was drawn masks its last
+        item, so every row has a target.
         """
+        if self.cfg.crop_prob > 0:  # no draw without it: the masks stay those of earlier runs
+            items = self.crop_to_prefix(items)
         real = items != 0
         chosen = (torch.rand(items.shape, device=items.device) < self.cfg.mask_prob) & real
         last_only = torch.rand(len(items), device=items.device) < self.cfg.last_item_share
@@ -86,6 +94,16 @@ class BERT4Rec(SequentialRecommender):
         last_masked = last_only | ~chosen.any(1) | self.cfg.mask_last
         chosen[last_masked, -1] = real[last_masked, -1]
         return items.masked_fill(chosen, self.mask_token), items * chosen
+
+    def crop_to_prefix(self, items: torch.Tensor) -> torch.Tensor:
+        """Cut a share `crop_prob` of the left-padded rows `items` [B, L] to their first k items,
+        k uniform in 1..length, right-aligned again (the dropped newest items become left padding)."""
+        lengths = (items != 0).sum(1)  # [B]
+        keep = (torch.rand(len(items), device=items.device) * lengths).long() + 1  # [B] in [1, length]
+        cut = torch.rand(len(items), device=items.device) < self.cfg.crop_prob
+        shift = torch.where(cut, (lengths - keep).clamp(min=0), 0)  # [B] newest items to drop
+        cols = torch.arange(items.shape[1], device=items.device) - shift[:, None]  # [B, L] source column
+        return items.gather(1, cols.clamp(min=0)) * (cols >= 0)
 
     def sequence_representation(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Append the mask token after the history and read its state. Only a batch already

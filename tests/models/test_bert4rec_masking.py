@@ -52,3 +52,29 @@ def test_mask_prob_sets_the_share_of_masked_items() -> None:
     real = items[:, :-1] != 0
     share = (inputs[:, :-1] == N_ITEMS + 1)[real].float().mean().item()
     assert 0.36 < share < 0.44
+
+
+def test_crop_keeps_a_right_aligned_prefix_of_every_cut_row() -> None:
+    items, _, _ = _masks()
+    model = build_model("bert4rec", {**BASE, "crop_prob": 0.5}, N_ITEMS)
+    torch.manual_seed(1)
+    cropped = model.crop_to_prefix(items)
+    lengths, kept = (items != 0).sum(1), (cropped != 0).sum(1)
+    assert (kept >= 1).all() and (kept <= lengths).all()
+    for original, out, k in zip(items, cropped, kept.tolist(), strict=True):
+        real = original[original != 0]
+        assert torch.equal(out[-k:], real[:k])  # the oldest k items, ending in the last column
+        assert not out[:-k].any()  # left padding before them
+    cut_share = (kept < lengths).float().mean().item()
+    assert 0.3 < cut_share < 0.5  # half the rows cut; a cut keeping the whole row counts as uncut
+
+
+def test_crop_then_mask_targets_only_kept_items() -> None:
+    items, inputs, targets = _masks(crop_prob=1.0, last_item_share=0.0)
+    masked = inputs == N_ITEMS + 1
+    assert torch.equal(targets != 0, masked) and masked.any(1).all()
+    kept = (inputs != 0).sum(1)
+    assert (kept < (items != 0).sum(1)).float().mean() > 0.5  # most rows lost their newest items
+    for original, target_row, k in zip(items, targets, kept.tolist(), strict=True):
+        prefix = original[original != 0][:k]
+        assert torch.equal(target_row[-k:][target_row[-k:] != 0], prefix[target_row[-k:] != 0])
