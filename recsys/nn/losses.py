@@ -20,14 +20,24 @@ LossFn = Callable[..., torch.Tensor]
 
 
 def full_cross_entropy(
-    hidden: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, *, chunk_size: int = 4096
+    hidden: torch.Tensor,
+    item_emb: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    chunk_size: int = 4096,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Softmax cross-entropy over the whole catalog (padding column excluded), mean over positions."""
+    """Softmax cross-entropy over the whole catalog (padding row excluded), mean over positions.
+
+    `label_smoothing` moves that share of each target's probability mass evenly onto the N - 1 real
+    items (the target included), as in `torch.nn.functional.cross_entropy`; 0 is the plain loss.
+    """
     total = hidden.new_zeros((), dtype=torch.float32)
+    items = item_emb[1:]  # padding is never a class: class c is item c + 1
     for start in range(0, hidden.shape[0], chunk_size):
-        logits = hidden[start : start + chunk_size] @ item_emb.T  # [t, N]
-        logits[:, 0] = float("-inf")  # padding is never a class
-        total = total + F.cross_entropy(logits.float(), targets[start : start + chunk_size], reduction="sum")
+        logits = hidden[start : start + chunk_size] @ items.T  # [t, N - 1]
+        classes = targets[start : start + chunk_size] - 1
+        total = total + F.cross_entropy(logits.float(), classes, reduction="sum", label_smoothing=label_smoothing)
     return total / max(hidden.shape[0], 1)
 
 

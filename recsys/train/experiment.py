@@ -31,6 +31,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     loss: str = "ce"  # a key of recsys.nn.losses.LOSSES
     n_negatives: int = 256  # for sampled losses
+    label_smoothing: float = 0.0  # loss "ce" only: share of each target's mass spread over the catalog
     patience: int = 10  # validation checks without NDCG@10 improvement before stopping
     val_every: int = 1  # epochs between validation checks
     # < 1: multiply the lr by this after `lr_decay_patience` + 1 validation checks in a row without
@@ -75,6 +76,10 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss={self.loss!r} is not one of {sorted(LOSSES)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.label_smoothing > 0 and self.loss != "ce":
+            raise ValueError(f"label_smoothing applies to loss 'ce' only, got loss={self.loss!r}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
 

@@ -79,6 +79,8 @@ class RecModule(pl.LightningModule):
             return functools.partial(fn, n_negatives=self.train_cfg.n_negatives)
         if fn is in_batch_softmax:
             raise ValueError("loss 'in_batch' needs item sampling probabilities; use ce, sampled_softmax, bce or gbce")
+        if self.train_cfg.label_smoothing > 0:  # TrainConfig allows it with "ce" only
+            return functools.partial(fn, label_smoothing=self.train_cfg.label_smoothing)
         return fn
 
     def on_train_start(self) -> None:

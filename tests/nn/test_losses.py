@@ -1,0 +1,103 @@
+"""Next-item losses against their definitions, written out on small tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recsys.models.sasrec import SASRec, SASRecConfig
+from recsys.nn.losses import bce_with_negatives, full_cross_entropy, gbce, in_batch_softmax, sampled_softmax
+from recsys.train.experiment import EvalConfig, TrainConfig
+from recsys.train.module import RecModule
+
+N_ITEMS = 7  # real items 1..7, row 0 padding
+
+
+def _case(seed: int = 0, positions: int = 5, dim: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(positions, dim, generator=gen)
+    item_emb = torch.randn(N_ITEMS + 1, dim, generator=gen)
+    targets = torch.randint(1, N_ITEMS + 1, (positions,), generator=gen)
+    return hidden, item_emb, targets
+
+
+def _log_probs(hidden: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
+    """[T, N] log-softmax over the real items only: column c is item c + 1."""
+    return torch.log_softmax(hidden @ item_emb[1:].T, dim=-1)
+
+
+def test_full_cross_entropy_is_the_mean_nll_over_real_items() -> None:
+    hidden, item_emb, targets = _case()
+    expected = -_log_probs(hidden, item_emb)[torch.arange(len(targets)), targets - 1].mean()
+    torch.testing.assert_close(full_cross_entropy(hidden, item_emb, targets), expected)
+    torch.testing.assert_close(full_cross_entropy(hidden, item_emb, targets, chunk_size=2), expected)
+
+
+def test_padding_row_is_never_a_class() -> None:
+    hidden, item_emb, targets = _case(1)
+    moved = item_emb.clone()
+    moved[0] = 100.0 * hidden.mean(0)  # a padding row that would win every softmax if it were a class
+    torch.testing.assert_close(
+        full_cross_entropy(hidden, moved, targets), full_cross_entropy(hidden, item_emb, targets)
+    )
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.5])
+def test_label_smoothing_mixes_the_nll_with_the_mean_over_the_catalog(eps: float) -> None:
+    hidden, item_emb, targets = _case(2)
+    log_p = _log_probs(hidden, item_emb)
+    nll = -log_p[torch.arange(len(targets)), targets - 1]
+    uniform = -log_p.mean(-1)  # cross-entropy against the uniform distribution over the N real items
+    expected = ((1 - eps) * nll + eps * uniform).mean()
+    got = full_cross_entropy(hidden, item_emb, targets, label_smoothing=eps, chunk_size=3)
+    torch.testing.assert_close(got, expected)
+
+
+def test_sampled_softmax_is_zero_when_every_negative_is_the_target() -> None:
+    hidden, item_emb, _ = _case(3)
+    one_item = item_emb[:2]  # a catalog of one real item: each drawn negative is the target, masked out
+    loss = sampled_softmax(hidden, one_item, torch.ones(len(hidden), dtype=torch.long), n_negatives=4)
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sampled_softmax_matches_its_definition_for_a_seed() -> None:
+    hidden, item_emb, targets = _case(4)
+    negatives = torch.randint(1, N_ITEMS + 1, (3,), generator=torch.Generator().manual_seed(9))
+    logits = torch.cat([(hidden * item_emb[targets]).sum(-1, keepdim=True), hidden @ item_emb[negatives].T], 1)
+    logits[:, 1:][negatives[None, :] == targets[:, None]] = float("-inf")
+    expected = -torch.log_softmax(logits, -1)[:, 0].mean()
+    got = sampled_softmax(hidden, item_emb, targets, n_negatives=3, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(got, expected)
+
+
+def test_gbce_without_calibration_and_one_negative_is_bce() -> None:
+    hidden, item_emb, targets = _case(5)
+    bce = bce_with_negatives(hidden, item_emb, targets, n_negatives=1, generator=torch.Generator().manual_seed(3))
+    plain = gbce(hidden, item_emb, targets, n_negatives=1, calibration=0.0, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(plain, bce)
+
+
+def test_in_batch_softmax_does_not_use_a_duplicate_target_as_negative() -> None:
+    hidden, item_emb, _ = _case(6)
+    same = torch.full((len(hidden),), 2, dtype=torch.long)
+    loss = in_batch_softmax(hidden, item_emb, same, item_log_prob=torch.zeros(N_ITEMS + 1))
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_train_config_passes_label_smoothing_to_the_ce_loss() -> None:
+    model = SASRec(SASRecConfig(max_len=4, hidden=4, n_layers=1, n_heads=1), N_ITEMS)
+    hidden, item_emb, targets = _case(7)
+    smoothed = RecModule(model, TrainConfig(label_smoothing=0.2), EvalConfig())._loss(hidden, item_emb, targets)
+    torch.testing.assert_close(smoothed, full_cross_entropy(hidden, item_emb, targets, label_smoothing=0.2))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"label_smoothing": 1.0}, "label_smoothing must be in"),
+        ({"label_smoothing": 0.1, "loss": "bce"}, "loss 'ce' only"),
+    ],
+)
+def test_bad_label_smoothing_is_named(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)  # type: ignore[arg-type]
