@@ -4,32 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from recsys.data.datasets import (
-    CrossSubsequences,
     EvalBatch,
     EvalSequences,
     TrainBatch,
+    TrainRows,
+    TrainRowsFactory,
     TrainSequences,
-    WindowViews,
+    ViewBatch,
 )
 from recsys.data.processed import load_processed
 from recsys.data.schema import ITEMS
+from recsys.data.split import TARGET, leave_one_out_split
 
 
 class SequenceDataModule(pl.LightningDataModule):
-    """Leave-one-out: per user, the last item is the test target, the one before it validation.
+    """Leave-one-out (`recsys.data.split.leave_one_out_split`): per user, the last item is the test
+    target, the one before it validation, and the rest trains.
 
-    Training windows are the sequence without its last two items; users with fewer than 3 items
-    give no validation/test example, and training needs at least 2 items. The data is small per
-    user, so loaders index pre-built tensors in whole batches (no per-sample Python).
-    The model's objective picks the training rows: one window per user; for "cross_subsequence"
-    (ICSRec), every prefix of every training window with a sampled positive; for "window_views"
-    (ICSRec on whole windows), one window per user with a positive for one of its prefixes.
+    Users with fewer than 3 items are trained on and never evaluated; a training sequence needs at
+    least 2 items (one target). The data is small per user, so loaders index pre-built tensors in
+    whole batches (no per-sample Python). Which training rows the sequences become is the
+    objective's choice (`rows`, e.g. `Objective.train_rows`): one window per user by default.
+
+    Args:
+        data_dir: a processed dataset directory (`python -m pipelines.prepare_data`).
+        max_len: history window of the model.
+        batch_size: training rows per batch.
+        eval_batch_size: users per validation / test batch.
+        seed: the training shuffle and the rows' own draws.
+        rows: builds the training rows from the training sequences.
+        length_pool: > 0: length-grouped training batches (see `LengthGroupedBatches`).
     """
 
     def __init__(
@@ -40,7 +51,7 @@ class SequenceDataModule(pl.LightningDataModule):
         batch_size: int,
         eval_batch_size: int,
         seed: int,
-        objective: str = "next_item",
+        rows: TrainRowsFactory = TrainSequences,
         length_pool: int = 0,
     ) -> None:
         super().__init__()
@@ -49,10 +60,10 @@ class SequenceDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
-        self.objective = objective  # the model's `objective` (recsys.models.base.Objective)
+        self.rows = rows
         if length_pool < 0:
             raise ValueError(f"length_pool must be >= 0, got {length_pool}")
-        self.length_pool = length_pool  # > 0: length-grouped training batches (see LengthGroupedBatches)
+        self.length_pool = length_pool
         self.n_items = 0
 
     def prepare_data(self) -> None:
@@ -65,40 +76,40 @@ class SequenceDataModule(pl.LightningDataModule):
         del stage
         ds = load_processed(self.data_dir)
         self.n_items = ds.n_items
-        seqs: list[list[int]] = ds.sequences[ITEMS].to_list()
-        train = [s[:-2] for s in seqs if len(s) >= 4]  # >= 2 training items -> >= 1 target
-        evaluable = [s for s in seqs if len(s) >= 3]
-        if not train or not evaluable:
+        split = leave_one_out_split(ds.sequences)
+        train = [s for s in split.train[ITEMS].to_list() if len(s) >= 2]  # >= 1 target
+        if not train or split.validation.height == 0:
             raise ValueError(
                 f"{self.data_dir}: too short for leave-one-out training "
-                f"({len(seqs)} users, {len(evaluable)} with >= 3 items)"
+                f"({ds.sequences.height} users, {split.validation.height} with >= 3 items)"
             )
-        gen = torch.Generator().manual_seed(self.seed)  # positive sampling
-        if self.objective == "cross_subsequence":
-            self.train_set: TrainSequences | CrossSubsequences = CrossSubsequences(train, self.max_len, generator=gen)
-        elif self.objective == "window_views":
-            self.train_set = WindowViews(train, self.max_len, generator=gen)
-        else:
-            self.train_set = TrainSequences(train, self.max_len)
-        self.val_set = EvalSequences([s[:-2] for s in evaluable], [s[-2] for s in evaluable], self.max_len)
-        self.test_set = EvalSequences([s[:-1] for s in evaluable], [s[-1] for s in evaluable], self.max_len)
+        gen = torch.Generator().manual_seed(self.seed)  # the rows' own draws (e.g. positive views)
+        self.train_set: TrainRows = self.rows(train, self.max_len, generator=gen)
+        self.val_set = self._eval_set(split.validation[ITEMS].to_list(), split.validation[TARGET].to_list())
+        self.test_set = self._eval_set(split.test[ITEMS].to_list(), split.test[TARGET].to_list())
 
-    def train_dataloader(self) -> DataLoader[TrainBatch]:
+    def _eval_set(self, histories: list[list[int]], targets: list[int]) -> EvalSequences:
+        return EvalSequences(histories, targets, self.max_len)
+
+    def train_dataloader(self) -> DataLoader[TrainBatch | ViewBatch]:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         shuffle = ShardedShuffle(len(self.train_set), seed=self.seed, rank=rank, world_size=world)
         sampler: Sampler[list[int]] = BatchSampler(shuffle, self.batch_size, drop_last=False)
         if self.length_pool:
             sampler = LengthGroupedBatches(shuffle, self.train_set.lengths(), self.batch_size, self.length_pool)
-        return DataLoader(self.train_set, sampler=sampler, batch_size=None)
+        return DataLoader(self._train_dataset(), sampler=sampler, batch_size=None)
 
-    def ordered_train_dataloader(self) -> DataLoader[TrainBatch]:
+    def ordered_train_dataloader(self) -> DataLoader[TrainBatch | ViewBatch]:
         """Every training row once, in dataset order, in eval-sized batches (not sharded under DDP).
 
-        For passes over the training data outside the optimisation, such as ICSRec's epoch-start
-        clustering; it leaves the training shuffle untouched.
+        For passes over the training data outside the optimisation (an objective's epoch-start
+        hook, e.g. clustering the rows' representations); it leaves the training shuffle untouched.
         """
         sampler = BatchSampler(SequentialSampler(self.train_set), self.eval_batch_size, drop_last=False)
-        return DataLoader(self.train_set, sampler=sampler, batch_size=None)
+        return DataLoader(self._train_dataset(), sampler=sampler, batch_size=None)
+
+    def _train_dataset(self) -> Dataset[TrainBatch | ViewBatch]:
+        return cast("Dataset[TrainBatch | ViewBatch]", self.train_set)  # rows indexed by lists of rows
 
     def val_dataloader(self) -> DataLoader[EvalBatch]:
         return self._eval_loader(self.val_set)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recsys.models.base import Objective, SequentialRecommender
+from recsys.models.base import SequentialRecommender
 from recsys.nn.sequence_encoder import ItemSequenceEncoder, validate_encoder_fields
 
 
@@ -49,7 +49,7 @@ class BERT4RecConfig:
 
 class BERT4Rec(SequentialRecommender):
     Config = BERT4RecConfig
-    objective: Objective = "masked"
+    objective = "masked"  # recsys.objectives.masked: the model chooses what to mask (mask_items)
 
     def __init__(self, cfg: BERT4RecConfig, n_items: int) -> None:
         super().__init__()

@@ -42,8 +42,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from recsys.data.datasets import TrainBatch
-from recsys.models.base import Objective, SequentialRecommender
+from recsys.data.datasets import ViewBatch
+from recsys.models.base import SequentialRecommender, representation_by_length
 from recsys.nn.losses import info_nce
 from recsys.nn.sequence_encoder import ItemSequenceEncoder, validate_encoder_fields
 
@@ -154,7 +154,6 @@ def assign_intents(z: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
 
 class ICSRec(SequentialRecommender):
     Config = ICSRecConfig
-    objective: Objective = "cross_subsequence"
 
     def __init__(self, cfg: ICSRecConfig, n_items: int) -> None:
         super().__init__()
@@ -174,13 +173,11 @@ class ICSRec(SequentialRecommender):
     def item_embeddings(self) -> torch.Tensor:
         return self.net.item_weight()  # [N + 1, D]
 
-    def contrastive_terms(self, batch: TrainBatch, hidden: torch.Tensor) -> ContrastiveTerms:
+    def contrastive_terms(self, batch: ViewBatch, hidden: torch.Tensor) -> ContrastiveTerms:
         """The two unweighted contrastive losses for a cross-subsequence batch and its `hidden` [B, L, D]."""
-        if batch.positives is None:
-            raise ValueError(f"ICSRec needs TrainBatch.positives: train it with objective {self.objective!r} data")
         if self.cfg.rows == "window":
             if batch.anchor_from_end is None:
-                raise ValueError("ICSRec with rows='window' needs TrainBatch.anchor_from_end ('window_views' data)")
+                raise ValueError("ICSRec with rows='window' needs ViewBatch.anchor_from_end ('window_views' rows)")
             rows = torch.arange(len(hidden), device=hidden.device)
             col = hidden.shape[1] - 1 - batch.anchor_from_end.to(hidden.device)  # [B] where the anchor prefix ends
             z = hidden[rows, col]  # [B, D]
@@ -188,9 +185,9 @@ class ICSRec(SequentialRecommender):
         elif self.cfg.anchor_pass == "shared":
             z, targets = hidden[:, -1], batch.items[:, -1]  # [B, D] intent representation of each prefix
         else:  # [B, D], own dropout
-            z, targets = self.representation_by_length(batch.items[:, :-1], self.cfg.view_groups), batch.items[:, -1]
+            z, targets = representation_by_length(self, batch.items[:, :-1], self.cfg.view_groups), batch.items[:, -1]
         # the views have any length, unlike the length-grouped anchors: encode them by length
-        z_pos = self.representation_by_length(batch.positives, self.cfg.view_groups)  # [B, D]
+        z_pos = representation_by_length(self, batch.positives, self.cfg.view_groups)  # [B, D]
         fnm = self.cfg.false_negative_mask
         coarse = info_nce(
             self._view(z), self._view(z_pos), temperature=self.cfg.temperature, labels=targets if fnm else None
@@ -209,7 +206,8 @@ class ICSRec(SequentialRecommender):
         """`z` [B, D] as the contrasts compare it: as it is ("dot") or L2-normalised ("cos")."""
         return F.normalize(z, dim=-1) if self.cfg.similarity == "cos" else z
 
-    def extra_loss(self, batch: TrainBatch, hidden: torch.Tensor) -> torch.Tensor | None:
+    def contrastive_loss(self, batch: ViewBatch, hidden: torch.Tensor) -> torch.Tensor | None:
+        """The weighted contrastive terms (None while their scale is 0); `hidden` [B, L, D] of the inputs."""
         if self.contrast_scale == 0:
             return None
         terms = self.contrastive_terms(batch, hidden)
@@ -219,7 +217,7 @@ class ICSRec(SequentialRecommender):
         return self.contrast_scale * loss
 
     @torch.no_grad()
-    def on_train_epoch_start(self, batches: Iterable[TrainBatch], epoch: int = 0) -> None:
+    def refit(self, batches: Iterable[ViewBatch], epoch: int = 0) -> None:
         """Set the warm-up scale of the contrastive terms for `epoch` and refit the intents: k-means
         over the representations of every training prefix (eval mode; with window rows, the hidden
         state at every position of every window)."""

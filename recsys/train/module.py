@@ -1,28 +1,41 @@
-"""The one LightningModule: trains any registered model with a loss from `recsys.nn.losses`."""
+"""The one LightningModule: wires a model's objective to the optimiser, the loop and the logs."""
 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
 
 from recsys.data.datamodule import SequenceDataModule
-from recsys.data.datasets import EvalBatch, TrainBatch, TrainSequences
+from recsys.data.datasets import EvalBatch
 from recsys.eval.evaluate import metrics_from_ranks, rank_batch
 from recsys.models.base import SequentialRecommender
 from recsys.nn.losses import LOSSES, in_batch_softmax
+from recsys.objectives import build_objective, training_losses
+from recsys.objectives.base import Batch, LossFn
+from recsys.objectives.base import NonFiniteLossError as NonFiniteLossError  # re-exported for callers
 from recsys.train.experiment import EvalConfig, TrainConfig
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+def build_loss(train_cfg: TrainConfig) -> LossFn:
+    """The main loss of `train_cfg` (a key of `recsys.nn.losses.LOSSES`) with its settings bound."""
+    fn = LOSSES[train_cfg.loss]
+    if fn in (LOSSES["sampled_softmax"], LOSSES["bce"], LOSSES["gbce"]):
+        return functools.partial(fn, n_negatives=train_cfg.n_negatives)
+    if fn is in_batch_softmax:
+        raise ValueError("loss 'in_batch' needs item sampling probabilities; use ce, sampled_softmax, bce or gbce")
+    if train_cfg.label_smoothing > 0:  # TrainConfig allows it with "ce" only
+        return functools.partial(fn, label_smoothing=train_cfg.label_smoothing)
+    return fn
 
 
 class RecModule(pl.LightningModule):
-    """Wraps a `SequentialRecommender`: next-item or masked-item training, full-ranking validation.
+    """Wraps a `SequentialRecommender`: trains it on its objective, validates by full ranking.
+
+    The loss of a batch is `recsys.objectives.training_losses` (callable without a Trainer); this
+    module only logs its parts and leaves the stepping to Lightning.
 
     Args:
         model: the plain nn.Module to train.
@@ -33,6 +46,8 @@ class RecModule(pl.LightningModule):
     def __init__(self, model: SequentialRecommender, train_cfg: TrainConfig, eval_cfg: EvalConfig) -> None:
         super().__init__()
         self.model = model
+        self.objective = build_objective(model.objective)
+        self.loss = build_loss(train_cfg)
         self.train_cfg = train_cfg
         self.eval_cfg = eval_cfg
         self._val_ranks: list[torch.Tensor] = []
@@ -40,73 +55,36 @@ class RecModule(pl.LightningModule):
         # expected targets in a training batch; set with length-grouped batches (see `on_train_start`)
         self.targets_per_batch: float | None = None
 
-    def _common_step(self, batch: TrainBatch, stage: str) -> torch.Tensor:
-        inputs, targets = self._inputs_and_targets(batch.items)  # [B, L], [B, L] (0 = no target)
-        hidden = self.model.encode(inputs, inputs != 0)  # [B, L, D]
-        where = targets != 0
-        loss: torch.Tensor = self._loss(hidden[where], self.model.item_embeddings(), targets[where])  # [T, D] vs [T]
-        if self.targets_per_batch is not None:  # the batch's mean over its targets -> their sum / expected count
-            loss = loss * (where.sum() / self.targets_per_batch)
-        extra = self.model.extra_loss(batch, hidden)
-        if extra is not None:
-            self.log(f"{stage}/extra_loss", extra, on_step=False, on_epoch=True, batch_size=len(inputs))
-            loss = loss + extra
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"{stage} loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
-                f"try a lower lr (now {self.train_cfg.lr}) or grad_clip"
+    def _common_step(self, batch: Batch, stage: str) -> torch.Tensor:
+        try:
+            parts = training_losses(
+                self.model, self.objective, batch, self.loss, targets_per_batch=self.targets_per_batch
             )
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(inputs))
-        return loss
-
-    def _inputs_and_targets(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next-item: inputs and targets shifted by one. Masked: the model chooses what to mask.
-        Cross-subsequence: a row is one prefix and its next item, so only the last column is a target."""
-        if self.model.objective in ("next_item", "window_views"):
-            inputs, targets = window[:, :-1], window[:, 1:]
-            return inputs, targets * (inputs != 0)  # the first real item has no history
-        if self.model.objective == "cross_subsequence":
-            inputs, targets = window[:, :-1], torch.zeros_like(window[:, 1:])
-            targets[:, -1] = window[:, -1]
-            return inputs, targets
-        # the last max_len items: a window trimmed narrower than max_len + 1 keeps all of its items
-        return self.model.mask_items(window[:, -self.model.max_len :])
-
-    @functools.cached_property
-    def _loss(self) -> Any:
-        fn = LOSSES[self.train_cfg.loss]
-        if fn in (LOSSES["sampled_softmax"], LOSSES["bce"], LOSSES["gbce"]):
-            return functools.partial(fn, n_negatives=self.train_cfg.n_negatives)
-        if fn is in_batch_softmax:
-            raise ValueError("loss 'in_batch' needs item sampling probabilities; use ce, sampled_softmax, bce or gbce")
-        if self.train_cfg.label_smoothing > 0:  # TrainConfig allows it with "ce" only
-            return functools.partial(fn, label_smoothing=self.train_cfg.label_smoothing)
-        return fn
+        except FloatingPointError as err:
+            raise type(err)(
+                f"{stage} at epoch {self.current_epoch}, step {self.global_step}: {err}; "
+                f"try a lower lr (now {self.train_cfg.lr}) or grad_clip"
+            ) from err
+        size = len(batch.items)
+        if len(parts.terms) > 1:  # each part beside the total
+            for name, term in parts.terms.items():
+                self.log(f"{stage}/{name}_loss", term, on_step=False, on_epoch=True, batch_size=size)
+        self.log(f"{stage}/loss", parts.total, prog_bar=True, on_step=False, on_epoch=True, batch_size=size)
+        return parts.total
 
     def on_train_start(self) -> None:
-        train_set = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
-        # cross-subsequence rows (CrossSubsequences) have one target each: nothing to reweight
-        if self.train_cfg.length_pool and isinstance(train_set, TrainSequences):
-            self.targets_per_batch = self.expected_targets_per_batch(train_set.items)
-
-    def expected_targets_per_batch(self, windows: torch.Tensor) -> float:
-        """Mean training targets per batch over the left-padded training `windows` [U, L + 1].
-
-        Length-grouped batches (`length_pool`) hold rows of similar length, so their target counts
-        differ tenfold; averaging the loss per batch would weigh a target of a short-history batch
-        far above one of a long-history batch. Dividing each batch's summed loss by this constant
-        weighs every target the same, as in shuffled batches.
-        """
-        with torch.random.fork_rng(devices=[]):  # the masked objective draws its masks: leave the stream alone
-            _, targets = self._inputs_and_targets(windows)
-        return float((targets != 0).sum()) / len(windows) * self.train_cfg.batch_size
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.train_cfg.length_pool and isinstance(datamodule, SequenceDataModule):
+            self.targets_per_batch = self.objective.expected_targets_per_batch(
+                self.model, datamodule.train_set, self.train_cfg.batch_size
+            )
 
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)  # set by Lightning when fit() is given one
         if isinstance(datamodule, SequenceDataModule):
-            self.model.on_train_epoch_start(datamodule.ordered_train_dataloader(), epoch=self.current_epoch)
+            self.objective.on_epoch_start(self.model, datamodule.ordered_train_dataloader(), self.current_epoch)
 
-    def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         del batch_idx
         return self._common_step(batch, "train")
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from recsys.data.datamodule import LengthGroupedBatches, SequenceDataModule, ShardedShuffle
+from recsys.objectives import build_objective
 
 
 def _epoch(sampler: LengthGroupedBatches) -> list[list[int]]:
@@ -55,7 +56,8 @@ def test_bad_pool_is_named(planted_dataset: Path) -> None:
 
 @pytest.mark.parametrize("objective", ["next_item", "cross_subsequence"])
 def test_datamodule_trains_on_grouped_batches(planted_dataset: Path, objective: str) -> None:
-    kw = {"max_len": 12, "batch_size": 16, "eval_batch_size": 64, "seed": 0, "objective": objective}
+    rows = build_objective(objective).train_rows
+    kw = {"max_len": 12, "batch_size": 16, "eval_batch_size": 64, "seed": 0, "rows": rows}
     grouped = SequenceDataModule(planted_dataset / "processed", length_pool=8, **kw)
     plain = SequenceDataModule(planted_dataset / "processed", **kw)
     grouped.setup()

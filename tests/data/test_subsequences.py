@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from recsys.data.datamodule import SequenceDataModule
-from recsys.data.datasets import CrossSubsequences, WindowViews
 from recsys.data.subsequences import build_subsequences, gather_windows, group_by_target, sample_positives
+from recsys.objectives import build_objective
+from recsys.objectives.cross_subsequence import CrossSubsequences, WindowViews
 
 # four users' training sequences; the last one is too short to give a subsequence
 LOG = [[1, 2, 3], [5, 2, 3], [4, 3], [6]]
@@ -85,7 +86,7 @@ def test_dataset_batch_is_history_plus_target_with_a_positive_view() -> None:
 
 def test_datamodule_picks_cross_subsequences_for_that_objective(planted_dataset: Path) -> None:
     kw = {"max_len": 7, "batch_size": 32, "eval_batch_size": 100, "seed": 0}
-    dm = SequenceDataModule(planted_dataset / "processed", objective="cross_subsequence", **kw)
+    dm = SequenceDataModule(planted_dataset / "processed", rows=build_objective("cross_subsequence").train_rows, **kw)
     dm.setup()
     plain = SequenceDataModule(planted_dataset / "processed", **(kw | {"max_len": 20}))  # untruncated windows
     plain.setup()
@@ -123,7 +124,7 @@ def test_window_views_refuse_a_window_without_a_target() -> None:
 
 def test_datamodule_picks_window_views_for_that_objective(planted_dataset: Path) -> None:
     kw = {"max_len": 7, "batch_size": 32, "eval_batch_size": 100, "seed": 0}
-    dm = SequenceDataModule(planted_dataset / "processed", objective="window_views", **kw)
+    dm = SequenceDataModule(planted_dataset / "processed", rows=build_objective("window_views").train_rows, **kw)
     dm.setup()
     plain = SequenceDataModule(planted_dataset / "processed", **kw)
     plain.setup()

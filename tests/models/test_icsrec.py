@@ -13,26 +13,23 @@ from recsys.data.datasets import TrainBatch
 from recsys.eval.evaluate import evaluate
 from recsys.models.icsrec import ICSRec, ICSRecConfig, assign_intents, fit_intents
 from recsys.nn.losses import info_nce
+from recsys.objectives import build_objective, training_losses
 from recsys.registry import build_model
 from recsys.train.experiment import EvalConfig, TrainConfig
-from recsys.train.module import RecModule
+from recsys.train.module import RecModule, build_loss
 
 SMALL = {"max_len": 7, "hidden": 16, "n_heads": 2, "n_intents": 8, "dropout": 0.1, "attn_dropout": 0.1}
 
 
 def _setup(planted_dataset: Path, **params: object) -> tuple[ICSRec, SequenceDataModule]:
     torch.manual_seed(0)
+    model = build_model("icsrec", SMALL | params, 40)
+    assert isinstance(model, ICSRec)
+    objective = build_objective(model.objective)
     dm = SequenceDataModule(
-        planted_dataset / "processed",
-        max_len=7,
-        batch_size=64,
-        eval_batch_size=128,
-        seed=0,
-        objective="window_views" if params.get("rows") == "window" else "cross_subsequence",
+        planted_dataset / "processed", max_len=7, batch_size=64, eval_batch_size=128, seed=0, rows=objective.train_rows
     )
     dm.setup()
-    model = build_model("icsrec", SMALL | params, dm.n_items)
-    assert isinstance(model, ICSRec)
     return model, dm
 
 
@@ -83,22 +80,21 @@ def test_assignment_is_the_nearest_centroid() -> None:
 def test_epoch_start_clustering_is_reproducible(planted_dataset: Path) -> None:
     model, dm = _setup(planted_dataset)
     assert len(model.intents) == 0
-    model.on_train_epoch_start(dm.ordered_train_dataloader())
+    model.refit(dm.ordered_train_dataloader())
     first = model.intents.clone()
     assert first.shape == (8, 16)
     assert model.training  # the eval-mode pass restores the training mode
-    model.on_train_epoch_start(dm.ordered_train_dataloader())
+    model.refit(dm.ordered_train_dataloader())
     assert torch.equal(model.intents, first)
     assert "intents" not in model.state_dict()  # refit every epoch, never saved
 
 
 def test_every_loss_term_is_finite_and_has_gradients(planted_dataset: Path) -> None:
     model, dm = _setup(planted_dataset)
-    model.on_train_epoch_start(dm.ordered_train_dataloader())
+    model.refit(dm.ordered_train_dataloader())
     batch = dm.train_set[list(range(64))]
-    module = RecModule(model, TrainConfig(), EvalConfig())
-    module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer attached
-    inputs, targets = module._inputs_and_targets(batch.items)
+    objective = build_objective(model.objective)
+    inputs, targets = objective.inputs_and_targets(model, batch)
     assert (targets[:, :-1] == 0).all() and torch.equal(targets[:, -1], batch.items[:, -1])
     hidden = model.encode(inputs, inputs != 0)
     terms = model.contrastive_terms(batch, hidden)
@@ -109,7 +105,7 @@ def test_every_loss_term_is_finite_and_has_gradients(planted_dataset: Path) -> N
         grads = torch.autograd.grad(term, weights, retain_graph=True, allow_unused=True)
         assert all(g is None or torch.isfinite(g).all() for g in grads), name
         assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0, name
-    loss = module._common_step(batch, "train")  # CE + weighted terms
+    loss = training_losses(model, objective, batch, build_loss(TrainConfig())).total  # CE + weighted terms
     assert torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
@@ -117,13 +113,13 @@ def test_every_loss_term_is_finite_and_has_gradients(planted_dataset: Path) -> N
 
 def test_without_intents_only_the_coarse_term(planted_dataset: Path) -> None:
     model, dm = _setup(planted_dataset, fine_weight=0.0, dropout=0.0, attn_dropout=0.0)
-    model.on_train_epoch_start(dm.ordered_train_dataloader())  # fine_weight 0: no clustering
+    model.refit(dm.ordered_train_dataloader())  # fine_weight 0: no clustering
     assert len(model.intents) == 0
     batch = dm.train_set[list(range(32))]
     hidden = model.encode(batch.items[:, :-1], batch.items[:, :-1] != 0)
     terms = model.contrastive_terms(batch, hidden)
     assert terms.fine is None
-    extra = model.extra_loss(batch, hidden)
+    extra = model.contrastive_loss(batch, hidden)
     assert extra is not None
     torch.testing.assert_close(extra, model.cfg.coarse_weight * terms.coarse)
 
@@ -133,7 +129,7 @@ def test_a_separate_anchor_pass_differs_only_by_its_dropout(planted_dataset: Pat
     separate = build_model("icsrec", SMALL | {"anchor_pass": "separate"}, dm.n_items)
     assert isinstance(separate, ICSRec)
     separate.load_state_dict(shared.state_dict())
-    shared.on_train_epoch_start(dm.ordered_train_dataloader())
+    shared.refit(dm.ordered_train_dataloader())
     separate.intents = shared.intents
     batch = dm.train_set[list(range(64))]
     history = batch.items[:, :-1]
@@ -155,8 +151,10 @@ def test_a_separate_anchor_pass_differs_only_by_its_dropout(planted_dataset: Pat
 def test_a_batch_without_positives_is_refused(planted_dataset: Path) -> None:
     model, _ = _setup(planted_dataset)
     items = torch.tensor([[0, 1, 2, 3]])
-    with pytest.raises(ValueError, match="positives"):
-        model.extra_loss(TrainBatch(items), model.encode(items[:, :-1], items[:, :-1] != 0))
+    with pytest.raises(TypeError, match="ViewBatch"):
+        build_objective(model.objective).extra_terms(
+            model, TrainBatch(items), model.encode(items[:, :-1], items[:, :-1] != 0)
+        )
 
 
 @pytest.mark.parametrize(
@@ -174,9 +172,9 @@ def test_contrast_schedule_delays_and_ramps_the_terms(
     hidden = model.encode(batch.items[:, :-1], batch.items[:, :-1] != 0)
     full = None
     for epoch, factor in schedule.items():
-        model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=epoch)
+        model.refit(dm.ordered_train_dataloader(), epoch=epoch)
         if factor is None:
-            assert model.extra_loss(batch, hidden) is None  # the rec loss alone
+            assert model.contrastive_loss(batch, hidden) is None  # the rec loss alone
             assert len(model.intents) == 0  # and no clustering
             continue
         assert len(model.intents) == 8
@@ -184,12 +182,12 @@ def test_contrast_schedule_delays_and_ramps_the_terms(
             terms = model.contrastive_terms(batch, hidden)
             assert terms.fine is not None
             full = model.cfg.coarse_weight * terms.coarse + model.cfg.fine_weight * terms.fine
-        torch.testing.assert_close(model.extra_loss(batch, hidden), full * factor)
+        torch.testing.assert_close(model.contrastive_loss(batch, hidden), full * factor)
 
 
 def test_cosine_similarity_contrasts_normalised_representations(planted_dataset: Path) -> None:
     model, dm = _setup(planted_dataset, similarity="cos", temperature=0.2, dropout=0.0, attn_dropout=0.0)
-    model.on_train_epoch_start(dm.ordered_train_dataloader())
+    model.refit(dm.ordered_train_dataloader())
     batch = dm.train_set[list(range(32))]
     assert batch.positives is not None
     hidden = model.encode(batch.items[:, :-1], batch.items[:, :-1] != 0)
@@ -215,13 +213,12 @@ def test_window_rows_need_the_shared_anchor() -> None:
 def test_window_rows_contrast_the_state_where_the_drawn_prefix_ends(planted_dataset: Path) -> None:
     model, dm = _setup(planted_dataset, rows="window", dropout=0.0, attn_dropout=0.0)
     assert model.objective == "window_views"
-    model.on_train_epoch_start(dm.ordered_train_dataloader())
+    model.refit(dm.ordered_train_dataloader())
     assert model.intents.shape == (8, 16)  # clustered from every position of every window
     batch = dm.train_set[list(range(64))]
     assert batch.positives is not None and batch.anchor_from_end is not None
-    module = RecModule(model, TrainConfig(), EvalConfig())
-    module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer attached
-    inputs, targets = module._inputs_and_targets(batch.items)
+    objective = build_objective(model.objective)
+    inputs, targets = objective.inputs_and_targets(model, batch)
     assert torch.equal(targets[inputs != 0], batch.items[:, 1:][inputs != 0])  # next item at every position
     hidden = model.encode(inputs, inputs != 0)
     terms = model.contrastive_terms(batch, hidden)
@@ -234,7 +231,7 @@ def test_window_rows_contrast_the_state_where_the_drawn_prefix_ends(planted_data
     torch.testing.assert_close(terms.coarse, expected)
     assert terms.fine is not None and torch.isfinite(terms.fine)
     model.train()
-    loss = module._common_step(batch, "train")
+    loss = training_losses(model, objective, batch, build_loss(TrainConfig())).total
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
 
@@ -242,13 +239,12 @@ def test_window_rows_contrast_the_state_where_the_drawn_prefix_ends(planted_data
 def test_window_rows_learn_the_planted_next_item(planted_dataset: Path) -> None:
     model, dm = _setup(planted_dataset, rows="window", dropout=0.0, attn_dropout=0.0)
     module = RecModule(model, TrainConfig(lr=5e-3), EvalConfig())
-    module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer attached
     opt = module.build_optimizer()
     rows = list(range(len(dm.train_set)))
     for step in range(150):
         if step % 50 == 0:
-            model.on_train_epoch_start(dm.ordered_train_dataloader(), epoch=step // 50)
-        loss = module._common_step(dm.train_set[rows], "train")
+            model.refit(dm.ordered_train_dataloader(), epoch=step // 50)
+        loss = training_losses(model, module.objective, dm.train_set[rows], module.loss).total
         opt.zero_grad()
         loss.backward()
         opt.step()

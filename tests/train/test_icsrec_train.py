@@ -20,7 +20,7 @@ def test_icsrec_trains_two_epochs_and_logs_metrics(tmp_path: Path, planted_exper
     assert outcome is not None
     run = read_run(uri, outcome.run_id)
     assert run["status"] == "FINISHED"
-    for key in ("train/loss", "train/extra_loss", "val/ndcg@10", "test/ndcg@10", "test/hr@10"):
+    for key in ("train/loss", "train/rec_loss", "train/contrast_loss", "val/ndcg@10", "test/ndcg@10", "test/hr@10"):
         assert key in run["metrics"], key
     assert run["params"]["model.name"] == "icsrec"
     assert outcome.record["epochs"] == 2

@@ -55,7 +55,7 @@ def _fit(data_dir: Path, max_epochs: int, ckpt: Path | None = None) -> tuple[pl.
     n_items = json.loads((data_dir / "meta.json").read_text())["n_items"]
     model = build_model("sasrec", {"max_len": 8, "hidden": 16, "n_heads": 2}, n_items)
     module = RecModule(model, TrainConfig(batch_size=16, lr=0.01), EvalConfig())
-    dm = SequenceDataModule(data_dir, max_len=8, batch_size=16, eval_batch_size=64, seed=0, objective="next_item")
+    dm = SequenceDataModule(data_dir, max_len=8, batch_size=16, eval_batch_size=64, seed=0)
     probe = ParamProbe()  # after the EMA in the list: it sees what the EMA swapped in
     trainer = pl.Trainer(
         max_epochs=max_epochs,
