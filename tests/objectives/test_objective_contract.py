@@ -1,0 +1,75 @@
+"""The objective contract, checked for every registered objective with a model that trains on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+
+from recsys.models.base import SequentialRecommender
+from recsys.objectives import OBJECTIVES, build_objective, training_losses
+from recsys.objectives.base import REC, NonFiniteLossError
+from recsys.registry import build_model
+from recsys.train.experiment import TrainConfig
+from recsys.train.module import build_loss
+
+N_ITEMS = 23
+TINY = {"max_len": 6, "hidden": 16, "n_heads": 2, "dropout": 0.1, "attn_dropout": 0.1}
+# objective -> a registered model (and params) that declares it; a new objective adds a line here
+EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
+    "next_item": ("sasrec", {}),
+    "masked": ("bert4rec", {}),
+    "cross_subsequence": ("icsrec", {"n_intents": 4}),
+    "window_views": ("icsrec", {"n_intents": 4, "rows": "window"}),
+}
+SEQS = [[(3 * u + t) % N_ITEMS + 1 for t in range(4 + u % 5)] for u in range(12)]  # lengths 4..8
+
+
+def _model(name: str) -> SequentialRecommender:
+    torch.manual_seed(0)
+    model_name, params = EXAMPLES[name]
+    model = build_model(model_name, {**TINY, **params}, N_ITEMS)
+    assert model.objective == name
+    return model
+
+
+def test_every_objective_has_an_example_model() -> None:
+    assert set(EXAMPLES) == set(OBJECTIVES)
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_a_step_gives_finite_named_terms_and_gradients(name: str) -> None:
+    model, objective = _model(name), build_objective(name)
+    rows = objective.train_rows(SEQS, model.max_len, generator=torch.Generator().manual_seed(0))
+    assert len(rows) == len(rows.lengths()) >= len(SEQS)
+    loader = DataLoader(rows, sampler=BatchSampler(SequentialSampler(rows), 8, drop_last=False), batch_size=None)
+    objective.on_epoch_start(model, loader, 0)  # type: ignore[arg-type]
+    batch = rows[list(range(8))]
+    inputs, targets = objective.inputs_and_targets(model, batch)
+    assert inputs.shape == targets.shape and (targets != 0).any()
+    assert ((targets != 0) <= (inputs != 0)).all()  # targets sit at real (or masked) input positions
+    parts = training_losses(model.train(), objective, batch, build_loss(TrainConfig()))
+    assert next(iter(parts.terms)) == REC
+    assert all(torch.isfinite(t) for t in parts.terms.values())
+    torch.testing.assert_close(parts.total, sum(parts.terms.values()))
+    parts.total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_expected_targets_per_batch_is_none_or_positive(name: str) -> None:
+    model, objective = _model(name), build_objective(name)
+    rows = objective.train_rows(SEQS, model.max_len, generator=torch.Generator().manual_seed(0))
+    expected = objective.expected_targets_per_batch(model, rows, 4)
+    assert expected is None or expected > 0
+
+
+def test_a_non_finite_loss_is_an_error_naming_its_terms() -> None:
+    model, objective = _model("next_item"), build_objective("next_item")
+    with torch.no_grad():
+        model.item_embeddings()[1:].fill_(float("nan"))
+    batch = objective.train_rows(SEQS, model.max_len, generator=torch.Generator())[[0, 1]]
+    with pytest.raises(NonFiniteLossError, match="rec nan"):
+        training_losses(model, objective, batch, build_loss(TrainConfig()))
