@@ -9,8 +9,10 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from recsys.config import ConfigError, load_config
+from recsys.data import schema as S
 from recsys.data.config import DataConfig
 from recsys.data.errors import DataError
 from recsys.data.etl import run_etl
@@ -27,7 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(DataConfig, args.config, args.overrides)
         result = run_etl(cfg)
     except (DataError, ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())  # one line, whatever the message holds
+        print(f"error: {message}", file=sys.stderr)
         return 1
     meta = result.meta
     rows = meta["rows"]
@@ -35,9 +38,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{cfg.name}: {meta['n_users']:,} users, {meta['n_items']:,} items, "
         f"{meta['n_interactions']:,} interactions ({rows['read']:,} rows read, {rows['rejected']:,} rejected, "
         f"k-core rounds {meta['filters']['k_core']['rounds']})\n"
+        f"item features: {_describe_features(meta)}\n"
         f"output: {result.output_dir}  time: {result.wall_s:.2f}s"
     )
     return 0
+
+
+def _describe_features(meta: dict[str, Any]) -> str:
+    """'title (3,266 items), genres (3,266 items)' or 'none'."""
+    features = meta[S.ITEM_FEATURES]
+    filled = features["items_with_value"]
+    return ", ".join(f"{name} ({filled[name]:,} items)" for name in features["columns"]) or "none"
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from recsys.data import schema as S
+
 SourceFormat = Literal["movielens", "s3rec", "csv", "tsv", "parquet"]
 ItemTableFormat = Literal["movielens", "csv", "tsv", "parquet"]
+TextEncoding = Literal["auto", "utf8", "latin-1"]
 DedupePolicy = Literal["keep_all", "first", "last"]
 
 
@@ -34,18 +37,73 @@ class ColumnMapping:
 
 @dataclass(frozen=True)
 class ItemTableConfig:
-    """Optional item text table: one row per raw item id; text columns are joined with ' | '."""
+    """Optional item table: one row per raw item id; its fields become feature columns of items.parquet.
+
+    Formats: `movielens` (`id::Title (Year)::Genre|Genre`, latin-1 by default; gives `title` without the
+    year, `year` and a `genres` list; the layout options below do not apply), `csv` / `tsv` (any
+    one-character `separator`, a header row or `column_names`, utf8 or latin-1) and `parquet`.
+
+    Each of `text_columns` is kept as a string column of its own; `genre_flags` names 0/1 columns that
+    become one `genres` list (the names of the flags set to 1); `split_year` names a text column whose
+    trailing ` (YYYY)` moves into a `year` column. Other columns are dropped. A joined `text` column (the
+    kept fields as written, ' | '-separated, genres ', '-joined) is written too, for display.
+    MovieLens-100K's u.item, for example::
+
+        items: {path: u.item, format: csv, separator: "|", has_header: false, encoding: latin-1,
+                column_names: [item, title, release date, video release date, IMDb URL, unknown, Action, ...],
+                text_columns: [title, release date], split_year: title, genre_flags: [Action, ...]}
+    """
 
     path: str
     format: ItemTableFormat = "csv"
     id_column: str = "item"
     text_columns: tuple[str, ...] = ("title",)
+    separator: str | None = None  # csv/tsv; None: ',' for csv, tab for tsv
+    has_header: bool = True  # False: `column_names` names the columns
+    column_names: tuple[str, ...] | None = None  # every column in file order (replaces the header if any)
+    encoding: TextEncoding = "auto"  # auto: latin-1 for movielens (as GroupLens ships it), else utf8; no sniffing
+    genre_flags: tuple[str, ...] = ()
+    split_year: str | None = None
 
     def __post_init__(self) -> None:
         if not self.path:
             raise ValueError("items.path must be a non-empty path")
-        if self.format != "movielens" and not self.text_columns:
-            raise ValueError("items.text_columns must name at least one column")
+        if self.format == "movielens":
+            # the MovieLens layout is fixed: refuse options that would be silently ignored
+            options = {
+                "separator": self.separator is not None,
+                "has_header": not self.has_header,
+                "column_names": self.column_names is not None,
+                "genre_flags": bool(self.genre_flags),
+                "split_year": self.split_year is not None,
+            }
+            set_options = [name for name, is_set in options.items() if is_set]
+            if set_options:
+                raise ValueError(f"items.{set_options[0]} does not apply to format 'movielens' (its layout is fixed)")
+            return
+        if not self.text_columns and not self.genre_flags:
+            raise ValueError("items.text_columns (or items.genre_flags) must name at least one column")
+        if self.format == "parquet" and (self.separator is not None or self.column_names or not self.has_header):
+            raise ValueError("items.separator / has_header / column_names do not apply to format 'parquet'")
+        if self.separator is not None and (len(self.separator) != 1 or not self.separator.isascii()):
+            raise ValueError(f"items.separator must be one ASCII character, got {self.separator!r}")
+        if not self.has_header and not self.column_names:
+            raise ValueError("items.column_names is required when items.has_header is false")
+        kept = [self.id_column, *self.text_columns, *self.genre_flags]
+        if len(set(kept)) != len(kept):
+            raise ValueError(f"items.id_column, text_columns and genre_flags must name distinct columns, got {kept}")
+        if self.column_names is not None:
+            if len(set(self.column_names)) != len(self.column_names):
+                raise ValueError(f"items.column_names has duplicate names: {list(self.column_names)}")
+            absent = [c for c in kept if c not in self.column_names]
+            if absent:
+                raise ValueError(f"items: columns {absent} are not in items.column_names {list(self.column_names)}")
+        if self.split_year is not None and self.split_year not in self.text_columns:
+            raise ValueError(f"items.split_year {self.split_year!r} must be one of items.text_columns")
+        reserved = set(S.RESERVED_ITEM_COLUMNS) | ({S.YEAR} if self.split_year else set())
+        clash = [c for c in self.text_columns if c in reserved]
+        if clash:
+            raise ValueError(f"items.text_columns {clash} clash with names items.parquet reserves: {sorted(reserved)}")
 
 
 @dataclass(frozen=True)
@@ -86,11 +144,15 @@ class SourceConfig:
     has_header: bool = True
     column_names: tuple[str, ...] | None = None
     items: ItemTableConfig | None = None
+    # JSON object raw item id -> list of attribute ids (S3-Rec's `*_item2attributes.json`); gives `attributes`
+    item_attributes: str | None = None
     download: DownloadConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.path:
             raise ValueError("source.path must be a non-empty path")
+        if self.item_attributes is not None and not self.item_attributes:
+            raise ValueError("source.item_attributes must be a non-empty path or null")
         if self.format == "s3rec" and self.id_type != "int":
             raise ValueError("source.id_type must be 'int' for format 's3rec' (dense ids equal the raw ids)")
         if self.format in ("csv", "tsv") and not self.has_header and not self.column_names:

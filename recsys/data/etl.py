@@ -2,6 +2,7 @@
 
 Order: read -> validate (bad rows counted by reason) -> rating threshold -> dedupe -> iterative
 k-core -> dense ids (item 0 = padding) -> chronological order (ties keep input order) -> sequences.
+Item side information (an item table, an attributes JSON) is joined onto the kept items by raw id.
 The validated log is collected once (rejections must be counted before filtering); k-core collects
 only (user, item) pairs per round, since "until stable" needs the counts; the rest is one lazy plan.
 """
@@ -22,7 +23,7 @@ from recsys.data.config import DataConfig, DedupePolicy
 from recsys.data.download import fetch_zip_members, sha256_file
 from recsys.data.errors import DataError
 from recsys.data.processed import write_processed
-from recsys.data.readers import read_interactions, read_item_table
+from recsys.data.readers import read_interactions, read_item_attributes, read_item_table, summarize_error
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ def _source_paths(cfg: DataConfig, base_dir: Path) -> tuple[Path, Path | None]:
     src = cfg.source
     path = _resolve(src.path, base_dir)
     items_path = _resolve(src.items.path, base_dir) if src.items else None
+    # the attributes JSON is never downloaded: it is resolved where item features are built
     if path.exists() or src.download is None or any(ch in src.path for ch in "*?["):
         return path, items_path
     fetched = fetch_zip_members(src.download, base_dir)
@@ -284,11 +286,14 @@ def run_etl(cfg: DataConfig, *, base_dir: Path | None = None) -> EtlResult:
     src = cfg.source
 
     # 1. parse + validate, collected once: rejected rows are counted before anything is filtered
-    checked = (
-        read_interactions(src, path)
-        .pipe(validate, id_type=src.id_type, timestamp_type=src.timestamp_type)
-        .collect(engine=engine)
-    )
+    try:
+        checked = (
+            read_interactions(src, path)
+            .pipe(validate, id_type=src.id_type, timestamp_type=src.timestamp_type)
+            .collect(engine=engine)
+        )
+    except pl.exceptions.PolarsError as err:  # lazy readers (parquet) fail here, not when scanned
+        raise DataError(f"{path}: cannot read the {src.format} log: {summarize_error(err)}") from err
     n_raw = checked.height
     if n_raw == 0:
         raise DataError(f"{path}: no rows")
@@ -333,7 +338,8 @@ def run_etl(cfg: DataConfig, *, base_dir: Path | None = None) -> EtlResult:
     del kept, deduped
     sequences = interactions.lazy().pipe(build_sequences).collect(engine=engine)
 
-    item_table = _item_table(items, cfg, items_path)
+    attributes_path = _resolve(src.item_attributes, base) if src.item_attributes else None
+    item_table, item_features = _item_table(items, cfg, items_path, attributes_path)
     user_table = users.select(S.USER_IDX, pl.col(S.USER).cast(pl.String).alias(S.RAW_ID))
     meta: dict[str, Any] = {
         "schema_version": S.SCHEMA_VERSION,
@@ -365,7 +371,9 @@ def run_etl(cfg: DataConfig, *, base_dir: Path | None = None) -> EtlResult:
             "format": src.format,
             "files": _checksums(path),
             "items_files": _checksums(items_path) if items_path is not None else [],
+            "attributes_files": _checksums(attributes_path) if attributes_path is not None else [],
         },
+        S.ITEM_FEATURES: item_features,
         "config": to_dict(cfg),
     }
     out_cols = [S.USER_IDX, S.ITEM_IDX, S.TIMESTAMP] + ([S.RATING] if S.RATING in interactions.columns else [])
@@ -395,9 +403,51 @@ def _first_reject(sample: pl.DataFrame | None) -> dict[str, Any] | None:
     return sample.row(0, named=True) if sample is not None and sample.height else None
 
 
-def _item_table(items: pl.DataFrame, cfg: DataConfig, items_path: Path | None) -> pl.DataFrame:
+def _item_table(
+    items: pl.DataFrame, cfg: DataConfig, items_path: Path | None, attributes_path: Path | None
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """items.parquet (item_idx, raw_id, text, feature columns) and its meta.json description.
+
+    Items missing from the item table get null text fields and an empty `genres`; items missing from
+    the attributes JSON get an empty `attributes`. A table that matches none of the kept items is an error.
+    """
     table = items.select(S.ITEM_IDX, pl.col(S.ITEM).cast(pl.String).alias(S.RAW_ID))
-    if cfg.source.items is None or items_path is None:
-        return table.with_columns(pl.lit(None, pl.String).alias(S.TEXT))
-    text = read_item_table(cfg.source.items, items_path)
-    return table.join(text, on=S.RAW_ID, how="left", maintain_order="left")
+    if cfg.source.items is not None and items_path is not None:
+        side = read_item_table(cfg.source.items, items_path)
+        table = _join_side_table(table, side, items_path, "items.id_column")
+    else:
+        table = table.with_columns(pl.lit(None, pl.String).alias(S.TEXT))
+    if attributes_path is not None:
+        side = read_item_attributes(attributes_path)
+        table = _join_side_table(table, side, attributes_path, "the JSON keys")
+    columns: dict[str, str] = {}  # feature column -> "str" | "list[str]" | "list[int]"
+    filled: dict[str, int] = {}  # feature column -> items with a value (non-null, non-empty)
+    for name, dtype in table.schema.items():
+        if name in (S.ITEM_IDX, S.RAW_ID, S.TEXT):
+            continue
+        if isinstance(dtype, pl.List):
+            table = table.with_columns(pl.col(name).fill_null([]))
+            columns[name] = f"list[{'int' if dtype.inner.is_integer() else 'str'}]"
+            filled[name] = int((table[name].list.len() > 0).sum())
+        else:
+            columns[name] = "str"
+            filled[name] = table.height - table[name].null_count()
+    features: dict[str, Any] = {"columns": columns, "items_with_value": filled}
+    if S.ATTRIBUTES in columns:
+        top = table[S.ATTRIBUTES].explode().max()
+        features["max_attribute_id"] = int(top) if isinstance(top, int) else None
+    return table, features
+
+
+def _join_side_table(table: pl.DataFrame, side: pl.DataFrame, path: Path, id_hint: str) -> pl.DataFrame:
+    """Left-join item side information on raw_id; fail when none of its ids is a kept item id."""
+    joined = table.join(side, on=S.RAW_ID, how="left", maintain_order="left")
+    matched = table.join(side.select(S.RAW_ID), on=S.RAW_ID, how="semi").height
+    if side.height and matched == 0:
+        raise DataError(
+            f"{path}: none of its {side.height} item ids matches an item id of the log (log ids look like "
+            f"{table[S.RAW_ID].head(3).to_list()}, this file's like {side[S.RAW_ID].head(3).to_list()}); "
+            f"check {id_hint}"
+        )
+    log.info("%s: item side information for %d of %d items", path.name, matched, table.height)
+    return joined

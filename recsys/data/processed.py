@@ -19,7 +19,7 @@ class ProcessedDataset:
 
     path: Path
     sequences: pl.DataFrame  # user_idx, items: list[int] oldest first, timestamps: list[int]
-    items: pl.DataFrame  # item_idx (1..n_items), raw_id, text (nullable)
+    items: pl.DataFrame  # item_idx (1..n_items), raw_id, text (nullable), feature columns (meta["item_features"])
     users: pl.DataFrame  # user_idx (0..n_users-1), raw_id
     meta: dict[str, Any]
 

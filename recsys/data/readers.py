@@ -3,13 +3,18 @@
 Readers only parse structure (lines, fields, columns); values stay as they are in the file (text for
 text formats) and are typed and checked by `etl.validate`. A structural problem of a single line
 (wrong field count) sets `reject_reason`; a structural problem of the whole file (missing, empty,
-wrong delimiter, missing columns) raises `DataError`.
+wrong delimiter or encoding, missing columns) raises `DataError` with a one-line message naming the
+file, how it was read and what was found (polars' multi-line messages are cut to their first line).
+
+Item side information: `read_item_table` (MovieLens movies.dat, csv/tsv/parquet tables) and
+`read_item_attributes` (S3-Rec's `*_item2attributes.json`).
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import json
 from pathlib import Path
 
 import polars as pl
@@ -94,14 +99,17 @@ def _read_lines(path: Path) -> pl.DataFrame:
     data = _read_bytes(path)
     if not data.strip():
         raise DataError(f"{path}: empty file")
-    df = pl.read_csv(
-        io.BytesIO(data),
-        has_header=False,
-        separator=_NO_SEPARATOR,
-        quote_char=None,
-        new_columns=[_LINE],
-        infer_schema=False,
-    )
+    try:
+        df = pl.read_csv(
+            io.BytesIO(data),
+            has_header=False,
+            separator=_NO_SEPARATOR,
+            quote_char=None,
+            new_columns=[_LINE],
+            infer_schema=False,
+        )
+    except pl.exceptions.PolarsError as err:
+        raise DataError(f"{path}: cannot read as utf8 text lines: {summarize_error(err)}") from err
     # blank lines hold no interaction; they are skipped, not counted as rejected
     df = df.filter(pl.col(_LINE).is_not_null() & (pl.col(_LINE).str.strip_chars() != ""))
     return df.with_row_index(S.ROW)
@@ -154,7 +162,11 @@ def _read_delimited(source: SourceConfig, path: Path) -> pl.LazyFrame:
         # all columns as text: bad values become counted rejections in `validate`, not parse errors
         df = pl.read_csv(io.BytesIO(data), separator=sep, has_header=source.has_header, infer_schema=False)
     except pl.exceptions.PolarsError as err:
-        raise DataError(f"{path}: cannot parse as {source.format} (delimiter {sep!r}): {err}") from err
+        header = "a header row" if source.has_header else f"no header, column_names {list(source.column_names or ())}"
+        raise DataError(
+            f"{path}: cannot parse as {source.format} (delimiter {sep!r}, {header}): {summarize_error(err)}; "
+            "the delimiter/columns did not match"
+        ) from err
     if not source.has_header:
         names = list(source.column_names or ())
         if df.width != len(names):
@@ -174,43 +186,180 @@ def _read_parquet(source: SourceConfig, path: Path) -> pl.LazyFrame:
         lf = pl.scan_parquet(target)
         lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as err:
-        raise DataError(f"{path}: cannot read parquet: {err}") from err
+        raise DataError(f"{path}: cannot read parquet: {summarize_error(err)}") from err
     return _select_mapped(lf, source, path, None)
 
 
 def read_item_table(cfg: ItemTableConfig, path: Path) -> pl.DataFrame:
-    """Item text table -> DataFrame(raw_id: str, text: str); MovieLens text = 'Title (Year) | Genre, Genre'."""
+    """Item table -> DataFrame(raw_id, text, <feature columns>), one row per raw item id.
+
+    Feature columns: `movielens` gives `title` (without the year), `year` (str or null) and `genres`
+    (list[str]); other formats give each of `cfg.text_columns` as a string column, `year` when
+    `cfg.split_year` is set and `genres` when `cfg.genre_flags` is set. `text` joins the kept fields as
+    written (MovieLens: 'Title (Year) | Genre, Genre').
+
+    Args:
+        cfg: the item table config (format, layout, encoding, fields to keep).
+        path: the resolved file to read.
+    """
     if cfg.format == "movielens":
-        # movies.dat is ISO-8859-1; polars reads only UTF-8, so decode here (the file is small)
-        text = _read_bytes(path).decode("latin-1")
-        rows = [line.split(_MOVIELENS_SEP) for line in text.splitlines() if line.strip()]
-        bad = next((i for i, r in enumerate(rows) if len(r) != 3), None)
-        if bad is not None:
-            raise DataError(f"{path}: line {bad + 1} does not have 3 '::' fields: {rows[bad]!r}")
-        df = pl.DataFrame(
-            {
-                S.RAW_ID: [r[0].strip() for r in rows],
-                S.TEXT: [f"{r[1]} | {r[2].replace('|', ', ')}" for r in rows],
-            }
-        )
+        df = _read_movielens_items(path, "latin-1" if cfg.encoding == "auto" else cfg.encoding)
     else:
-        if cfg.format == "parquet":
-            if not path.is_file():
-                raise DataError(f"file not found: {path}")
-            raw = pl.read_parquet(path)
-        else:
-            sep = "," if cfg.format == "csv" else "\t"
-            raw = pl.read_csv(io.BytesIO(_read_bytes(path)), separator=sep, infer_schema=False)
-        missing = [c for c in (cfg.id_column, *cfg.text_columns) if c not in raw.columns]
-        if missing:
-            raise DataError(f"{path}: item table columns {missing} not found (file has {raw.columns[:8]})")
-        df = raw.select(
-            pl.col(cfg.id_column).cast(pl.String).str.strip_chars().alias(S.RAW_ID),
-            pl.concat_str(
-                [pl.col(c).cast(pl.String) for c in cfg.text_columns], separator=" | ", ignore_nulls=True
-            ).alias(S.TEXT),
-        )
+        raw = _read_parquet_table(path) if cfg.format == "parquet" else _read_delimited_table(cfg, path)
+        df = _item_columns(cfg, raw, path)
     dup = df.filter(pl.col(S.RAW_ID).is_duplicated())
     if dup.height:
         raise DataError(f"{path}: item id {dup[S.RAW_ID][0]!r} appears more than once in the item table")
     return df
+
+
+def read_item_attributes(path: Path) -> pl.DataFrame:
+    """`*_item2attributes.json` (a JSON object raw item id -> list of attribute ids) -> DataFrame(raw_id, attributes).
+
+    Args:
+        path: the JSON file; attribute ids must be integers >= 0.
+    """
+    expected = "a JSON object mapping raw item id -> list of integer attribute ids"
+    text = _decode(_read_bytes(path), "utf8", path, "JSON files must be utf8")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        where = f"{err.msg} at line {err.lineno} column {err.colno}"
+        raise DataError(f"{path}: not valid JSON ({where}); expected {expected}") from err
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: top level is a JSON {type(obj).__name__}; expected {expected}")
+    for key, ids in obj.items():
+        if not isinstance(ids, list) or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in ids):
+            raise DataError(f"{path}: item {key!r} maps to {str(ids)[:80]}; expected {expected} (ids >= 0)")
+    return pl.DataFrame(
+        {S.RAW_ID: [str(k).strip() for k in obj], S.ATTRIBUTES: list(obj.values())},
+        schema={S.RAW_ID: pl.String, S.ATTRIBUTES: pl.List(pl.Int64)},
+    )
+
+
+def summarize_error(err: BaseException, max_chars: int = 200) -> str:
+    """The first line of an error message (polars adds hints on further lines), at most `max_chars` long."""
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return first if len(first) <= max_chars else first[: max_chars - 3] + "..."
+
+
+_YEAR_SUFFIX = r"\s*\((\d{4})\)\s*$"  # "Toy Story (1995)", also "Associate, The (L'Associe)(1982)"
+_ENCODINGS = {"utf8": "utf-8-sig", "latin-1": "latin-1"}  # utf8 drops a byte-order mark
+_ENCODING_HINT = "set items.encoding (utf8 or latin-1)"
+
+
+def _decode(data: bytes, encoding: str, path: Path, hint: str) -> str:
+    try:
+        return data.decode(_ENCODINGS[encoding])
+    except UnicodeDecodeError as err:
+        bad = err.object[err.start : err.start + 4]
+        raise DataError(f"{path}: not valid {encoding} (byte {err.start}: {bad!r}); {hint}") from err
+
+
+def _read_movielens_items(path: Path, encoding: str) -> pl.DataFrame:
+    # movies.dat is ISO-8859-1; polars reads only UTF-8, so decode here (the file is small)
+    text = _decode(_read_bytes(path), encoding, path, _ENCODING_HINT)
+    rows = [line.split(_MOVIELENS_SEP) for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise DataError(f"{path}: empty file")
+    bad = next((i for i, r in enumerate(rows) if len(r) != 3), None)
+    if bad is not None:
+        raise DataError(
+            f"{path}: line {bad + 1} does not split into 3 '::' fields (id::Title (Year)::Genre|Genre): "
+            f"{_MOVIELENS_SEP.join(rows[bad])[:80]!r}"
+        )
+    ids, titles, genre_text = zip(*((r[0].strip(), r[1].strip(), r[2].strip()) for r in rows), strict=True)
+    df = pl.DataFrame({S.RAW_ID: ids, "_title": titles, "_genres": genre_text})
+    genres = pl.col("_genres").str.split("|").list.eval(pl.element().filter(pl.element() != ""))
+    display_genres = pl.col("_genres").str.replace_all("|", ", ", literal=True)
+    return df.select(
+        S.RAW_ID,
+        pl.concat_str(pl.col("_title"), display_genres, separator=" | ").alias(S.TEXT),
+        pl.col("_title").str.replace(_YEAR_SUFFIX, "").alias(S.TITLE),
+        pl.col("_title").str.extract(_YEAR_SUFFIX, 1).alias(S.YEAR),
+        genres.alias(S.GENRES),
+    )
+
+
+def _separator(cfg: ItemTableConfig) -> str:
+    return cfg.separator or ("," if cfg.format == "csv" else "\t")
+
+
+def _encoding(cfg: ItemTableConfig) -> str:
+    return "utf8" if cfg.encoding == "auto" else cfg.encoding
+
+
+def _layout(cfg: ItemTableConfig) -> str:
+    """How an item table was read, for error messages: 'csv with separator '|', no header, ...'."""
+    sep = _separator(cfg)
+    header = "a header row" if cfg.has_header else "no header"
+    names = f", {len(cfg.column_names)} column_names" if cfg.column_names else ""
+    return f"{cfg.format} with separator {sep!r}, {header}{names}, encoding {_encoding(cfg)}"
+
+
+def _read_delimited_table(cfg: ItemTableConfig, path: Path) -> pl.DataFrame:
+    text = _decode(_read_bytes(path), _encoding(cfg), path, _ENCODING_HINT)
+    if not text.strip():
+        raise DataError(f"{path}: empty file")
+    first = text.lstrip().splitlines()[0]
+    try:
+        data = io.BytesIO(text.encode())
+        df = pl.read_csv(data, separator=_separator(cfg), has_header=cfg.has_header, infer_schema=False)
+    except pl.exceptions.PolarsError as err:
+        raise DataError(
+            f"{path}: cannot read the item table as {_layout(cfg)}: {summarize_error(err)} "
+            f"(first line: {first[:80]!r}); check items.separator / items.column_names"
+        ) from err
+    if cfg.column_names is not None:
+        if df.width != len(cfg.column_names):
+            raise DataError(
+                f"{path}: found {df.width} columns reading as {_layout(cfg)} but items.column_names has "
+                f"{len(cfg.column_names)} (first line: {first[:80]!r}); check items.separator / items.column_names"
+            )
+        df.columns = list(cfg.column_names)
+    return df
+
+
+def _read_parquet_table(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise DataError(f"{path}: cannot read the item table as parquet: {summarize_error(err)}") from err
+
+
+def _item_columns(cfg: ItemTableConfig, raw: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """Select and type the configured item table columns (see `read_item_table`)."""
+    missing = [c for c in (cfg.id_column, *cfg.text_columns, *cfg.genre_flags) if c not in raw.columns]
+    if missing:
+        hint = "" if cfg.format == "parquet" else f"; read as {_layout(cfg)}: check items.separator / has_header"
+        raise DataError(f"{path}: item table columns {missing} not found (file has {raw.columns[:8]}){hint}")
+    as_text = {c: pl.col(c).cast(pl.String).str.strip_chars() for c in cfg.text_columns}
+    fields: list[pl.Expr] = []
+    for c, expr in as_text.items():
+        value = pl.when(expr != "").then(expr)  # blank -> null
+        if c == cfg.split_year:
+            fields += [value.str.replace(_YEAR_SUFFIX, "").alias(c), value.str.extract(_YEAR_SUFFIX, 1).alias(S.YEAR)]
+        else:
+            fields.append(value.alias(c))
+    joined = [pl.when(e != "").then(e) for e in as_text.values()]
+    if cfg.genre_flags:
+        flags = {f: pl.col(f).cast(pl.String).str.strip_chars().str.to_lowercase() for f in cfg.genre_flags}
+        for f, expr in flags.items():
+            odd = raw.select(expr.alias(f)).filter(~pl.col(f).is_in(["0", "1", "true", "false", ""]))
+            if odd.height:
+                raise DataError(
+                    f"{path}: genre flag column {f!r} holds {odd[f][0][:40]!r}; expected 0 or 1 "
+                    "(check items.column_names / items.separator)"
+                )
+        genres = pl.concat_list([pl.when(e.is_in(["1", "true"])).then(pl.lit(f)) for f, e in flags.items()])
+        genres = genres.list.drop_nulls()
+        fields.append(genres.alias(S.GENRES))
+        joined.append(pl.when(genres.list.len() > 0).then(genres.list.join(", ")))
+    text = pl.concat_str(joined, separator=" | ", ignore_nulls=True)
+    return raw.select(
+        pl.col(cfg.id_column).cast(pl.String).str.strip_chars().alias(S.RAW_ID),
+        pl.when(text != "").then(text).alias(S.TEXT),
+        *fields,
+    )

@@ -10,7 +10,7 @@ USER = "user"
 ITEM = "item"
 TIMESTAMP = "timestamp"
 RATING = "rating"
-TEXT = "text"
+TEXT = "text"  # items: the kept text fields joined for display ("Toy Story (1995) | Animation, Comedy"), nullable
 ROW = "row"  # position of the row in the input, so ties keep file order
 
 # processed columns
@@ -19,6 +19,14 @@ ITEM_IDX = "item_idx"
 RAW_ID = "raw_id"
 ITEMS = "items"  # list[int] of item_idx, oldest first
 TIMESTAMPS = "timestamps"  # list[int], aligned with ITEMS
+
+# item feature columns of items.parquet (besides the text columns an item table keeps under their own names)
+TITLE = "title"  # str: MovieLens title without its " (YYYY)"
+YEAR = "year"  # str or null: the year split off a title
+GENRES = "genres"  # list[str]: MovieLens genres or the genre flags set to 1 (empty when unknown)
+ATTRIBUTES = "attributes"  # list[int]: attribute ids as in the source (empty when unknown)
+ITEM_FEATURES = "item_features"  # meta.json key: {"columns": {name: "str" | "list[str]" | "list[int]"}, ...}
+RESERVED_ITEM_COLUMNS = (ITEM_IDX, RAW_ID, TEXT, GENRES, ATTRIBUTES)
 
 # processed files
 INTERACTIONS_FILE = "interactions.parquet"

@@ -57,10 +57,11 @@ def test_movielens_outputs(tmp_path: Path) -> None:
     res = run_etl(_cfg(_write_ml(tmp_path, _ml_lines(), gz=True)))
     ds = load_processed(res.output_dir)
     assert (ds.n_users, ds.n_items, ds.meta["n_interactions"]) == (3, 3, 9)
+    assert ds.items.columns == [S.ITEM_IDX, S.RAW_ID, S.TEXT, S.TITLE, S.YEAR, S.GENRES]
     assert ds.items.rows() == [
-        (1, "1", "Toy Story (1995) | Animation, Comedy"),
-        (2, "2", "Heat (1995) | Action"),
-        (3, "3", "Caf\xe9 (1999) | Drama"),  # ISO-8859-1 decoded
+        (1, "1", "Toy Story (1995) | Animation, Comedy", "Toy Story", "1995", ["Animation", "Comedy"]),
+        (2, "2", "Heat (1995) | Action", "Heat", "1995", ["Action"]),
+        (3, "3", "Caf\xe9 (1999) | Drama", "Caf\xe9", "1999", ["Drama"]),  # ISO-8859-1 decoded
     ]
     assert ds.users.rows() == [(0, "1"), (1, "2"), (2, "3")]
     # oldest first: item 3 has the smallest timestamp
@@ -70,6 +71,7 @@ def test_movielens_outputs(tmp_path: Path) -> None:
     meta = json.loads((res.output_dir / S.META_FILE).read_text())
     assert meta["schema_version"] == S.SCHEMA_VERSION and len(meta["source"]["files"][0]["sha256"]) == 64
     assert meta["config"]["name"] == "tiny" and meta["rejected"] == {}
+    assert meta[S.ITEM_FEATURES]["columns"] == {S.TITLE: "str", S.YEAR: "str", S.GENRES: "list[str]"}
 
 
 def test_min_rating_and_dedupe(tmp_path: Path) -> None:
@@ -159,7 +161,8 @@ def test_csv_and_parquet_sources_with_mapping(tmp_path: Path) -> None:
         )
         ds = load_processed(run_etl(cfg).output_dir)
         outs.append(ds.sequences)
-        assert ds.items.rows() == [(1, "x", "X! | bx"), (2, "y", "by")]
+        assert ds.items.rows() == [(1, "x", "X! | bx", "X!", "bx"), (2, "y", "by", None, "by")]
+        assert ds.meta[S.ITEM_FEATURES]["columns"] == {"title": "str", "brand": "str"}
     assert outs[0].equals(outs[1])
     assert outs[0].rows() == [(0, [2, 1], [2, 3]), (1, [1, 2], [1, 4])]
 

@@ -82,3 +82,26 @@ def test_cli_errors(tmp_path: Path, setup: str, pattern: str) -> None:
         cfg = _config(tmp_path, str(data))
         args = ["min_user_interactions=0"]
     _assert_one_line_error(_run("--config", str(cfg), *args), pattern)
+
+
+def test_cli_item_table_with_wrong_separator_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "r.dat").write_text("1::1::5::10\n1::2::5::20\n2::1::4::30\n")
+    items = tmp_path / "u.item"
+    # a '|'-separated, header-less table whose titles hold commas, read as csv: polars' ragged-line error
+    items.write_bytes("1|Toy Story (1995)|01-Jan-1995\n2|President, The (1995)|01-Jan-1995\n".encode("latin-1"))
+    cfg = _config(tmp_path, str(tmp_path / "r.dat"))
+    item_cfg = [
+        "  items:",
+        "    format: csv",
+        f"    path: {items}",
+        "    has_header: false",
+        "    column_names: [item, title, date]",
+    ]
+    cfg.write_text(cfg.read_text() + "\n".join(item_cfg) + "\n")
+    proc = _run("--config", str(cfg))
+    _assert_one_line_error(proc, str(items))
+    assert "separator ','" in proc.stderr and "found more fields" in proc.stderr, proc.stderr
+    cfg.write_text(cfg.read_text() + "    separator: '|'\n    encoding: latin-1\n")
+    ok = _run("--config", str(cfg))
+    assert ok.returncode == 0, ok.stderr
+    assert "item features: title (2 items)" in ok.stdout
