@@ -1,4 +1,4 @@
-"""The one DataModule: a processed dataset -> leave-one-out train / validation / test loaders."""
+"""The one DataModule: a processed dataset -> train / validation / test loaders of one split."""
 
 from __future__ import annotations
 
@@ -21,16 +21,16 @@ from recsys.data.datasets import (
 )
 from recsys.data.processed import load_processed
 from recsys.data.schema import ITEMS
-from recsys.data.split import TARGET, leave_one_out_split
+from recsys.data.split import TARGET, SplitConfig, split_sequences
 
 
 class SequenceDataModule(pl.LightningDataModule):
-    """Leave-one-out (`recsys.data.split.leave_one_out_split`): per user, the last item is the test
-    target, the one before it validation, and the rest trains.
+    """Training rows and validation / test users of one split (`recsys.data.split`): leave-one-out by
+    default (per user, the last item is the test target, the one before it validation, the rest
+    trains; users with fewer than 3 items train and are never evaluated) or global temporal.
 
-    Users with fewer than 3 items are trained on and never evaluated; a training sequence needs at
-    least 2 items (one target). The data is small per user, so loaders index pre-built tensors in
-    whole batches (no per-sample Python). Which training rows the sequences become is the
+    A training sequence needs at least 2 items (one target). The data is small per user, so loaders
+    index pre-built tensors in whole batches (no per-sample Python). Which training rows the sequences become is the
     objective's choice (`rows`, e.g. `Objective.train_rows`): one window per user by default.
 
     Args:
@@ -41,6 +41,7 @@ class SequenceDataModule(pl.LightningDataModule):
         seed: the training shuffle and the rows' own draws.
         rows: builds the training rows from the training sequences.
         length_pool: > 0: length-grouped training batches (see `LengthGroupedBatches`).
+        split: which split; its protocol is `self.protocol` after `setup`.
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class SequenceDataModule(pl.LightningDataModule):
         seed: int,
         rows: TrainRowsFactory = TrainSequences,
         length_pool: int = 0,
+        split: SplitConfig | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -64,7 +66,9 @@ class SequenceDataModule(pl.LightningDataModule):
         if length_pool < 0:
             raise ValueError(f"length_pool must be >= 0, got {length_pool}")
         self.length_pool = length_pool
+        self.split = split or SplitConfig()
         self.n_items = 0
+        self.protocol: dict[str, object] = {}
 
     def prepare_data(self) -> None:
         if not (self.data_dir / "meta.json").is_file():
@@ -76,20 +80,21 @@ class SequenceDataModule(pl.LightningDataModule):
         del stage
         ds = load_processed(self.data_dir)
         self.n_items = ds.n_items
-        split = leave_one_out_split(ds.sequences)
+        split = split_sequences(ds.sequences, self.split)
+        self.protocol = split.protocol
         train = [s for s in split.train[ITEMS].to_list() if len(s) >= 2]  # >= 1 target
-        if not train or split.validation.height == 0:
+        if not train or split.validation.height == 0 or split.test.height == 0:
             raise ValueError(
-                f"{self.data_dir}: too short for leave-one-out training "
-                f"({ds.sequences.height} users, {split.validation.height} with >= 3 items)"
+                f"{self.data_dir}: too short for {self.split.kind} training ({ds.sequences.height} users: "
+                f"{len(train)} training sequences of >= 2 items, {split.validation.height} validation and "
+                f"{split.test.height} test users)"
             )
         gen = torch.Generator().manual_seed(self.seed)  # the rows' own draws (e.g. positive views)
         self.train_set: TrainRows = self.rows(train, self.max_len, generator=gen)
-        self.val_set = self._eval_set(split.validation[ITEMS].to_list(), split.validation[TARGET].to_list())
-        self.test_set = self._eval_set(split.test[ITEMS].to_list(), split.test[TARGET].to_list())
-
-    def _eval_set(self, histories: list[list[int]], targets: list[int]) -> EvalSequences:
-        return EvalSequences(histories, targets, self.max_len)
+        self.val_set = EvalSequences(
+            split.validation[ITEMS].to_list(), split.validation[TARGET].to_list(), self.max_len
+        )
+        self.test_set = EvalSequences(split.test[ITEMS].to_list(), split.test[TARGET].to_list(), self.max_len)
 
     def train_dataloader(self) -> DataLoader[TrainBatch | ViewBatch]:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)

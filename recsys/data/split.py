@@ -1,13 +1,22 @@
-"""Evaluation splits as pure functions on polars frames.
+"""Evaluation splits of per-user sequences, as pure functions on polars frames.
 
-Leave-one-out (default protocol): per user, test target = last item, validation target = second to
-last, train = the rest. Users with fewer than `min_len` (default 3) items are not evaluated: their
-whole sequence goes to train and they appear in neither validation nor test (SASRec's policy).
+Both give the same shape (`SequenceSplit`): training sequences, and validation / test rows of a
+history (oldest first) and the target that follows it.
+
+- Leave-one-out (the default protocol): per user, test target = last item, validation target =
+  second to last, train = the rest. Users with fewer than `min_len` (default 3) items are not
+  evaluated: their whole sequence trains (SASRec's policy).
+- Global temporal: two cut times at quantiles of all interaction timestamps. Training sequences
+  are every user's items before the validation cut; a user's validation target is their first
+  item at or after the validation cut (and before the test cut), their test target the first at or
+  after the test cut, each with the user's whole history before it. Users with no item before a
+  cut are not evaluated at that cut. Nothing after a cut leaks into what ranks at it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import polars as pl
 
@@ -18,21 +27,40 @@ TARGET_TIMESTAMP = "target_timestamp"
 
 
 @dataclass(frozen=True)
-class LeaveOneOutSplit:
-    """Leave-one-out split of per-user sequences.
+class SplitConfig:
+    """Which split the DataModule trains and evaluates on."""
 
-    `train`: user_idx, items, timestamps (the sequence minus the last two items; whole sequence for
-    users shorter than `min_len`). `validation` / `test`: user_idx, items (the history before the
-    target, oldest first), timestamps, target, target_timestamp.
-    """
+    kind: Literal["leave_one_out", "temporal"] = "leave_one_out"
+    valid_quantile: float = 0.8  # temporal: quantile of all timestamps where validation starts
+    test_quantile: float = 0.9  # temporal: quantile where test starts (>= valid_quantile)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.valid_quantile <= self.test_quantile < 1.0:
+            raise ValueError(
+                f"need 0 < valid_quantile <= test_quantile < 1, got valid_quantile={self.valid_quantile}, "
+                f"test_quantile={self.test_quantile}"
+            )
+
+
+@dataclass(frozen=True)
+class SequenceSplit:
+    """`train`: user_idx, items, timestamps (what trains). `validation` / `test`: user_idx, items (the
+    history before the target, oldest first), timestamps, target, target_timestamp."""
 
     train: pl.DataFrame
     validation: pl.DataFrame
     test: pl.DataFrame
-    n_train_only_users: int  # users shorter than min_len, kept in train only
+    protocol: dict[str, Any] = field(default_factory=dict)  # the split's name and settings, recorded with results
 
 
-def leave_one_out_split(sequences: pl.DataFrame, *, min_len: int = 3) -> LeaveOneOutSplit:
+def split_sequences(sequences: pl.DataFrame, cfg: SplitConfig) -> SequenceSplit:
+    """The split `cfg` names, of `sequences` (one row per user, as in `sequences.parquet`)."""
+    if cfg.kind == "temporal":
+        return temporal_split(sequences, valid_quantile=cfg.valid_quantile, test_quantile=cfg.test_quantile)
+    return leave_one_out_split(sequences)
+
+
+def leave_one_out_split(sequences: pl.DataFrame, *, min_len: int = 3) -> SequenceSplit:
     """Split `sequences` (user_idx, items, timestamps; oldest first) into train / validation / test.
 
     Args:
@@ -41,77 +69,68 @@ def leave_one_out_split(sequences: pl.DataFrame, *, min_len: int = 3) -> LeaveOn
     """
     if min_len < 3:
         raise ValueError(f"min_len must be >= 3 (train, validation and test each need an item), got {min_len}")
+    seqs = _checked(sequences)
+    n = pl.col(S.ITEMS).list.len()
+    evaluated = seqs.filter(n >= min_len)
+    short = seqs.filter(n < min_len)
+    train = pl.concat([evaluated.with_columns(pl.col(S.ITEMS, S.TIMESTAMPS).list.head(n - 2)), short])
+    return SequenceSplit(
+        train=train.sort(S.USER_IDX),
+        validation=_holdout(evaluated, n - 2),
+        test=_holdout(evaluated, n - 1),
+        protocol={"split": "leave_one_out", "min_len": min_len, "train_only_users": short.height},
+    )
+
+
+def temporal_split(
+    sequences: pl.DataFrame, *, valid_quantile: float = 0.8, test_quantile: float = 0.9
+) -> SequenceSplit:
+    """Global temporal split of `sequences` at two timestamp quantiles (see the module docstring).
+
+    Rows at a cut timestamp belong to the later part (ties at a cut are never split apart).
+    """
+    SplitConfig("temporal", valid_quantile, test_quantile)  # checks the quantiles
+    seqs = _checked(sequences)
+    stamps = seqs[S.TIMESTAMPS].explode().drop_nulls()
+    if stamps.len() == 0:
+        raise ValueError("sequences hold no interactions")
+    valid_cut = int(stamps.quantile(valid_quantile, interpolation="lower"))  # type: ignore[arg-type]
+    test_cut = int(stamps.quantile(test_quantile, interpolation="lower"))  # type: ignore[arg-type]
+    before = {  # per user: items before the cut = the index of the first item at or after it
+        cut: pl.col(S.TIMESTAMPS).list.eval((pl.element() < cut).sum()).list.first() for cut in (valid_cut, test_cut)
+    }
+    n = pl.col(S.ITEMS).list.len()
+    at_valid = seqs.with_columns(before[valid_cut].alias("k"), before[test_cut].alias("k_test"))
+    validation = at_valid.filter((pl.col("k") >= 1) & (pl.col("k") < pl.col("k_test")))
+    test = at_valid.filter((pl.col("k_test") >= 1) & (pl.col("k_test") < n))
+    train = at_valid.with_columns(pl.col(S.ITEMS, S.TIMESTAMPS).list.head(pl.col("k"))).filter(pl.col("k") >= 1)
+    return SequenceSplit(
+        train=train.select(S.USER_IDX, S.ITEMS, S.TIMESTAMPS).sort(S.USER_IDX),
+        validation=_holdout(validation, pl.col("k")),
+        test=_holdout(test, pl.col("k_test")),
+        protocol={
+            "split": "temporal",
+            "valid_quantile": valid_quantile,
+            "test_quantile": test_quantile,
+            "valid_cut": valid_cut,
+            "test_cut": test_cut,
+        },
+    )
+
+
+def _checked(sequences: pl.DataFrame) -> pl.DataFrame:
     missing = [c for c in (S.USER_IDX, S.ITEMS, S.TIMESTAMPS) if c not in sequences.columns]
     if missing:
         raise ValueError(f"sequences lack columns {missing} (has {sequences.columns})")
-    n = pl.col(S.ITEMS).list.len()
-    seqs = sequences.select(S.USER_IDX, S.ITEMS, S.TIMESTAMPS)
-    evaluated = seqs.filter(n >= min_len)
-    short = seqs.filter(n < min_len)
-    train = pl.concat(
-        [
-            evaluated.with_columns(pl.col(S.ITEMS, S.TIMESTAMPS).list.head(n - 2)),
-            short,
-        ]
-    ).sort(S.USER_IDX)
-    return LeaveOneOutSplit(
-        train=train,
-        validation=_holdout(evaluated, from_end=2),
-        test=_holdout(evaluated, from_end=1),
-        n_train_only_users=short.height,
-    )
+    return sequences.select(S.USER_IDX, S.ITEMS, S.TIMESTAMPS)
 
 
-def _holdout(seqs: pl.DataFrame, *, from_end: int) -> pl.DataFrame:
-    """History before the item `from_end` places from the end, and that item as the target."""
-    n = pl.col(S.ITEMS).list.len()
+def _holdout(seqs: pl.DataFrame, index: pl.Expr) -> pl.DataFrame:
+    """The item at position `index` of each row as the target, the items before it as the history."""
     return seqs.select(
         S.USER_IDX,
-        pl.col(S.ITEMS).list.head(n - from_end),
-        pl.col(S.TIMESTAMPS).list.head(n - from_end),
-        pl.col(S.ITEMS).list.get(-from_end).alias(TARGET),
-        pl.col(S.TIMESTAMPS).list.get(-from_end).alias(TARGET_TIMESTAMP),
-    )
-
-
-@dataclass(frozen=True)
-class TemporalSplit:
-    """Global temporal split of interactions at two timestamp cut points."""
-
-    train: pl.DataFrame  # timestamp < valid_cut
-    validation: pl.DataFrame  # valid_cut <= timestamp < test_cut
-    test: pl.DataFrame  # timestamp >= test_cut
-    valid_cut: int
-    test_cut: int
-
-
-def global_temporal_split(
-    interactions: pl.DataFrame, *, valid_quantile: float = 0.8, test_quantile: float = 0.9
-) -> TemporalSplit:
-    """Cut all interactions at timestamp quantiles; rows at a cut timestamp go to the later part.
-
-    Args:
-        interactions: rows with a `timestamp` column (e.g. `interactions.parquet`).
-        valid_quantile: quantile of timestamps where validation starts.
-        test_quantile: quantile of timestamps where test starts (>= valid_quantile).
-    """
-    if not 0.0 < valid_quantile <= test_quantile < 1.0:
-        raise ValueError(
-            f"need 0 < valid_quantile <= test_quantile < 1, got valid_quantile={valid_quantile}, "
-            f"test_quantile={test_quantile}"
-        )
-    if interactions.height == 0:
-        raise ValueError("interactions is empty")
-    ts = pl.col(S.TIMESTAMP)
-    cuts = interactions.select(
-        ts.quantile(valid_quantile, interpolation="lower").alias("v"),
-        ts.quantile(test_quantile, interpolation="lower").alias("t"),
-    ).row(0)
-    valid_cut, test_cut = int(cuts[0]), int(cuts[1])
-    return TemporalSplit(
-        train=interactions.filter(ts < valid_cut),
-        validation=interactions.filter((ts >= valid_cut) & (ts < test_cut)),
-        test=interactions.filter(ts >= test_cut),
-        valid_cut=valid_cut,
-        test_cut=test_cut,
+        pl.col(S.ITEMS).list.head(index),
+        pl.col(S.TIMESTAMPS).list.head(index),
+        pl.col(S.ITEMS).list.get(index).alias(TARGET),
+        pl.col(S.TIMESTAMPS).list.get(index).alias(TARGET_TIMESTAMP),
     )

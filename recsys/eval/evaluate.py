@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,7 @@ def evaluate(
     ks: Sequence[int] = (5, 10, 20),
     exclude_seen: bool = True,
     item_chunk: int = 262_144,
+    split_protocol: Mapping[str, Any] | None = None,
 ) -> EvalResult:
     """Rank every target against the whole catalog and summarise the metrics.
 
@@ -77,6 +78,8 @@ def evaluate(
         ks: cut-offs.
         exclude_seen: mask the items of each user's history.
         item_chunk: catalog items scored at once.
+        split_protocol: how the users' targets were held out (`SequenceDataModule.protocol`);
+            leave-one-out when not given.
     """
     was_training = model.training
     model.eval()
@@ -91,7 +94,7 @@ def evaluate(
     all_ranks, all_topk = torch.cat(ranks), torch.cat(topk)
     n_items = model.item_embeddings().shape[0] - 1
     protocol = {
-        "split": "leave_one_out",
+        **(split_protocol or {"split": "leave_one_out"}),
         "stage": split,
         "full_ranking": True,
         "exclude_seen": exclude_seen,

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from recsys.data import schema as S
-from recsys.data.split import TARGET, global_temporal_split, leave_one_out_split
+from recsys.data.split import TARGET, SplitConfig, leave_one_out_split, split_sequences, temporal_split
 
 
 def _seqs() -> pl.DataFrame:
@@ -25,7 +25,7 @@ def test_leave_one_out() -> None:
     assert split.validation.select(S.USER_IDX, S.ITEMS, TARGET).rows() == [(0, [1, 2], 3), (2, [7], 8)]
     assert split.test.select(S.USER_IDX, S.ITEMS, TARGET).rows() == [(0, [1, 2, 3], 4), (2, [7, 8], 9)]
     assert split.test["target_timestamp"].to_list() == [40, 7]
-    assert split.n_train_only_users == 1  # user 1 (2 items) is trained on, never evaluated
+    assert split.protocol["train_only_users"] == 1  # user 1 (2 items) is trained on, never evaluated
 
 
 def test_leave_one_out_rejects_bad_args() -> None:
@@ -35,12 +35,31 @@ def test_leave_one_out_rejects_bad_args() -> None:
         leave_one_out_split(_seqs().drop(S.TIMESTAMPS))
 
 
-def test_global_temporal_split_cuts_at_quantiles_ties_together() -> None:
-    inter = pl.DataFrame({S.USER_IDX: [0] * 10, S.ITEM_IDX: range(1, 11), S.TIMESTAMP: [0, 1, 2, 3, 4, 5, 6, 7, 7, 9]})
-    split = global_temporal_split(inter, valid_quantile=0.6, test_quantile=0.8)
-    assert (split.valid_cut, split.test_cut) == (5, 7)
-    assert split.train[S.TIMESTAMP].to_list() == [0, 1, 2, 3, 4]
-    assert split.validation[S.TIMESTAMP].to_list() == [5, 6]
-    assert split.test[S.TIMESTAMP].to_list() == [7, 7, 9]  # both rows at the cut go to test
+def _timed() -> pl.DataFrame:
+    """Three users on one clock 0..9; the 0.6 / 0.8 quantiles (lower) of the 12 timestamps are 6 and 7."""
+    return pl.DataFrame(
+        {
+            S.USER_IDX: [0, 1, 2],
+            S.ITEMS: [[1, 2, 3, 4, 5, 6], [7, 8, 9], [10, 11, 12]],
+            S.TIMESTAMPS: [[0, 2, 4, 5, 7, 9], [1, 3, 6], [7, 7, 8]],
+        }
+    )
+
+
+def test_temporal_split_ranks_the_first_item_after_each_cut_with_the_history_before_it() -> None:
+    split = temporal_split(_timed(), valid_quantile=0.6, test_quantile=0.8)
+    assert (split.protocol["valid_cut"], split.protocol["test_cut"]) == (6, 7)
+    # train: items before the validation cut; user 2 starts after it and trains on nothing
+    assert split.train.select(S.USER_IDX, S.ITEMS).rows() == [(0, [1, 2, 3, 4]), (1, [7, 8])]
+    # validation: first item in [6, 7) after a history before 6 (user 0's next item is at 7: none)
+    assert split.validation.select(S.USER_IDX, S.ITEMS, TARGET).rows() == [(1, [7, 8], 9)]
+    # test: first item at or after 7 (ties at the cut go to test), the whole history before it
+    assert split.test.select(S.USER_IDX, S.ITEMS, TARGET).rows() == [(0, [1, 2, 3, 4], 5)]
+    assert split.test[TARGET + "_timestamp"].to_list() == [7]
+
+
+def test_split_config_picks_the_split_and_checks_quantiles() -> None:
+    assert split_sequences(_seqs(), SplitConfig()).protocol["split"] == "leave_one_out"
+    assert split_sequences(_timed(), SplitConfig("temporal", 0.6, 0.8)).protocol["split"] == "temporal"
     with pytest.raises(ValueError, match="valid_quantile"):
-        global_temporal_split(inter, valid_quantile=0.9, test_quantile=0.5)
+        SplitConfig("temporal", valid_quantile=0.9, test_quantile=0.5)
