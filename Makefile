@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# strict typing of the package and pipelines (not in CI: a new mypy release may add checks)
+# strict typing of the package and pipelines (in CI, .ci/run)
 typecheck: $(STAMP)
 	$(PY) -m mypy --strict recsys pipelines
 
