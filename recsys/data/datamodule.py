@@ -19,6 +19,7 @@ from recsys.data.datasets import (
     TrainSequences,
     ViewBatch,
 )
+from recsys.data.item_features import ItemFeatures, load_item_features
 from recsys.data.processed import load_processed
 from recsys.data.schema import ITEMS
 from recsys.data.split import TARGET, SplitConfig, split_sequences
@@ -42,6 +43,8 @@ class SequenceDataModule(pl.LightningDataModule):
         rows: builds the training rows from the training sequences.
         length_pool: > 0: length-grouped training batches (see `LengthGroupedBatches`).
         split: which split; its protocol is `self.protocol` after `setup`.
+        item_features: load the dataset's `ItemFeatures` into `self.item_features` (for models that
+            declare they read item text or attributes); others never pay for them.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class SequenceDataModule(pl.LightningDataModule):
         rows: TrainRowsFactory = TrainSequences,
         length_pool: int = 0,
         split: SplitConfig | None = None,
+        item_features: bool = False,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -69,6 +73,8 @@ class SequenceDataModule(pl.LightningDataModule):
         self.split = split or SplitConfig()
         self.n_items = 0
         self.protocol: dict[str, object] = {}
+        self.wants_item_features = item_features
+        self.item_features: ItemFeatures | None = None
 
     def prepare_data(self) -> None:
         if not (self.data_dir / "meta.json").is_file():
@@ -80,6 +86,8 @@ class SequenceDataModule(pl.LightningDataModule):
         del stage
         ds = load_processed(self.data_dir)
         self.n_items = ds.n_items
+        if self.wants_item_features:
+            self.item_features = load_item_features(self.data_dir)
         split = split_sequences(ds.sequences, self.split)
         self.protocol = split.protocol
         train = [s for s in split.train[ITEMS].to_list() if len(s) >= 2]  # >= 1 target

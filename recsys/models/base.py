@@ -18,6 +18,7 @@ class SequentialRecommender(nn.Module):
     """
 
     objective: str = "next_item"
+    uses_item_features: bool = False  # True: the DataModule loads `ItemFeatures` (text, attributes) for it
     max_len: int
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
