@@ -56,7 +56,7 @@ ANCHORS: dict[tuple[str, str], dict[str, float]] = {
 # comparison with today's defaults. The seed is kept in the ledger (a separate run) but seeds are
 # grouped in the summary.
 QUIET_OVERRIDES = ("train.progress_bar", "train.num_threads", "train.max_minutes", "tracking.")
-NOT_COMPARED = ("name", "tracking.", "train.seed", "train.progress_bar", "train.num_threads", "train.max_minutes")
+NOT_COMPARED = ("train.seed", "train.progress_bar", "train.num_threads", "train.max_minutes")
 STOPS = {"early_stopping": "early stopping", "time_limit": "time limit", "max_epochs": "max epochs"}
 SUMMARY_METRICS = ("test/hr@10", "test/ndcg@10")
 # Runs resumed before the fit-time fix (9134fae): their fit_s and wall_s count only the part after
@@ -195,6 +195,15 @@ def _literal_defaults(source: str, class_name: str) -> dict[str, Any] | None:
     return None
 
 
+def _git(root: Path, *args: str) -> str | None:
+    """The output of `git args...` in `root`, or None when git fails or is missing."""
+    try:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
 class Defaults:
     """Rebuilds each record's effective config and today's, reading history from git.
 
@@ -212,25 +221,15 @@ class Defaults:
         """The text of `path` at `commit`, or None when git does not know either."""
         key = (commit, path)
         if key not in self._git:
-            result = subprocess.run(
-                ["git", "show", f"{commit}:{path}"], cwd=self.root, capture_output=True, text=True, check=False
-            )
-            self._git[key] = result.stdout if result.returncode == 0 else None
+            self._git[key] = _git(self.root, "show", f"{commit}:{path}")
         return self._git[key]
 
     def _introduced_defaults(self, path: str, class_name: str) -> dict[str, Any]:
         """Each field's default in the first commit where it appears: the behaviour from before it existed."""
         key = (path, class_name)
         if key not in self._introduced:
-            log = subprocess.run(
-                ["git", "log", "--reverse", "--format=%H", "--", path],
-                cwd=self.root,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
             first: dict[str, Any] = {}
-            for commit in log.stdout.split():
+            for commit in (_git(self.root, "log", "--reverse", "--format=%H", "--", path) or "").split():
                 source = self.git_show(commit, path)
                 for name, value in (_literal_defaults(source or "", class_name) or {}).items():
                     first.setdefault(name, value)
@@ -313,14 +312,22 @@ def _today_fields(keys: tuple[str, ...], model: str) -> set[str]:
 
 
 def _comparable(raw: Mapping[str, Any], *, source: str) -> Flat:
-    """Validate a resolved experiment dict with today's dataclasses; flat pairs without the quiet keys."""
-    data = {k: v for k, v in raw.items() if k != "tracking"}
-    cfg = from_dict(ExperimentConfig, data, source=source)
-    model_config = lookup(MODELS, cfg.model.name, "model").Config
-    params = from_dict(model_config, cfg.model.params, source=source, prefix="model.params.")
-    out = _flatten(to_dict(cfg))
-    out.update(_flatten({"model": {"params": to_dict(params)}}))
-    return {k: v for k, v in out.items() if not k.startswith(NOT_COMPARED)}
+    """Validate a resolved experiment dict's model, train and eval sections with today's dataclasses.
+
+    Returns flat `section.key: value` pairs without the quiet keys. The data config is not compared:
+    rows are grouped by dataset and experiment file, which names it.
+    """
+    model = raw.get("model")
+    if not isinstance(model, Mapping) or not isinstance(model.get("name"), str):
+        raise ConfigError(f"{source}: no model name")
+    sections = {"model": {"name": model["name"]}}
+    model_config = lookup(MODELS, model["name"], "model").Config
+    params = from_dict(model_config, model.get("params") or {}, source=source, prefix="model.params.")
+    sections["model"]["params"] = to_dict(params)
+    hints = get_type_hints(ExperimentConfig)
+    for name in ("train", "eval"):
+        sections[name] = to_dict(from_dict(hints[name], raw.get(name) or {}, source=source, prefix=f"{name}."))
+    return {k: v for k, v in _flatten(sections).items() if not k.startswith(NOT_COMPARED)}
 
 
 def config_diff(record: Flat, today: Flat) -> list[str]:
@@ -588,7 +595,9 @@ def main(argv: list[str] | None = None) -> int:
         stale = stale_files(outputs)
         if stale:
             names = ", ".join(str(p.relative_to(ROOT)) for p in stale)
-            print(f"stale: {names}; run `{COMMAND}` and commit the result", file=sys.stderr)
+            shallow = (_git(ROOT, "rev-parse", "--is-shallow-repository") or "").strip() == "true"
+            hint = " (this clone is shallow: the records' commits may be missing, `git fetch --unshallow`)"
+            print(f"stale: {names}; run `{COMMAND}` and commit the result{hint if shallow else ''}", file=sys.stderr)
             return 1
         return 0
     for path, text in outputs.items():
