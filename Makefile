@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU wheel pinned first: an unpinned torch pulls multi-GB CUDA wheels.
 	$(PY) -m pip install --quiet "$(TORCH_CPU)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,text]"
 	touch $(STAMP)
 
 install: $(STAMP)

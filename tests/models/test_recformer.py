@@ -1,0 +1,122 @@
+"""Recformer: key-value flattening, the embedding layout, training steps and cold items."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsys.data.item_features import ItemFeatures
+from recsys.models.recformer import KEY, SUMMARY, VALUE, Recformer, RecformerConfig
+from recsys.objectives import build_objective, training_losses
+from recsys.train.experiment import TrainConfig
+from recsys.train.module import build_loss
+
+TITLES = ["Toy Story", "Heat", "Alien", "Babe", "Casino", "Fargo", "Jumanji"]
+GENRES = ["Animation", "Action", "Horror", "Drama", "Crime", "Crime", "Adventure"]
+
+
+def _features(n: int = 7) -> ItemFeatures:
+    return ItemFeatures(
+        n_items=n,
+        raw_ids=["", *[str(i) for i in range(1, n + 1)]],
+        text={
+            "title": [None, *TITLES[:n]],
+            "year": [None, "1995", None, *["19" + str(80 + i) for i in range(2, n)]],
+            "genres": [None, *GENRES[:n]],
+        },
+        attributes=None,
+        n_attributes=0,
+    )
+
+
+def _model(backbone: Path, **params: object) -> Recformer:
+    torch.manual_seed(0)
+    cfg = RecformerConfig(
+        **{"backbone": str(backbone), "max_len": 3, "max_item_tokens": 10, "max_tokens": 24, **params}
+    )
+    return Recformer(cfg, 7, _features())
+
+
+def test_an_item_is_flattened_to_capped_key_value_tokens(tiny_text_backbone: Path) -> None:
+    model = _model(tiny_text_backbone, max_field_tokens=2)
+    tok = model.tokenizer
+    ids, types = model.tokenize([{"title": "Toy Story of Terror", "year": None, "genres": "Animation"}])
+    expected = (
+        tok("title", add_special_tokens=False)["input_ids"]
+        + tok("Toy Story of Terror", add_special_tokens=False)["input_ids"][:2]  # capped at 2 tokens
+        + tok("genres", add_special_tokens=False)["input_ids"]  # no year: neither key nor value
+        + tok("Animation", add_special_tokens=False)["input_ids"]
+    )
+    n = len(expected)
+    assert ids[0, :n].tolist() == expected and (ids[0, n:] == model.pad_id).all()
+    title_key = len(tok("title", add_special_tokens=False)["input_ids"])
+    assert types[0, :title_key].tolist() == [KEY] * title_key
+    assert types[0, title_key : title_key + 2].tolist() == [VALUE, VALUE]
+
+
+def test_a_history_is_the_summary_token_then_items_most_recent_first(tiny_text_backbone: Path) -> None:
+    model = _model(tiny_text_backbone)
+    ids, types, pos, mask = model.history_tokens(torch.tensor([[0, 2, 5]]))
+    n5, n2 = int((model.item_tokens[5] != model.pad_id).sum()), int((model.item_tokens[2] != model.pad_id).sum())
+    assert ids[0, 0] == model.tokenizer.cls_token_id and types[0, 0] == SUMMARY and pos[0, 0] == 0
+    assert ids[0, 1 : 1 + n5].tolist() == model.item_tokens[5, :n5].tolist()  # item 5, the most recent
+    assert pos[0, 1 : 1 + n5].tolist() == [1] * n5
+    assert ids[0, 1 + n5 : 1 + n5 + n2].tolist() == model.item_tokens[2, :n2].tolist()
+    assert pos[0, 1 + n5 : 1 + n5 + n2].tolist() == [2] * n2
+    assert mask.sum() == 1 + n5 + n2
+    long = model.history_tokens(torch.tensor([[1, 2, 3, 4, 5, 6]]))[0]  # cut at max_len items and max_tokens
+    assert long.shape[1] <= model.cfg.max_tokens
+
+
+def test_tiny_model_trains_in_a_few_steps(tiny_text_backbone: Path) -> None:
+    model = _model(tiny_text_backbone, temperature=0.2)
+    objective = build_objective(model.objective)
+    rows = objective.train_rows([[1, 2, 3, 4, 5, 6, 7]] * 8, model.max_len, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loss_fn, losses = build_loss(TrainConfig()), []
+    for step in range(12):
+        objective.on_epoch_start(model, [], step)  # refresh the item table every step here
+        loss = training_losses(model.train(), objective, rows[list(range(8))], loss_fn).total
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_pretraining_adds_the_mlm_term(tiny_text_backbone: Path) -> None:
+    model = _model(tiny_text_backbone, pretrain_epochs=1, mlm_prob=0.5)
+    objective = build_objective(model.objective)
+    objective.on_epoch_start(model, [], 0)
+    rows = objective.train_rows([[1, 2, 3, 4, 5, 6, 7]] * 4, model.max_len, generator=torch.Generator().manual_seed(0))
+    parts = training_losses(model.train(), objective, rows[[0, 1, 2, 3]], build_loss(TrainConfig()))
+    assert set(parts.terms) == {"rec", "mlm"} and all(torch.isfinite(t) for t in parts.terms.values())
+    parts.total.backward()
+    assert model.mlm_head[0].weight.grad is not None  # the MLM head learns
+    objective.on_epoch_start(model, [], 1)
+    assert set(training_losses(model, objective, rows[[0, 1]], build_loss(TrainConfig())).terms) == {"rec"}
+
+
+def test_an_unseen_item_gets_a_finite_vector_that_exact_search_finds(tiny_text_backbone: Path) -> None:
+    import faiss
+
+    model = _model(tiny_text_backbone).eval()
+    with torch.no_grad():
+        table = model.item_embeddings()[1:]
+        new = model.embed_text([{"title": "Brand New Film", "year": "2026", "genres": "Documentary"}])
+        known = model.embed_text([{"title": "Heat", "year": None, "genres": "Action"}])
+    assert torch.isfinite(new).all()
+    torch.testing.assert_close(known, table[1:2])  # the text path and the table agree for item 2
+    index = faiss.IndexFlatIP(new.shape[1])
+    index.add(torch.cat([table, new]).numpy())
+    scores, top = index.search(new.numpy(), 2)  # a tiny random encoder maps all texts close together
+    assert top[0, 0] == len(table) and scores[0, 0] > scores[0, 1]  # the new item's row, ahead of the rest
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="max_tokens"):
+        RecformerConfig(max_item_tokens=32, max_tokens=16)
+    with pytest.raises(ValueError, match="temperature"):
+        RecformerConfig(temperature=0)
