@@ -88,7 +88,7 @@ class SequenceDataModule(pl.LightningDataModule):
         self.n_items = ds.n_items
         if self.wants_item_features:
             self.item_features = load_item_features(self.data_dir)
-        split = split_sequences(ds.sequences, self.split)
+        split = split_sequences(ds.sequences, self.split, ds.n_items)
         self.protocol = split.protocol
         train = [s for s in split.train[ITEMS].to_list() if len(s) >= 2]  # >= 1 target
         if not train or split.validation.height == 0 or split.test.height == 0:

@@ -11,6 +11,10 @@ history (oldest first) and the target that follows it.
   item at or after the validation cut (and before the test cut), their test target the first at or
   after the test cut, each with the user's whole history before it. Users with no item before a
   cut are not evaluated at that cut. Nothing after a cut leaks into what ranks at it.
+
+Cold start (`cold_item_share` > 0, on top of either split): a seeded random share of the items is
+removed from every training sequence, and validation and test keep only the users whose target is
+one of those items; their histories stay whole (a model may read a cold item it can embed).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 
 from recsys.data import schema as S
@@ -33,8 +38,12 @@ class SplitConfig:
     kind: Literal["leave_one_out", "temporal"] = "leave_one_out"
     valid_quantile: float = 0.8  # temporal: quantile of all timestamps where validation starts
     test_quantile: float = 0.9  # temporal: quantile where test starts (>= valid_quantile)
+    cold_item_share: float = 0.0  # > 0: this share of items never trains; evaluate on users whose target is one
+    cold_seed: int = 0  # draws the cold items
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.cold_item_share < 1.0:
+            raise ValueError(f"cold_item_share must be in [0, 1), got {self.cold_item_share}")
         if not 0.0 < self.valid_quantile <= self.test_quantile < 1.0:
             raise ValueError(
                 f"need 0 < valid_quantile <= test_quantile < 1, got valid_quantile={self.valid_quantile}, "
@@ -53,11 +62,40 @@ class SequenceSplit:
     protocol: dict[str, Any] = field(default_factory=dict)  # the split's name and settings, recorded with results
 
 
-def split_sequences(sequences: pl.DataFrame, cfg: SplitConfig) -> SequenceSplit:
-    """The split `cfg` names, of `sequences` (one row per user, as in `sequences.parquet`)."""
+def split_sequences(sequences: pl.DataFrame, cfg: SplitConfig, n_items: int) -> SequenceSplit:
+    """The split `cfg` names, of `sequences` (one row per user, as in `sequences.parquet`) over items 1..n_items."""
     if cfg.kind == "temporal":
-        return temporal_split(sequences, valid_quantile=cfg.valid_quantile, test_quantile=cfg.test_quantile)
-    return leave_one_out_split(sequences)
+        split = temporal_split(sequences, valid_quantile=cfg.valid_quantile, test_quantile=cfg.test_quantile)
+    else:
+        split = leave_one_out_split(sequences)
+    if cfg.cold_item_share > 0:
+        split = cold_start(split, cold_items(n_items, cfg.cold_item_share, cfg.cold_seed))
+        split.protocol.update(cold_item_share=cfg.cold_item_share, cold_seed=cfg.cold_seed)
+    return split
+
+
+def cold_items(n_items: int, share: float, seed: int) -> list[int]:
+    """A seeded random `share` of the items 1..n_items (at least one), sorted."""
+    rng = np.random.default_rng(seed)
+    count = max(1, round(share * n_items))
+    return sorted(int(i) for i in rng.choice(np.arange(1, n_items + 1), size=count, replace=False))
+
+
+def cold_start(split: SequenceSplit, cold: list[int]) -> SequenceSplit:
+    """`split` with the `cold` items removed from training and only cold targets evaluated."""
+    cold_list = pl.lit(pl.Series(cold, dtype=pl.Int64))
+    keep = ~pl.element().is_in(cold_list)
+    train = split.train.with_columns(
+        pl.col(S.TIMESTAMPS).list.gather(pl.col(S.ITEMS).list.eval(pl.arg_where(keep))),
+        pl.col(S.ITEMS).list.eval(pl.element().filter(keep)),
+    )
+    is_cold = pl.col(TARGET).is_in(cold)
+    return SequenceSplit(
+        train=train,
+        validation=split.validation.filter(is_cold),
+        test=split.test.filter(is_cold),
+        protocol={**split.protocol, "cold_items": len(cold)},
+    )
 
 
 def leave_one_out_split(sequences: pl.DataFrame, *, min_len: int = 3) -> SequenceSplit:

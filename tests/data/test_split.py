@@ -6,7 +6,15 @@ import polars as pl
 import pytest
 
 from recsys.data import schema as S
-from recsys.data.split import TARGET, SplitConfig, leave_one_out_split, split_sequences, temporal_split
+from recsys.data.split import (
+    TARGET,
+    SplitConfig,
+    cold_items,
+    cold_start,
+    leave_one_out_split,
+    split_sequences,
+    temporal_split,
+)
 
 
 def _seqs() -> pl.DataFrame:
@@ -59,7 +67,21 @@ def test_temporal_split_ranks_the_first_item_after_each_cut_with_the_history_bef
 
 
 def test_split_config_picks_the_split_and_checks_quantiles() -> None:
-    assert split_sequences(_seqs(), SplitConfig()).protocol["split"] == "leave_one_out"
-    assert split_sequences(_timed(), SplitConfig("temporal", 0.6, 0.8)).protocol["split"] == "temporal"
+    assert split_sequences(_seqs(), SplitConfig(), 9).protocol["split"] == "leave_one_out"
+    assert split_sequences(_timed(), SplitConfig("temporal", 0.6, 0.8), 12).protocol["split"] == "temporal"
     with pytest.raises(ValueError, match="valid_quantile"):
         SplitConfig("temporal", valid_quantile=0.9, test_quantile=0.5)
+
+
+def test_cold_start_removes_cold_items_from_training_and_evaluates_only_their_targets() -> None:
+    split = cold_start(leave_one_out_split(_seqs()), [2, 9])
+    assert split.train.select(S.ITEMS, S.TIMESTAMPS).rows() == [([1], [10]), ([5, 6], [1, 2]), ([7], [5])]
+    assert split.validation.rows() == []  # targets 3 and 8 are warm
+    assert split.test.select(S.USER_IDX, S.ITEMS, TARGET).rows() == [(2, [7, 8], 9)]  # history stays whole
+    assert split.protocol["cold_items"] == 2
+
+
+def test_cold_items_are_a_seeded_share() -> None:
+    first = cold_items(1000, 0.1, seed=3)
+    assert len(first) == 100 and first == cold_items(1000, 0.1, seed=3) != cold_items(1000, 0.1, seed=4)
+    assert all(1 <= i <= 1000 for i in first)
