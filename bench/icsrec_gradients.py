@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recsys.data.datasets import TrainBatch  # noqa: E402
-from recsys.models.checkpoint import load_model  # noqa: E402
+from recsys.model_io import load_model  # noqa: E402
 from recsys.models.icsrec import ICSRec  # noqa: E402
 from recsys.registry import build_model  # noqa: E402
-from recsys.tracking.mlflow import DEFAULT_TRACKING_URI, download_run_artifacts  # noqa: E402
+from recsys.tracking.config import DEFAULT_TRACKING_URI  # noqa: E402
+from recsys.tracking.mlflow import download_run_artifacts  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
 from recsys.train.experiment import load_experiment  # noqa: E402
 from recsys.train.module import RecModule  # noqa: E402

@@ -42,13 +42,15 @@ import torch
 
 from pipelines.serve_demo import free_port, wait_ready
 from recsys.data import schema as S
-from recsys.models.checkpoint import save_model
+from recsys.model_io import save_model
 from recsys.registry import build_model
 from recsys.retrieval.export import export_run, fetch_bundle
 from recsys.retrieval.index import IndexConfig, ItemIndex, exact_search, recall_at_k
 from recsys.retrieval.recommender import Recommender
 from recsys.retrieval.synthetic import clustered_catalog_with_labels
-from recsys.tracking.mlflow import DEFAULT_TRACKING_URI, RunRecorder, TrackingConfig, make_logger
+from recsys.tracking.config import DEFAULT_TRACKING_URI, TrackingConfig
+from recsys.tracking.logger import make_logger
+from recsys.tracking.mlflow import RunRecorder
 from recsys.tracking.records import base_record, now_iso, write_record
 from recsys.tracking.registry import find_latest_run
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipelines import evaluate, export, prepare_data, train
 from pipelines.serve_demo import run_demo_query
-from recsys.tracking.mlflow import DEFAULT_TRACKING_URI
+from recsys.tracking.config import DEFAULT_TRACKING_URI
 from recsys.train.experiment import load_experiment
 
 MODEL_NAME = "recsys-demo"

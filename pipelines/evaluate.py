@@ -20,8 +20,9 @@ from pathlib import Path
 
 from recsys.data.datamodule import SequenceDataModule
 from recsys.eval.evaluate import evaluate, without_newest
-from recsys.models.checkpoint import load_model
-from recsys.tracking.mlflow import DEFAULT_TRACKING_URI, RunRecorder, TrackingError, download_run_artifacts, read_run
+from recsys.model_io import load_model
+from recsys.tracking.config import DEFAULT_TRACKING_URI
+from recsys.tracking.mlflow import RunRecorder, TrackingError, download_run_artifacts, read_run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from recsys.config import ConfigError
 from recsys.retrieval.export import export_run
 from recsys.retrieval.index import INDEX_KINDS, IndexConfig
-from recsys.tracking.mlflow import DEFAULT_TRACKING_URI
+from recsys.tracking.config import DEFAULT_TRACKING_URI
 from recsys.tracking.registry import RegistryError
 
 USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, FileExistsError, KeyError, ValueError)

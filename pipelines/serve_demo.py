@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import httpx
 
-from recsys.tracking.mlflow import DEFAULT_TRACKING_URI
+from recsys.tracking.config import DEFAULT_TRACKING_URI
 
 READY_TIMEOUT_S = 180.0
 

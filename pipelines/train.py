@@ -27,7 +27,8 @@ import torch
 
 from recsys.config import ConfigError
 from recsys.data.errors import DataError
-from recsys.tracking.mlflow import DEFAULT_TRACKING_URI, TrackingError
+from recsys.tracking.config import DEFAULT_TRACKING_URI
+from recsys.tracking.mlflow import TrackingError
 from recsys.tracking.records import write_record
 from recsys.train.experiment import ExperimentConfig, load_experiment
 from recsys.train.module import NonFiniteLossError

@@ -25,9 +25,14 @@ def lookup(table: Mapping[str, Any], name: str, kind: str) -> Any:
     return table[name]
 
 
+def model_config(name: str, cfg: Mapping[str, Any]) -> Any:
+    """Validate `cfg` into model `name`'s `Config` dataclass (defaults filled in)."""
+    cls = lookup(MODELS, name, "model")
+    return from_dict(cls.Config, cfg, source=f"model '{name}'")
+
+
 def build_model(name: str, cfg: Mapping[str, Any], n_items: int) -> SequentialRecommender:
     """Look up model `name`, validate `cfg` into its `Config` dataclass and construct it."""
     cls = lookup(MODELS, name, "model")
-    config = from_dict(cls.Config, cfg, source=f"model '{name}'")
-    model: SequentialRecommender = cls(config, n_items)
+    model: SequentialRecommender = cls(model_config(name, cfg), n_items)
     return model

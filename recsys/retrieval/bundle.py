@@ -25,8 +25,8 @@ import polars as pl
 
 from recsys.config import from_dict
 from recsys.data import schema as S
+from recsys.model_io import MODEL_JSON, load_model
 from recsys.models.base import SequentialRecommender
-from recsys.models.checkpoint import MODEL_JSON, load_model
 from recsys.retrieval.index import IndexConfig, ItemIndex, build_index, load_index, save_index
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.models.checkpoint import load_model
+from recsys.model_io import load_model
 from recsys.retrieval.bundle import ServingBundle, load_bundle, write_bundle
 from recsys.retrieval.index import IndexConfig
 from recsys.tracking.mlflow import download_run_artifacts

@@ -1,7 +1,9 @@
-"""MLflow tracking: the only module (with tracking/registry.py) that imports mlflow.
+"""MLflow tracking: with tracking/registry.py, the only place that imports mlflow.
 
 Embedded default: `sqlite:///mlflow.db` (MLflow 3's own default, so a bare `mlflow ui` in the
 repo shows our runs) with artifacts under `./mlartifacts`. Any server via an explicit URI.
+Lightning's logger lives in `recsys.tracking.logger`, so readers of runs (the service, notebooks)
+do not import Lightning.
 """
 
 from __future__ import annotations
@@ -12,36 +14,21 @@ import logging
 import tempfile
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import mlflow
-import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from pytorch_lightning.loggers import MLFlowLogger
+
+from recsys.tracking.config import TrackingConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-DEFAULT_ARTIFACT_DIR = "mlartifacts"
-
-
-@dataclass(frozen=True)
-class TrackingConfig:
-    """Where runs go. `tracking_uri` None = the pipeline's environment or the embedded default."""
-
-    tracking_uri: str | None = None
-    experiment: str = "recsys"
-    artifact_dir: str = DEFAULT_ARTIFACT_DIR  # local artifact root for file/sqlite stores
-    run_name: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.experiment:
-            raise ValueError("experiment must be a non-empty name")
 
 
 class TrackingError(RuntimeError):
@@ -88,42 +75,11 @@ def _init_sqlite_store(uri: str, db: Path) -> None:
         raise TrackingError(f"tracking URI {uri!r} cannot be used: {type(err).__name__}: {first_line}") from err
 
 
-def _artifact_location(cfg: TrackingConfig, uri: str) -> str | None:
+def artifact_location(cfg: TrackingConfig, uri: str) -> str | None:
     """A local artifact root for embedded stores; servers choose their own."""
     if urlparse(uri).scheme in ("sqlite", "file", ""):
         return Path(cfg.artifact_dir).resolve().as_uri()
     return None
-
-
-class _Logger(MLFlowLogger):
-    """Lightning's MLflow logger with our metric names (`val/ndcg@10` stored as `val/ndcg_at_10`)."""
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        super().log_metrics({_metric_key(k): v for k, v in metrics.items()}, step)
-
-
-def make_logger(
-    cfg: TrackingConfig, uri: str, tags: Mapping[str, str] | None = None, *, run_id: str | None = None
-) -> MLFlowLogger:
-    """A Lightning MLflow logger whose run is created now (so its id is known before training).
-
-    With `run_id`, the logger continues that run instead (a resumed fit, see `reopen_run`).
-    """
-    check_tracking_uri(uri)
-    if run_id is None:
-        _ensure_experiment(cfg, uri)
-    logger = _Logger(
-        experiment_name=cfg.experiment,
-        run_name=cfg.run_name,
-        tracking_uri=uri,
-        tags=dict(tags or {}),
-        artifact_location=_artifact_location(cfg, uri),
-        run_id=run_id,
-    )
-    _ = logger.run_id  # creates the run
-    if run_id is not None and tags:
-        RunRecorder(uri, run_id).set_tags(tags)  # Lightning sets tags only on runs it creates
-    return logger
 
 
 def reopen_run(uri: str, run_id: str) -> None:
@@ -140,12 +96,13 @@ def reopen_run(uri: str, run_id: str) -> None:
         client.update_run(run_id, status="RUNNING")
 
 
-def _ensure_experiment(cfg: TrackingConfig, uri: str) -> None:
+def ensure_experiment(cfg: TrackingConfig, uri: str) -> None:
+    """Create the config's experiment (with its artifact root) unless it exists; safe when racing."""
     client = MlflowClient(tracking_uri=uri)
     if client.get_experiment_by_name(cfg.experiment) is not None:
         return
     try:
-        client.create_experiment(cfg.experiment, artifact_location=_artifact_location(cfg, uri))
+        client.create_experiment(cfg.experiment, artifact_location=artifact_location(cfg, uri))
     except MlflowException:
         if client.get_experiment_by_name(cfg.experiment) is None:  # not a concurrent creation: a real error
             raise
@@ -165,7 +122,7 @@ class RunRecorder:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         for key, value in metrics.items():
-            self.client.log_metric(self.run_id, _metric_key(key), float(value), step=step or 0)
+            self.client.log_metric(self.run_id, metric_key(key), float(value), step=step or 0)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
@@ -187,7 +144,7 @@ class RunRecorder:
         self.client.set_terminated(self.run_id, status=status)
 
 
-def _metric_key(key: str) -> str:
+def metric_key(key: str) -> str:
     """MLflow forbids '@' in metric names: `val/ndcg@10` is stored as `val/ndcg_at_10`."""
     return key.replace("@", "_at_")
 
@@ -234,6 +191,8 @@ def download_run_artifacts(uri: str, run_id: str, artifact_path: str, dst: Path 
 
 def runs_table(uri: str, experiment: str) -> pd.DataFrame:
     """All runs of an experiment as a DataFrame (one row per run; metric names with '@' restored)."""
+    import pandas as pd  # mlflow loads it too; only readers of runs need it here
+
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -249,5 +208,7 @@ def runs_table(uri: str, experiment: str) -> pd.DataFrame:
 
 def metric_history(uri: str, run_id: str, key: str) -> pd.DataFrame:
     """One metric's history (step, value) for a run, e.g. key='val/ndcg@10'."""
-    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, _metric_key(key))
+    import pandas as pd
+
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, metric_key(key))
     return pd.DataFrame({"step": [m.step for m in history], "value": [m.value for m in history]})

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from recsys.config import ConfigError, apply_overrides, from_dict, read_yaml
 from recsys.nn.losses import LOSSES
-from recsys.tracking.mlflow import TrackingConfig
+from recsys.tracking.config import TrackingConfig
 
 BASE_KEY = "_base"
 

@@ -23,10 +23,12 @@ from recsys.data.datamodule import SequenceDataModule
 from recsys.data.etl import run_etl
 from recsys.data.schema import META_FILE
 from recsys.eval.evaluate import evaluate
+from recsys.model_io import save_model
 from recsys.models.base import SequentialRecommender
-from recsys.models.checkpoint import save_model
+from recsys.objectives import build_objective
 from recsys.registry import build_model
-from recsys.tracking.mlflow import RunRecorder, make_logger, read_run, reopen_run
+from recsys.tracking.logger import make_logger
+from recsys.tracking.mlflow import RunRecorder, read_run, reopen_run
 from recsys.tracking.records import base_record, git_commit, now_iso
 from recsys.train.callbacks import EpochSummary, WeightEMA
 from recsys.train.experiment import ExperimentConfig
@@ -232,7 +234,7 @@ def datamodule_for(cfg: ExperimentConfig, data_dir: Path, model: SequentialRecom
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.eval.batch_size,
         seed=cfg.train.seed,
-        objective=model.objective,
+        rows=build_objective(model.objective).train_rows,
         length_pool=cfg.train.length_pool,
     )
 

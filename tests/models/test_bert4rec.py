@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from recsys.models.checkpoint import load_model, save_model
+from recsys.model_io import load_model, save_model
 from recsys.registry import build_model
 
 PARAMS = {"hidden": 16, "n_heads": 2, "max_len": 6, "dropout": 0.0, "attn_dropout": 0.0, "output_head": True}

@@ -9,7 +9,7 @@ import torch
 
 from recsys.data.datamodule import SequenceDataModule
 from recsys.eval.evaluate import evaluate
-from recsys.models.checkpoint import load_model, save_model
+from recsys.model_io import load_model, save_model
 from recsys.registry import MODELS, build_model
 from recsys.train.experiment import EvalConfig, TrainConfig
 from recsys.train.module import RecModule

@@ -9,7 +9,7 @@ import pytest
 import torch
 from retrieval_support import MODEL_CFG, N_ITEMS, write_processed
 
-from recsys.models.checkpoint import save_model
+from recsys.model_io import save_model
 from recsys.registry import build_model
 
 

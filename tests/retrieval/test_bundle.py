@@ -11,12 +11,14 @@ import torch
 from retrieval_support import N_ITEMS, N_USERS
 
 from recsys.data import schema as S
-from recsys.models.checkpoint import load_model
+from recsys.model_io import load_model
 from recsys.retrieval.bundle import load_bundle, read_bundle_meta, write_bundle
 from recsys.retrieval.export import current_version, export_run, fetch_bundle
 from recsys.retrieval.index import IndexConfig
 from recsys.retrieval.recommender import Recommender
-from recsys.tracking.mlflow import RunRecorder, TrackingConfig, make_logger
+from recsys.tracking.config import TrackingConfig
+from recsys.tracking.logger import make_logger
+from recsys.tracking.mlflow import RunRecorder
 from recsys.tracking.registry import RegistryError
 
 

@@ -14,8 +14,8 @@ import torch
 from serve_support import MODEL_NAME, ThreadServer, TrainedRun
 
 from recsys.data import schema as S
+from recsys.model_io import load_model
 from recsys.models.base import SequentialRecommender
-from recsys.models.checkpoint import load_model
 from recsys.retrieval.recommender import Recommender
 from recsys.tracking.mlflow import download_run_artifacts
 

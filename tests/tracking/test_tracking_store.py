@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from recsys.tracking.mlflow import TrackingConfig, TrackingError, check_tracking_uri, make_logger
+from recsys.tracking.config import TrackingConfig
+from recsys.tracking.logger import make_logger
+from recsys.tracking.mlflow import TrackingError, check_tracking_uri
 
 
 def _start_run(uri: str, artifact_dir: str, barrier: mp.synchronize.Barrier, out: mp.Queue) -> None:
