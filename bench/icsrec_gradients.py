@@ -35,8 +35,8 @@ from recsys.tracking.config import DEFAULT_TRACKING_URI  # noqa: E402
 from recsys.tracking.mlflow import download_run_artifacts  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
 from recsys.train.experiment import load_experiment  # noqa: E402
+from recsys.train.fit import datamodule_for, ensure_processed  # noqa: E402
 from recsys.train.module import RecModule  # noqa: E402
-from recsys.train.run import datamodule_for, ensure_processed  # noqa: E402
 
 
 def grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> float:

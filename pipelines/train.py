@@ -1,8 +1,11 @@
 """Train one experiment and track it in MLflow.
 
-python -m pipelines.train --config configs/experiment/<exp>.yaml [key=value ...] [--results-json PATH]
+python -m pipelines.train --config configs/experiment/<exp>.yaml [key=value ...] [--results-json PATH] [--prepare]
 python -m pipelines.train --config <same> --resume-run RUN_ID [--checkpoint last.ckpt]     # continue a stopped run
 python -m pipelines.train --config <same> --finalize-run RUN_ID [--checkpoint best.ckpt]    # or just score its best
+
+Training reads the processed dataset of the experiment's data config and never writes it: run
+`python -m pipelines.prepare_data --config <data config>` first, or pass --prepare to run it here.
 
 A run keeps best.ckpt and last.ckpt (written every epoch) in the directory its `checkpoint_dir` tag
 names until it finishes; that is where --resume-run and --finalize-run look by default.
@@ -25,6 +28,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from pipelines import prepare_data
 from recsys.config import ConfigError
 from recsys.data.errors import DataError
 from recsys.tracking.config import DEFAULT_TRACKING_URI
@@ -32,7 +36,8 @@ from recsys.tracking.mlflow import TrackingError
 from recsys.tracking.records import write_record
 from recsys.train.experiment import ExperimentConfig, load_experiment
 from recsys.train.module import NonFiniteLossError
-from recsys.train.run import TrainOutcome, finalize_from_checkpoint, run_checkpoint, train_experiment
+from recsys.train.resume import run_checkpoint
+from recsys.train.run import TrainOutcome, finalize_from_checkpoint, train_experiment
 
 USER_ERRORS = (ConfigError, DataError, TrackingError, NonFiniteLossError, FileNotFoundError, KeyError, ValueError)
 
@@ -45,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="configs/experiment/<exp>.yaml")
     parser.add_argument("--results-json", help="also write the results record to this path")
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="run the ETL of the experiment's data config first (pipelines.prepare_data)",
+    )
     stopped = parser.add_mutually_exclusive_group()
     stopped.add_argument("--resume-run", metavar="RUN_ID", help="continue this stopped run's fit from its checkpoint")
     stopped.add_argument("--finalize-run", metavar="RUN_ID", help="evaluate and log the best checkpoint of this run")
@@ -55,6 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m pipelines.train " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     try:
         cfg = load_experiment(args.config, args.overrides)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    # DDP starts each further local rank by re-running this command (LOCAL_RANK > 0): only rank 0 prepares
+    first_rank = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    if args.prepare and first_rank and prepare_data.main(["--config", cfg.data]) != 0:
+        return 1
+    try:
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
         pl.seed_everything(cfg.train.seed, workers=True, verbose=False)

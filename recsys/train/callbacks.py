@@ -1,5 +1,5 @@
-"""Lightning callbacks of our own: a one-line log per epoch (for runs without a progress bar) and
-an exponential moving average of the weights."""
+"""Lightning callbacks of our own: a one-line log per epoch (for runs without a progress bar), an
+exponential moving average of the weights, and the model's resolved config in every checkpoint."""
 
 from __future__ import annotations
 
@@ -142,3 +142,27 @@ class WeightEMA(pl.Callback):
         self._average = {name: p.detach().clone() for name, p in params.items()}
         for name, p in params.items():
             p.copy_(raw[name])
+
+
+MODEL_SPEC_KEY = "recsys_model"  # a checkpoint's model spec: registry name, resolved config, n_items
+
+
+class ModelSpecInCheckpoint(pl.Callback):
+    """Stores the model's spec (`recsys.model_io.model_spec`: its resolved config, defaults
+    included) in every checkpoint, so resuming or finalizing a run rebuilds the model it trained,
+    whatever the defaults are by then. Read it back with `checkpoint_model_spec`."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        del trainer, pl_module
+        checkpoint[MODEL_SPEC_KEY] = self.spec
+
+
+def checkpoint_model_spec(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The model spec a checkpoint was written with; None for checkpoints written before it was kept."""
+    spec = checkpoint.get(MODEL_SPEC_KEY)
+    return dict(spec) if spec is not None else None

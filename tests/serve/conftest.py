@@ -10,6 +10,8 @@ import yaml
 from serve_support import MODEL_NAME, ThreadServer, TrainedRun, write_log
 
 from recsys.config import from_dict
+from recsys.data.config import DataConfig
+from recsys.data.etl import run_etl
 from recsys.retrieval.export import export_run
 from recsys.retrieval.index import IndexConfig
 from recsys.serve.app import create_app
@@ -33,6 +35,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
         },
     }
     (root / "data.yaml").write_text(yaml.safe_dump(data_cfg))
+    run_etl(from_dict(DataConfig, data_cfg))  # training reads processed data, never writes it
     uri = f"sqlite:///{root}/mlflow.db"
     cfg = from_dict(
         ExperimentConfig,

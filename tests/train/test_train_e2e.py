@@ -13,9 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from recsys.config import to_dict
+from recsys.models.sasrec import SASRecConfig
 from recsys.registry import build_model
 from recsys.tracking.mlflow import TrackingError, download_run_artifacts, metric_history, read_run
+from recsys.train.callbacks import MODEL_SPEC_KEY
 from recsys.train.experiment import EvalConfig, TrainConfig, load_experiment
 from recsys.train.module import NonFiniteLossError, RecModule
 from recsys.train.run import train_experiment
@@ -42,13 +46,40 @@ def test_training_run_is_tracked_and_read_back(tmp_path: Path, planted_experimen
     assert run["metrics"]["test/ndcg@10"] == pytest.approx(outcome.metrics["test/ndcg@10"])
     assert run["params"]["model.name"] == "sasrec"
     assert run["params"]["train.lr"] == "0.005"
+    # the resolved config: model defaults the experiment left out, and the data config it names
+    assert run["params"]["model.params.n_layers"] == "2" and run["params"]["model.params.attn_dropout"] == "0.5"
+    assert run["params"]["data_config.name"] == "planted"
+    logged = yaml.safe_load(download_run_artifacts(uri, outcome.run_id, "config.yaml", tmp_path / "dl").read_text())
+    assert logged == outcome.record["config"]
+    assert logged["model"]["params"] == to_dict(SASRecConfig(**cfg.model.params))
+    assert logged["data_config"]["output_dir"] == str(Path(cfg.data).parent / "processed")
     assert Path(run["tags"]["data_dir"]).is_dir()
     model_dir = download_run_artifacts(uri, outcome.run_id, "model", tmp_path / "dl")
-    assert (model_dir / "model.json").is_file()
+    assert json.loads((model_dir / "model.json").read_text())["config"] == logged["model"]["params"]
     emb = download_run_artifacts(uri, outcome.run_id, "embeddings/item_embeddings.npy", tmp_path / "dl")
     assert emb.is_file()
     assert outcome.record["protocol"]["full_ranking"] is True
     assert outcome.record["protocol"]["exclude_seen"] is True
+
+
+def test_missing_processed_data_names_the_etl_command_and_prepare_runs_it(
+    tmp_path: Path, planted_dataset: Path, planted_experiment: WriteExperiment
+) -> None:
+    data = yaml.safe_load((planted_dataset / "data.yaml").read_text())
+    data["output_dir"] = str(tmp_path / "not_yet")
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump(data))
+    exp = planted_experiment(max_epochs=1)
+    cfg = yaml.safe_load(exp.read_text())
+    exp.write_text(yaml.safe_dump(cfg | {"data": str(tmp_path / "data.yaml")}))
+    uri = f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db"
+    with pytest.raises(FileNotFoundError, match="not_yet") as err:  # training never runs the ETL by itself
+        train_experiment(load_experiment(exp), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert f"python -m pipelines.prepare_data --config {tmp_path / 'data.yaml'}" in str(err.value)
+    proc = _run_cli("--config", str(exp), uri)
+    assert proc.returncode == 1 and "pipelines.prepare_data" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _run_cli("--config", str(exp), uri, "--prepare")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "not_yet" / "meta.json").is_file() and "mlflow run:" in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -137,7 +168,7 @@ def test_too_short_dataset_is_refused(tmp_path: Path) -> None:
     meta = {"n_users": 1, "n_items": 2, "n_interactions": 2, "schema_version": 1}
     write_processed(tmp_path, interactions=inter, sequences=seqs, items=items, users=users, meta=meta)
     dm = SequenceDataModule(tmp_path, max_len=5, batch_size=4, eval_batch_size=4, seed=0)
-    with pytest.raises(ValueError, match="too short for leave-one-out"):
+    with pytest.raises(ValueError, match="too short for leave_one_out"):
         dm.setup()
 
 
@@ -200,6 +231,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, planted_e
     assert read_run(uri, run_id)["status"] == "RUNNING"  # killed: nothing marked it
     saved = torch.load(last, map_location="cpu", weights_only=False)
     saved_epoch, spent_s = saved["epoch"], sum(saved["callbacks"]["Timer"]["time_elapsed"].values())
+    assert saved[MODEL_SPEC_KEY]["config"]["n_layers"] == 2  # the resolved config the resume rebuilds from
 
     resumed = _run_cli(*args, f"train.max_epochs={saved_epoch + 2}", "--resume-run", run_id)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -223,8 +255,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, planted_e
 
 
 def test_resume_and_finalize_name_what_is_missing(tmp_path: Path, planted_experiment: WriteExperiment) -> None:
-    from recsys.tracking.mlflow import TrackingConfig, make_logger
-    from recsys.train.run import run_checkpoint
+    from recsys.tracking.config import TrackingConfig
+    from recsys.tracking.logger import make_logger
+    from recsys.train.resume import run_checkpoint
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = load_experiment(planted_experiment())

@@ -1,0 +1,118 @@
+"""The fit of one experiment: the processed data it reads, its DataModule, the Lightning Trainer and
+its callbacks, and why the fit stopped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, Timer
+from pytorch_lightning.loggers import Logger
+
+from recsys.config import load_config
+from recsys.data.config import DataConfig
+from recsys.data.datamodule import SequenceDataModule
+from recsys.data.schema import META_FILE
+from recsys.models.base import SequentialRecommender
+from recsys.objectives import build_objective
+from recsys.train.callbacks import EpochSummary, ModelSpecInCheckpoint, WeightEMA
+from recsys.train.experiment import ExperimentConfig
+
+PREPARE_COMMAND = "python -m pipelines.prepare_data --config {config}"
+
+
+def ensure_processed(data_config_path: str) -> Path:
+    """The processed dataset directory of a data config; training never runs the ETL itself.
+
+    Raises:
+        FileNotFoundError: the directory holds no processed dataset; the message names the command
+            that writes it.
+    """
+    out = Path(load_config(DataConfig, data_config_path).output_dir)
+    if not (out / META_FILE).is_file():
+        command = PREPARE_COMMAND.format(config=data_config_path)
+        raise FileNotFoundError(
+            f"processed data not found: {out} has no {META_FILE}. Write it first with `{command}` "
+            "(or add --prepare to `python -m pipelines.train`)"
+        )
+    return out
+
+
+def datamodule_for(cfg: ExperimentConfig, data_dir: Path, model: SequentialRecommender) -> SequenceDataModule:
+    """The experiment's DataModule over `data_dir`, with the training rows `model`'s objective needs."""
+    return SequenceDataModule(
+        data_dir,
+        max_len=model.max_len,
+        batch_size=cfg.train.batch_size,
+        eval_batch_size=cfg.eval.batch_size,
+        seed=cfg.train.seed,
+        rows=build_objective(model.objective).train_rows,
+        length_pool=cfg.train.length_pool,
+    )
+
+
+@dataclass(frozen=True)
+class FitCallbacks:
+    """The callbacks whose state says what the fit kept and why it stopped."""
+
+    best: ModelCheckpoint  # best.ckpt (on the monitored metric) and last.ckpt
+    early_stopping: EarlyStopping
+    timer: Timer  # always kept: its state in a checkpoint is the fit time a resumed run adds to its own
+
+    def stop_reason(self) -> str:
+        """Why a finished fit ended: "early_stopping", "time_limit" (`max_minutes`) or "max_epochs"."""
+        if self.early_stopping.stopped_epoch > 0:
+            return "early_stopping"
+        remaining = self.timer.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return "time_limit"
+        return "max_epochs"
+
+
+def build_trainer(
+    cfg: ExperimentConfig, logger: Logger, ckpt_dir: Path, model_spec: dict[str, Any]
+) -> tuple[pl.Trainer, FitCallbacks]:
+    """The Lightning Trainer of an experiment, checkpointing into `ckpt_dir`.
+
+    Args:
+        cfg: the experiment config (its `train` section drives the loop).
+        logger: where Lightning logs per-epoch metrics.
+        ckpt_dir: directory of best.ckpt and last.ckpt.
+        model_spec: `recsys.model_io.model_spec` of the model, stored in every checkpoint.
+    """
+    t = cfg.train
+    fit = FitCallbacks(
+        best=ModelCheckpoint(
+            dirpath=ckpt_dir, monitor=cfg.monitor, mode="max", save_top_k=1, filename="best", save_last=True
+        ),
+        early_stopping=EarlyStopping(monitor=cfg.monitor, mode="max", patience=t.patience),
+        timer=Timer(duration=timedelta(minutes=t.max_minutes) if t.max_minutes else None),
+    )
+    trainer = pl.Trainer(
+        max_epochs=t.max_epochs,
+        min_epochs=t.min_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        precision=t.precision,
+        logger=logger,
+        callbacks=[
+            *([WeightEMA(t.ema_decay)] if t.ema_decay > 0 else []),
+            fit.early_stopping,
+            fit.best,
+            EpochSummary(cfg.monitor),
+            fit.timer,
+            ModelSpecInCheckpoint(model_spec),
+        ],
+        check_val_every_n_epoch=t.val_every,
+        gradient_clip_val=t.grad_clip,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # the DataModule shards training rows itself
+        log_every_n_steps=10,
+    )
+    return trainer, fit

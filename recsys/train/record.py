@@ -1,0 +1,133 @@
+"""What a finished run keeps: its val/test evaluation, its results record and its MLflow params and
+artifacts, all carrying one resolved experiment config."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from recsys.config import load_config, to_dict
+from recsys.data.config import DataConfig
+from recsys.data.datamodule import SequenceDataModule
+from recsys.eval.evaluate import evaluate
+from recsys.model_io import resolved_config, save_model
+from recsys.models.base import SequentialRecommender
+from recsys.tracking.mlflow import RunRecorder
+from recsys.tracking.records import base_record
+from recsys.train.experiment import ExperimentConfig
+from recsys.train.module import RecModule
+
+DATA_CONFIG_KEY = "data_config"  # the resolved data config, beside `data` (its path)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    run_id: str
+    tracking_uri: str
+    metrics: dict[str, float]  # final val/* and test/* of the best checkpoint
+    record: dict[str, Any]  # the results record (ARCHITECTURE.md)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """One run's settings and provenance, as its record and its MLflow run report them."""
+
+    cfg: ExperimentConfig
+    data_dir: Path
+    meta: dict[str, Any]  # the processed dataset's meta.json
+    command: str
+    started_at: str  # ISO time the run started (a resumed run: its first start)
+    t0: float  # time.perf_counter() at that start (earlier than now by the time already spent)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.meta["n_items"])
+
+
+def resolved_experiment(cfg: ExperimentConfig, model: SequentialRecommender) -> dict[str, Any]:
+    """The experiment config with nothing left to defaults: `model.params` is the model's own
+    resolved `Config` and `data_config` the data config `data` names. What MLflow logs (params and
+    config.yaml) and what every results record carries under `config`."""
+    out: dict[str, Any] = to_dict(cfg)
+    out["model"]["params"] = resolved_config(model)
+    out[DATA_CONFIG_KEY] = to_dict(load_config(DataConfig, cfg.data))
+    return out
+
+
+def evaluate_and_log(
+    ctx: RunContext,
+    module: RecModule,
+    dm: SequenceDataModule,
+    best: dict[str, Any] | None,
+    recorder: RunRecorder,
+    fields: dict[str, Any],
+) -> TrainOutcome:
+    """Load the best checkpoint, rank val and test over the full catalog, log everything to MLflow.
+
+    Args:
+        ctx: the run's settings and provenance.
+        module: the trained module (its weights are replaced by the best checkpoint's).
+        dm: the run's DataModule, set up.
+        best: the best checkpoint (None: keep the module's weights).
+        recorder: the run's MLflow recorder; the run is marked FINISHED at the end.
+        fields: more record fields (epochs, fit time, why the fit stopped, ...).
+    """
+    cfg = ctx.cfg
+    if best is not None:
+        module.load_state_dict(best["state_dict"])
+    model = module.model.cpu().eval()
+    kw: dict[str, Any] = {"ks": cfg.eval.ks, "exclude_seen": cfg.eval.exclude_seen, "item_chunk": cfg.eval.item_chunk}
+    val = evaluate(model, dm.val_dataloader(), split="val", **kw)
+    test = evaluate(model, dm.test_dataloader(), split="test", **kw)
+    metrics = {**val.metrics, **test.metrics}
+    config = resolved_experiment(cfg, model)
+    record = base_record(cfg.name, ctx.command, ctx.started_at, time.perf_counter() - ctx.t0) | {
+        "dataset": ctx.meta.get("name"),
+        "model": cfg.model.name,
+        "attention": config["model"]["params"].get("attention"),
+        "loss": cfg.train.loss,
+        "protocol": test.protocol,
+        **fields,
+        "best_epoch": int(best["epoch"]) if best is not None else None,
+        "mlflow_run_id": recorder.run_id,
+        "metrics": metrics,
+        "config": config,
+    }
+    log_run(recorder, ctx, model, config, metrics, record)
+    return TrainOutcome(run_id=recorder.run_id, tracking_uri=recorder.uri, metrics=metrics, record=record)
+
+
+def log_run(
+    recorder: RunRecorder,
+    ctx: RunContext,
+    model: SequentialRecommender,
+    config: dict[str, Any],
+    metrics: dict[str, float],
+    record: dict[str, Any],
+) -> None:
+    """Everything a run keeps: params and config.yaml (the resolved config), final metrics, dataset
+    meta, the results record, weights and item embeddings; then the run is marked FINISHED."""
+    cfg = ctx.cfg
+    recorder.log_params(config)
+    recorder.log_metrics(metrics, step=int(record["epochs"]))
+    recorder.log_text(yaml.safe_dump(config, sort_keys=False), "config.yaml")
+    recorder.log_text(Path(cfg.data).read_text(), "data/data_config.yaml")
+    recorder.log_json(ctx.meta, "data/meta.json")
+    recorder.log_json(record, "result.json")
+    recorder.set_tags({"data_dir": str(ctx.data_dir.resolve())})
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        save_model(model, cfg.model.name, config["model"]["params"], ctx.n_items, model_dir)
+        recorder.log_dir(model_dir, "model")
+        emb_path = Path(tmp) / "item_embeddings.npy"
+        with torch.no_grad():
+            np.save(emb_path, model.item_embeddings().float().numpy())
+        recorder.log_file(emb_path, "embeddings")
+    recorder.finish("FINISHED")
