@@ -3,7 +3,8 @@
 Layout::
 
     bundle.json            name, model name, n_items, dim, max_len, index config, source run, created_at
-    model/                 the saved model (model.json + state_dict.pt, recsys.models.checkpoint)
+    model/                 the saved model (recsys.model_io): model.json (name, resolved config, n_items)
+                           + state_dict.pt
     item_embeddings.npy    float32 [n_items + 1, D], row 0 = padding
     index.faiss            the FAISS index over rows 1..n_items (ids = item_idx)
     items.parquet          item_idx, raw_id, text (nullable)
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ import polars as pl
 
 from recsys.config import from_dict
 from recsys.data import schema as S
-from recsys.model_io import MODEL_JSON, load_model
+from recsys.model_io import load_model, read_spec, resolved_config, save_model
 from recsys.models.base import SequentialRecommender
 from recsys.retrieval.index import IndexConfig, ItemIndex, build_index, load_index, save_index
 
@@ -94,7 +94,8 @@ def write_bundle(
 
     Args:
         directory: output directory (must be empty or missing).
-        model_dir: a directory written by `recsys.models.checkpoint.save_model`.
+        model_dir: a directory written by `recsys.model_io.save_model`; the bundle's copy stores the
+            model's resolved config (every field), whatever the directory's model.json held.
         item_emb: [n_items + 1, D] item embeddings of that model (row 0 = padding).
         data_dir: the processed dataset directory the model was trained on.
         index_config: which FAISS index to build.
@@ -103,7 +104,7 @@ def write_bundle(
     """
     if directory.exists() and any(directory.iterdir()):
         raise FileExistsError(f"bundle directory {directory} is not empty")
-    spec = json.loads((model_dir / MODEL_JSON).read_text())
+    spec = read_spec(model_dir)
     n_items = int(spec["n_items"])
     emb = np.ascontiguousarray(item_emb, dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != n_items + 1:
@@ -111,7 +112,7 @@ def write_bundle(
     items, histories = _read_tables(data_dir, n_items)
     model = load_model(model_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(model_dir, directory / MODEL_DIR)
+    save_model(model, str(spec["name"]), resolved_config(model), n_items, directory / MODEL_DIR)
     np.save(directory / EMBEDDINGS_FILE, emb)
     save_index(build_index(emb, index_config), directory / INDEX_FILE)
     items.write_parquet(directory / ITEMS_FILE)

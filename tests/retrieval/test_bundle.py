@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
-from retrieval_support import N_ITEMS, N_USERS
+from retrieval_support import MODEL_CFG, N_ITEMS, N_USERS
 
+from recsys.config import to_dict
 from recsys.data import schema as S
-from recsys.model_io import load_model
-from recsys.retrieval.bundle import load_bundle, read_bundle_meta, write_bundle
+from recsys.model_io import MODEL_JSON, load_model
+from recsys.models.sasrec import SASRecConfig
+from recsys.retrieval.bundle import MODEL_DIR, load_bundle, read_bundle_meta, write_bundle
 from recsys.retrieval.export import current_version, export_run, fetch_bundle
 from recsys.retrieval.index import IndexConfig
 from recsys.retrieval.recommender import Recommender
@@ -55,6 +59,27 @@ def test_bundle_round_trip(bundle_dir: Path, processed_dir: Path) -> None:
         hist = bundle.user_history(f"u{row}")
         assert hist is not None and hist.tolist() == seqs[S.ITEMS][row].to_list()
     assert bundle.user_history("nobody") is None
+
+
+def test_the_bundle_carries_the_resolved_model_config(tmp_path: Path, model_dir: Path, processed_dir: Path) -> None:
+    """A model directory written before configs were resolved (only the given params) is bundled with
+    every field of its config, so the service rebuilds it the same way whatever the defaults become."""
+    old = tmp_path / "old_model"
+    shutil.copytree(model_dir, old)
+    spec = json.loads((old / MODEL_JSON).read_text())
+    (old / MODEL_JSON).write_text(json.dumps(spec | {"config": MODEL_CFG}))  # the pre-resolution format
+    write_bundle(
+        tmp_path / "b",
+        model_dir=old,
+        item_emb=_item_emb(old),
+        data_dir=processed_dir,
+        index_config=IndexConfig(kind="flat"),
+        name="tiny",
+        source_run_id=None,
+    )
+    bundled = json.loads((tmp_path / "b" / MODEL_DIR / MODEL_JSON).read_text())
+    assert bundled["config"] == to_dict(SASRecConfig(**MODEL_CFG))
+    assert bundled["config"] == spec["config"]  # what save_model writes today
 
 
 def test_write_bundle_refuses_mismatched_embeddings(tmp_path: Path, model_dir: Path, processed_dir: Path) -> None:
