@@ -8,7 +8,7 @@ import torch
 from recsys.registry import build_model
 
 N_ITEMS = 50
-BASE = {"hidden": 8, "n_heads": 2, "max_len": 12, "dropout": 0.0, "attn_dropout": 0.0}
+BASE = {"hidden": 8, "n_heads": 2, "max_len": 12, "dropout": 0.0, "attn_dropout": 0.0, "crop_prob": 0.0}  # masks alone
 
 
 def _masks(seed: int = 0, **params: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

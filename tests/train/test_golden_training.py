@@ -28,7 +28,7 @@ TINY = {"max_len": 8, "hidden": 16, "n_heads": 2, "n_layers": 2, "dropout": 0.1,
 CASES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {  # model, its params, train settings
     "sasrec": ("sasrec", {}, {}),
     "sasrec_length_pool": ("sasrec", {}, {"length_pool": 2}),
-    "bert4rec": ("bert4rec", {"crop_prob": 0.3, "mask_prob": 0.3}, {}),
+    "bert4rec": ("bert4rec", {"crop_prob": 0.3, "mask_prob": 0.3, "last_item_share": 0.1}, {}),
     "icsrec_prefix": ("icsrec", {"n_intents": 8}, {"length_pool": 2}),
     "icsrec_window": ("icsrec", {"n_intents": 8, "rows": "window", "similarity": "cos"}, {}),
 }
