@@ -27,9 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recsys.data.datasets import TrainBatch  # noqa: E402
+from recsys.data.datasets import ViewBatch  # noqa: E402
 from recsys.model_io import load_model  # noqa: E402
 from recsys.models.icsrec import ICSRec  # noqa: E402
+from recsys.objectives import training_losses  # noqa: E402
 from recsys.registry import build_model  # noqa: E402
 from recsys.tracking.config import DEFAULT_TRACKING_URI  # noqa: E402
 from recsys.tracking.mlflow import download_run_artifacts  # noqa: E402
@@ -44,12 +45,12 @@ def grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> float:
     return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
 
 
-def term_gradients(module: RecModule, model: ICSRec, batch: TrainBatch) -> dict[str, float]:
+def term_gradients(module: RecModule, model: ICSRec, batch: ViewBatch) -> dict[str, float]:
     """Each weighted term's value and gradient norm on `batch` (no optimiser step)."""
-    inputs, targets = module._inputs_and_targets(batch.items)
+    inputs, targets = module.objective.inputs_and_targets(model, batch)
     hidden = model.encode(inputs, inputs != 0)
     where = targets != 0
-    ce = module._loss(hidden[where], model.item_embeddings(), targets[where])
+    ce = module.loss(hidden[where], model.item_embeddings(), targets[where])
     terms = model.contrastive_terms(batch, hidden)
     params = [p for p in model.parameters() if p.requires_grad]
     out = {"ce": float(ce.detach()), "coarse": float(terms.coarse.detach())}
@@ -90,9 +91,8 @@ def main() -> None:
             saved = load_model(download_run_artifacts(args.tracking_uri, args.init_run, "model", Path(tmp)))
         model.load_state_dict(saved.state_dict())  # strict: the encoders must match
     module = RecModule(model, cfg.train, cfg.eval)
-    module.log = lambda *_, **__: None  # type: ignore[method-assign]  # no Trainer attached
     opt = module.build_optimizer()
-    model.on_train_epoch_start(dm.ordered_train_dataloader())  # intents of the untrained encoder
+    module.objective.on_epoch_start(model, dm.ordered_train_dataloader(), 0)  # intents of the untrained encoder
     model.train()
 
     rows = []
@@ -101,7 +101,7 @@ def main() -> None:
         if step % args.every == 0:
             rows.append({"step": step, **term_gradients(module, model, batch)})
             print(rows[-1], flush=True)
-        loss = module._common_step(batch, "train")
+        loss = training_losses(model, module.objective, batch, module.loss).total
         opt.zero_grad()
         loss.backward()
         if cfg.train.grad_clip:

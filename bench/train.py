@@ -39,6 +39,7 @@ from recsys.data.datamodule import SequenceDataModule  # noqa: E402
 from recsys.data.datasets import EvalBatch, TrainBatch, left_pad  # noqa: E402
 from recsys.eval.evaluate import evaluate  # noqa: E402
 from recsys.nn.sequence_encoder import ItemSequenceEncoder  # noqa: E402
+from recsys.objectives import build_objective, training_losses  # noqa: E402
 from recsys.registry import build_model  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
 from recsys.train.experiment import EvalConfig, TrainConfig, load_experiment  # noqa: E402
@@ -59,14 +60,13 @@ def throughput(attention: str, windows: torch.Tensor, steps: int, batch: int) ->
     params = {"max_len": 200, "hidden": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.2, "attn_dropout": 0.2}
     model = build_model("sasrec", {**params, "attention": attention}, int(windows.max()))
     module = RecModule(model, TrainConfig(batch_size=batch), EvalConfig())
-    module.log = lambda *_, **__: None  # type: ignore[method-assign]  # no Trainer attached
     opt = module.build_optimizer()
     gen = torch.Generator().manual_seed(0)
     times = []
     for step in range(steps + 2):
         rows = torch.randint(0, len(windows), (batch,), generator=gen)
         t0 = time.perf_counter()
-        loss = module._common_step(TrainBatch(windows[rows]), "train")
+        loss = training_losses(model, module.objective, TrainBatch(windows[rows]), module.loss).total
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -100,7 +100,7 @@ def beauty_epoch_time(
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.eval.batch_size,
         seed=0,
-        objective=probe.objective,
+        rows=build_objective(probe.objective).train_rows,
         length_pool=cfg.train.length_pool,
     )
     dm.setup()
@@ -108,17 +108,22 @@ def beauty_epoch_time(
     for encoder in (m for m in model.modules() if isinstance(m, ItemSequenceEncoder)):
         encoder.unpad = unpad
     module = RecModule(model, cfg.train, cfg.eval)
-    module.log = lambda *_, **__: None  # type: ignore[method-assign]  # no Trainer attached
     opt = module.build_optimizer()
+    if cfg.train.length_pool:  # as fit does: every target weighs the same in length-grouped batches
+        module.targets_per_batch = module.objective.expected_targets_per_batch(
+            model, dm.train_set, cfg.train.batch_size
+        )
     t0 = time.perf_counter()
-    model.on_train_epoch_start(dm.ordered_train_dataloader())
+    module.objective.on_epoch_start(model, dm.ordered_train_dataloader(), 0)
     epoch_start_s = time.perf_counter() - t0
     model.train()
     loader = dm.train_dataloader()
     times = []
     for step, batch in enumerate(loader):
         t0 = time.perf_counter()
-        loss = module._common_step(batch, "train")
+        loss = training_losses(
+            model, module.objective, batch, module.loss, targets_per_batch=module.targets_per_batch
+        ).total
         opt.zero_grad()
         loss.backward()
         opt.step()

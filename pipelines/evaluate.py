@@ -18,11 +18,24 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
+from recsys.config import from_dict
 from recsys.data.datamodule import SequenceDataModule
+from recsys.data.split import SplitConfig
 from recsys.eval.evaluate import evaluate, without_newest
 from recsys.model_io import load_model
 from recsys.tracking.config import DEFAULT_TRACKING_URI
 from recsys.tracking.mlflow import RunRecorder, TrackingError, download_run_artifacts, read_run
+
+
+def run_split(params: dict[str, str]) -> SplitConfig:
+    """The split a run trained and was evaluated on, from its logged `split.*` params (leave-one-out
+    for runs logged before the split was configurable)."""
+    fields = {
+        key.removeprefix("split."): yaml.safe_load(value) for key, value in params.items() if key.startswith("split.")
+    }
+    return from_dict(SplitConfig, fields, source="the run's split.* params")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,12 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir = Path(args.data_dir or run["tags"].get("data_dir", ""))
         with tempfile.TemporaryDirectory() as tmp:
             model = load_model(download_run_artifacts(args.tracking_uri, args.run_id, "model", Path(tmp)))
-        dm = SequenceDataModule(data_dir, max_len=model.max_len, batch_size=1, eval_batch_size=1024, seed=0)
+        dm = SequenceDataModule(
+            data_dir, max_len=model.max_len, batch_size=1, eval_batch_size=1024, seed=0, split=run_split(run["params"])
+        )
         dm.setup()
         loader = dm.test_dataloader() if args.split == "test" else dm.val_dataloader()
         batches = (without_newest(b) for b in loader) if args.drop_newest else loader
         ks = tuple(int(k) for k in args.ks.split(","))
-        result = evaluate(model, batches, split=args.split, ks=ks, exclude_seen=not args.include_seen)
+        result = evaluate(
+            model, batches, split=args.split, ks=ks, exclude_seen=not args.include_seen, split_protocol=dm.protocol
+        )
     except (TrackingError, FileNotFoundError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -6,15 +6,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from recsys.config import from_dict
+from recsys.data.item_features import ItemFeatures
 from recsys.models.base import SequentialRecommender
 from recsys.models.bert4rec import BERT4Rec
 from recsys.models.icsrec import ICSRec
+from recsys.models.recformer import Recformer
 from recsys.models.sasrec import SASRec
 
 MODELS: dict[str, type[SequentialRecommender]] = {
     "sasrec": SASRec,
     "bert4rec": BERT4Rec,
     "icsrec": ICSRec,
+    "recformer": Recformer,
 }
 
 
@@ -31,8 +34,23 @@ def model_config(name: str, cfg: Mapping[str, Any]) -> Any:
     return from_dict(cls.Config, cfg, source=f"model '{name}'")
 
 
-def build_model(name: str, cfg: Mapping[str, Any], n_items: int) -> SequentialRecommender:
-    """Look up model `name`, validate `cfg` into its `Config` dataclass and construct it."""
+def build_model(
+    name: str, cfg: Mapping[str, Any], n_items: int, *, item_features: ItemFeatures | None = None
+) -> SequentialRecommender:
+    """Look up model `name`, validate `cfg` into its `Config` dataclass and construct it.
+
+    Args:
+        name: a key of `MODELS`.
+        cfg: the model's parameters (missing ones take the `Config` defaults).
+        n_items: catalog size.
+        item_features: the dataset's item text and attributes, handed to models that declare
+            `uses_item_features` (they may be built without, e.g. to load saved weights).
+    """
     cls = lookup(MODELS, name, "model")
-    model: SequentialRecommender = cls(model_config(name, cfg), n_items)
+    config = model_config(name, cfg)
+    model: SequentialRecommender
+    if cls.uses_item_features:
+        model = cls(config, n_items, item_features)
+    else:
+        model = cls(config, n_items)
     return model

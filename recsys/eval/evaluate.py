@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ def rank_batch(
     model: SequentialRecommender, batch: EvalBatch, *, exclude_seen: bool, topk: int, item_chunk: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranks [B] and top-k ids [B, topk] of one evaluation batch (on the model's device)."""
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers())).device  # a fixed table has no parameters
     items = batch.items.to(device)
     user_repr = model.sequence_representation(items, items != 0)  # [B, D]
     seen = batch.seen.to(device) if exclude_seen else None

@@ -94,7 +94,7 @@ class Recformer(SequentialRecommender):
         if cfg.pretrained:
             self.backbone: Any = AutoModel.from_pretrained(path)
         else:
-            self.backbone = AutoModel.from_config(AutoConfig.from_pretrained(path))
+            self.backbone = AutoModel.from_config(AutoConfig.from_pretrained(path))  # type: ignore[no-untyped-call]
         dim = int(self.backbone.config.hidden_size)
         # added to the backbone's own token + position embeddings; zero at the start, so the
         # pretrained encoder first sees the text exactly as it was trained on it
@@ -219,7 +219,7 @@ class Recformer(SequentialRecommender):
         was_training = self.training
         self.eval()
         ids = torch.arange(1, len(self.item_table), device=self.item_table.device)
-        for chunk in ids.split(self.cfg.item_batch):
+        for chunk in torch.split(ids, self.cfg.item_batch):
             self.item_table[chunk] = self.encode_items(chunk)
         self.train(was_training)
 

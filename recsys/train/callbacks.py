@@ -73,7 +73,7 @@ class WeightEMA(pl.Callback):
     Validation scores the average (so early stopping, the lr schedule and the best checkpoint
     follow it), and a checkpoint's `state_dict` holds the average: what is tested, exported and
     served. The trained parameters travel in the checkpoint too, so a resumed fit continues from
-    them. Buffers (e.g. ICSRec's intents, refreshed each epoch) are not averaged.
+    them. Buffers (e.g. state an objective refits each epoch) are not averaged.
     """
 
     def __init__(self, decay: float) -> None:

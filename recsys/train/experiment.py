@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recsys.config import ConfigError, apply_overrides, from_dict, read_yaml
+from recsys.data.split import SplitConfig
 from recsys.nn.losses import LOSSES
 from recsys.tracking.config import TrackingConfig
 
@@ -108,6 +109,7 @@ class ExperimentConfig:
     model: ModelSpec
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)  # leave-one-out, temporal, cold start
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property

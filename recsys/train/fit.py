@@ -51,6 +51,8 @@ def datamodule_for(cfg: ExperimentConfig, data_dir: Path, model: SequentialRecom
         seed=cfg.train.seed,
         rows=build_objective(model.objective).train_rows,
         length_pool=cfg.train.length_pool,
+        split=cfg.split,
+        item_features=model.uses_item_features,
     )
 
 

@@ -83,7 +83,12 @@ def evaluate_and_log(
     if best is not None:
         module.load_state_dict(best["state_dict"])
     model = module.model.cpu().eval()
-    kw: dict[str, Any] = {"ks": cfg.eval.ks, "exclude_seen": cfg.eval.exclude_seen, "item_chunk": cfg.eval.item_chunk}
+    kw: dict[str, Any] = {
+        "ks": cfg.eval.ks,
+        "exclude_seen": cfg.eval.exclude_seen,
+        "item_chunk": cfg.eval.item_chunk,
+        "split_protocol": dm.protocol,
+    }
     val = evaluate(model, dm.val_dataloader(), split="val", **kw)
     test = evaluate(model, dm.test_dataloader(), split="test", **kw)
     metrics = {**val.metrics, **test.metrics}

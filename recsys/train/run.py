@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recsys.data.item_features import load_item_features
 from recsys.data.schema import META_FILE
 from recsys.model_io import model_spec
-from recsys.registry import build_model
+from recsys.registry import MODELS, build_model, lookup
 from recsys.tracking.logger import make_logger
 from recsys.tracking.mlflow import RunRecorder
 from recsys.tracking.records import git_commit, now_iso
@@ -69,7 +70,9 @@ def train_experiment(
     if resume_run is None:
         if checkpoint is not None:
             raise ValueError("a checkpoint is only read when resuming a run (--resume-run RUN_ID)")
-        model = build_model(cfg.model.name, cfg.model.params, n_items)
+        uses_features = lookup(MODELS, cfg.model.name, "model").uses_item_features
+        features = load_item_features(data_dir) if uses_features else None
+        model = build_model(cfg.model.name, cfg.model.params, n_items, item_features=features)
         ckpt_dir = Path(tempfile.mkdtemp(prefix=OWN_CKPT_PREFIX))
     else:
         point = reopen(tracking_uri, resume_run, checkpoint)

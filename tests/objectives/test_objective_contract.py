@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
+from recsys.data.item_features import ItemFeatures
 from recsys.models.base import SequentialRecommender
 from recsys.objectives import OBJECTIVES, build_objective, training_losses
 from recsys.objectives.base import REC, NonFiniteLossError
-from recsys.registry import build_model
+from recsys.registry import MODELS, build_model
 from recsys.train.experiment import TrainConfig
 from recsys.train.module import build_loss
 
@@ -23,16 +25,29 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "masked": ("bert4rec", {}),
     "cross_subsequence": ("icsrec", {"n_intents": 4}),
     "window_views": ("icsrec", {"n_intents": 4, "rows": "window"}),
+    "text_next_item": (
+        "recformer",
+        {"max_item_tokens": 6, "max_tokens": 40, "fields": ["title"], "pretrain_epochs": 1},
+    ),
 }
 SEQS = [[(3 * u + t) % N_ITEMS + 1 for t in range(4 + u % 5)] for u in range(12)]  # lengths 4..8
 
 
-def _model(name: str) -> SequentialRecommender:
-    torch.manual_seed(0)
-    model_name, params = EXAMPLES[name]
-    model = build_model(model_name, {**TINY, **params}, N_ITEMS)
-    assert model.objective == name
-    return model
+@pytest.fixture
+def make_model(request: pytest.FixtureRequest) -> Callable[[str], SequentialRecommender]:
+    def make(name: str) -> SequentialRecommender:
+        torch.manual_seed(0)
+        model_name, params = EXAMPLES[name]
+        if not MODELS[model_name].uses_item_features:
+            return build_model(model_name, {**TINY, **params}, N_ITEMS)
+        backbone = str(request.getfixturevalue("tiny_text_backbone"))
+        titles = [None, *[f"item {i}" for i in range(1, N_ITEMS + 1)]]
+        features = ItemFeatures(N_ITEMS, [str(i) for i in range(N_ITEMS + 1)], {"title": titles}, None, 0)
+        model = build_model(model_name, {"backbone": backbone, "max_len": 6, **params}, N_ITEMS, item_features=features)
+        assert model.objective == name
+        return model
+
+    return make
 
 
 def test_every_objective_has_an_example_model() -> None:
@@ -40,8 +55,10 @@ def test_every_objective_has_an_example_model() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
-def test_a_step_gives_finite_named_terms_and_gradients(name: str) -> None:
-    model, objective = _model(name), build_objective(name)
+def test_a_step_gives_finite_named_terms_and_gradients(
+    name: str, make_model: Callable[[str], SequentialRecommender]
+) -> None:
+    model, objective = make_model(name), build_objective(name)
     rows = objective.train_rows(SEQS, model.max_len, generator=torch.Generator().manual_seed(0))
     assert len(rows) == len(rows.lengths()) >= len(SEQS)
     loader = DataLoader(rows, sampler=BatchSampler(SequentialSampler(rows), 8, drop_last=False), batch_size=None)
@@ -59,15 +76,17 @@ def test_a_step_gives_finite_named_terms_and_gradients(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
-def test_expected_targets_per_batch_is_none_or_positive(name: str) -> None:
-    model, objective = _model(name), build_objective(name)
+def test_expected_targets_per_batch_is_none_or_positive(
+    name: str, make_model: Callable[[str], SequentialRecommender]
+) -> None:
+    model, objective = make_model(name), build_objective(name)
     rows = objective.train_rows(SEQS, model.max_len, generator=torch.Generator().manual_seed(0))
     expected = objective.expected_targets_per_batch(model, rows, 4)
     assert expected is None or expected > 0
 
 
-def test_a_non_finite_loss_is_an_error_naming_its_terms() -> None:
-    model, objective = _model("next_item"), build_objective("next_item")
+def test_a_non_finite_loss_is_an_error_naming_its_terms(make_model: Callable[[str], SequentialRecommender]) -> None:
+    model, objective = make_model("next_item"), build_objective("next_item")
     with torch.no_grad():
         model.item_embeddings()[1:].fill_(float("nan"))
     batch = objective.train_rows(SEQS, model.max_len, generator=torch.Generator())[[0, 1]]
