@@ -117,12 +117,13 @@ def behavioural_overrides(overrides: Iterable[str]) -> list[str]:
 
 
 def format_mean_sd(values: list[float]) -> str:
-    """`mean ± sample sd (n=N)`; one value is shown alone with `(n=1)`."""
+    """`mean ± sample sd (median m, n=N)`; one value is shown alone with `(n=1)`."""
     if not values:
         return "—"
     if len(values) == 1:
         return f"{values[0]:.4f} (n=1)"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} (n={len(values)})"
+    mean, sd, median = statistics.mean(values), statistics.stdev(values), statistics.median(values)
+    return f"{mean:.4f} ± {sd:.4f} (median {median:.4f}, n={len(values)})"
 
 
 def end_note(record: Mapping[str, Any]) -> str:
@@ -448,7 +449,7 @@ def render_summary(runs: list[Run]) -> str:
         lines.append("")
     lines += [f"- [{i}] {note}" for i, note in enumerate(notes, 1)]
     lines += [
-        "- mean ± sample sd over the seeds run; *at defaults*: the runs used today's config of that file, seed "
+        "- mean ± sample sd (and the median) over the seeds run; *at defaults*: the runs used today's config of that file, seed "
         "aside (otherwise the group of runs with the best mean validation NDCG@10 is shown)",
         "- published: the ICSRec paper's figures as issue #7 cites them (Beauty: its released checkpoints); none "
         "is cited yet for SASRec or BERT4Rec (sources in `bench/results_table.py`)",

@@ -65,7 +65,7 @@ def _run(record: dict[str, Any], config: dict[str, Any] | None, today: dict[str,
 
 def test_mean_sd_is_the_sample_sd_with_n_and_one_value_has_no_sd() -> None:
     # mean 0.0457; deviations -2e-4, -1e-4, 3e-4: sample sd sqrt(14e-8 / 2) = 0.000265
-    assert rt.format_mean_sd([0.0455, 0.0456, 0.0460]) == "0.0457 ± 0.0003 (n=3)"
+    assert rt.format_mean_sd([0.0455, 0.0456, 0.0460]) == "0.0457 ± 0.0003 (median 0.0456, n=3)"
     assert rt.format_mean_sd([0.04561]) == "0.0456 (n=1)"
     assert rt.format_mean_sd([]) == "—"
 
