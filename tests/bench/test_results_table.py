@@ -98,8 +98,8 @@ def test_summary_shows_runs_at_defaults_over_seeds() -> None:
     summary = rt.render_summary(runs)
     row = next(line for line in summary.splitlines() if line.startswith("| sasrec"))
     assert "| yes |" in row
-    assert "0.0457 ± 0.0003 (n=3)" in row
-    assert "0.0914 ± 0.0005 (n=3)" in row  # HR@10 = 2 x NDCG@10 in these records
+    assert "0.0457 ± 0.0003 (median 0.0456, n=3)" in row
+    assert "0.0914 ± 0.0005 (median 0.0912, n=3)" in row  # HR@10 = 2 x NDCG@10 in these records
     assert "10 s" in row  # 100 s of fit over 10 epochs
 
 
@@ -115,7 +115,7 @@ def test_summary_falls_back_to_the_best_validation_group_and_says_so() -> None:
     summary = rt.render_summary(runs)
     row = next(line for line in summary.splitlines() if line.startswith("| sasrec"))
     assert "| no [1] |" in row
-    assert "0.0510 ± 0.0014 (n=2)" in row
+    assert "0.0510 ± 0.0014 (median 0.0510, n=2)" in row
     assert "[1] `toy`: not at current defaults: `model.params.dropout=0.2`" in summary
 
 
@@ -265,7 +265,7 @@ def test_generate_writes_both_files_and_the_check_names_the_stale_one(toy_repo: 
     for path, text in outputs.items():
         path.write_text(text)
     assert rt.stale_files(rt.generate(toy_repo, records, readme, ledger)) == []
-    assert "0.0500 ± 0.0000 (n=2)" in readme.read_text() and readme.read_text().endswith("\n\nafter\n")
+    assert "0.0500 ± 0.0000 (median 0.0500, n=2)" in readme.read_text() and readme.read_text().endswith("\n\nafter\n")
     assert "toy_42.json" in ledger.read_text()
 
     ledger.write_text(ledger.read_text() + "edited by hand\n")
