@@ -95,6 +95,7 @@ class Recformer(SequentialRecommender):
             self.backbone: Any = AutoModel.from_pretrained(path)
         else:
             self.backbone = AutoModel.from_config(AutoConfig.from_pretrained(path))  # type: ignore[no-untyped-call]
+        self.backbone.train()  # from_pretrained returns it in eval mode; modes follow this module's
         dim = int(self.backbone.config.hidden_size)
         # added to the backbone's own token + position embeddings; zero at the start, so the
         # pretrained encoder first sees the text exactly as it was trained on it

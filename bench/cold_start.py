@@ -1,0 +1,175 @@
+"""Cold-start comparison on the ML-1M half: Recformer, ID-only SASRec, popularity and a text-only
+nearest-neighbour baseline, on the same cold-start split and evaluator, several seeds.
+
+A seeded 10% of the items never trains (removed from every training sequence); validation and test
+rank the whole catalog for the users whose target is one of them, history masked. Seed s draws the
+cold items (`split.cold_seed`) and seeds the training (`train.seed`). Each (model, seed) writes a
+results record to bench/results/experiments/cold_start/; trained models are also MLflow runs.
+
+python bench/cold_start.py --seeds 0 1 2 --models pop text_knn sasrec recformer
+python bench/cold_start.py --split leave_one_out --models sasrec recformer   # the standard protocol
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recsys.data.datamodule import SequenceDataModule  # noqa: E402
+from recsys.data.item_features import ItemFeatures, load_item_features  # noqa: E402
+from recsys.data.processed import load_processed  # noqa: E402
+from recsys.data.schema import ITEMS  # noqa: E402
+from recsys.data.split import SplitConfig, split_sequences  # noqa: E402
+from recsys.eval.evaluate import evaluate  # noqa: E402
+from recsys.models.base import SequentialRecommender  # noqa: E402
+from recsys.models.recformer import backbone_path  # noqa: E402
+from recsys.tracking.config import DEFAULT_TRACKING_URI  # noqa: E402
+from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
+from recsys.train.experiment import load_experiment  # noqa: E402
+from recsys.train.fit import ensure_processed  # noqa: E402
+from recsys.train.run import train_experiment  # noqa: E402
+
+EXPERIMENTS = {"sasrec": "sasrec_ml-1m_cold", "recformer": "recformer_ml-1m_cold"}
+OUT = ROOT / "bench/results/experiments/cold_start"
+FIELDS = ("title", "year", "genres")
+
+
+class Popularity(SequentialRecommender):
+    """Every user gets the items ranked by their count in the training sequences."""
+
+    def __init__(self, counts: torch.Tensor) -> None:
+        super().__init__()
+        self.max_len = 1
+        scores = torch.log1p(counts.float())
+        scores[0] = 0.0
+        self.register_buffer("table", scores[:, None])  # [N + 1, 1]
+
+    def sequence_representation(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        del mask
+        return torch.ones(len(items), 1, device=items.device)
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.table  # type: ignore[no-any-return]
+
+
+class TextNeighbours(SequentialRecommender):
+    """The mean sentence vector (all-MiniLM-L6-v2, mean-pooled) of the history's last `max_len` items,
+    scored by cosine against every item's text vector: no training, no ids."""
+
+    def __init__(self, item_vectors: torch.Tensor, max_len: int) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.register_buffer("table", item_vectors)  # [N + 1, D] unit rows, row 0 zeros
+
+    def sequence_representation(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        del mask  # padding is 0 in `items`
+        recent = items[:, -self.max_len :]
+        vectors = self.table[recent] * (recent != 0)[..., None]  # [B, L, D]
+        return F.normalize(vectors.sum(1), dim=-1)
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.table  # type: ignore[no-any-return]
+
+
+@torch.no_grad()
+def sentence_vectors(features: ItemFeatures, batch: int = 256) -> torch.Tensor:
+    """Unit MiniLM sentence vectors [N + 1, D] of every item's key-value text (row 0 = zeros)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = backbone_path("all-MiniLM-L6-v2")
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    texts = [features.render(i, fields=FIELDS) for i in range(1, features.n_items + 1)]
+    out = [torch.zeros(1, model.config.hidden_size)]
+    for start in range(0, len(texts), batch):
+        enc = tokenizer(texts[start : start + batch], padding=True, truncation=True, max_length=64, return_tensors="pt")
+        states = model(**enc).last_hidden_state  # [b, T, D]
+        weights = enc["attention_mask"][..., None].float()
+        out.append(F.normalize((states * weights).sum(1) / weights.sum(1), dim=-1))
+    return torch.cat(out)
+
+
+def split_config(kind: str, seed: int) -> SplitConfig:
+    if kind == "cold":
+        return SplitConfig(cold_item_share=0.1, cold_seed=seed)
+    return SplitConfig()
+
+
+def score_baseline(name: str, data_dir: Path, split: SplitConfig, seed: int, command: str) -> dict[str, float]:
+    started, t0 = now_iso(), time.perf_counter()
+    dm = SequenceDataModule(data_dir, max_len=50, batch_size=256, eval_batch_size=256, seed=seed, split=split)
+    dm.setup()
+    features = load_item_features(data_dir)
+    if name == "pop":
+        train = split_sequences(load_processed(data_dir).sequences, split, dm.n_items).train
+        counts = torch.bincount(torch.tensor(train[ITEMS].explode().drop_nulls().to_list()), minlength=dm.n_items + 1)
+        model: SequentialRecommender = Popularity(counts)
+    else:
+        model = TextNeighbours(sentence_vectors(features), max_len=8)
+    metrics = {}
+    protocol = {}
+    for stage, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        result = evaluate(model, loader, split=stage, split_protocol=dm.protocol)
+        metrics |= result.metrics
+        protocol = result.protocol
+    record = base_record(f"{name}_ml-1m_{split_tag(split)}", command, started, time.perf_counter() - t0) | {
+        "dataset": "ml-1m",
+        "model": name,
+        "attention": None,
+        "protocol": protocol,
+        "seed": seed,
+        "metrics": metrics,
+    }
+    write_record(OUT / f"{name}_{split_tag(split)}_seed{seed}.json", record)
+    return metrics
+
+
+def split_tag(split: SplitConfig) -> str:
+    return "cold" if split.cold_item_share > 0 else "loo"
+
+
+def train_model(name: str, split_kind: str, seed: int, extra: list[str], tracking_uri: str) -> dict[str, float]:
+    overrides = [f"train.seed={seed}", "train.progress_bar=false", *extra]
+    if split_kind == "cold":
+        overrides += ["split.cold_item_share=0.1", f"split.cold_seed={seed}"]
+    cfg = load_experiment(ROOT / f"configs/experiment/{EXPERIMENTS[name]}.yaml", overrides)
+    command = " ".join(["python bench/cold_start.py --models", name, "--split", split_kind, "--seeds", str(seed)])
+    outcome = train_experiment(cfg, tracking_uri=tracking_uri, command=command)
+    assert outcome is not None
+    tag = "cold" if split_kind == "cold" else "loo"
+    suffix = "" if not extra else "_" + "_".join(o.split("=")[0].split(".")[-1] + o.split("=")[1] for o in extra)
+    write_record(OUT / f"{name}{suffix}_{tag}_seed{seed}.json", outcome.record)
+    return outcome.metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["pop", "text_knn", "sasrec", "recformer"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--split", choices=["cold", "leave_one_out"], default="cold")
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="extra key=value overrides for the trained models")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data_dir = ensure_processed(str(ROOT / "configs/data/ml-1m.yaml"))
+    command = "python " + " ".join(sys.argv)
+    for seed in args.seeds:
+        for name in args.models:
+            torch.manual_seed(seed)
+            if name in EXPERIMENTS:
+                metrics = train_model(name, args.split, seed, args.overrides, args.tracking_uri)
+            else:
+                metrics = score_baseline(name, data_dir, split_config(args.split, seed), seed, command)
+            print(f"{name} seed {seed}: test NDCG@10 {metrics['test/ndcg@10']:.4f} HR@10 {metrics['test/hr@10']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

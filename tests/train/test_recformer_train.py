@@ -1,0 +1,48 @@
+"""Recformer through the one training module: a tiny tracked run on the planted dataset's titles,
+pre-training then both fine-tuning stages, saved and reloaded with its item table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from recsys.model_io import load_model
+from recsys.tracking.mlflow import download_run_artifacts, read_run
+from recsys.train.experiment import load_experiment
+from recsys.train.run import train_experiment
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_recformer_pretrains_fine_tunes_and_reloads(
+    tmp_path: Path, planted_experiment: Callable[..., Path], tiny_text_backbone: Path
+) -> None:
+    params = {
+        "backbone": str(tiny_text_backbone),
+        "max_len": 4,
+        "fields": ["title"],
+        "max_item_tokens": 6,
+        "max_tokens": 30,
+        "pretrain_epochs": 1,
+        "refresh_epochs": 1,
+    }
+    path = planted_experiment({"name": "recformer", "params": params}, batch_size=32, val_every=1, max_epochs=3)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = train_experiment(load_experiment(path), tracking_uri=uri, command="test")
+    assert outcome is not None
+    run = read_run(uri, outcome.run_id)
+    assert run["status"] == "FINISHED"
+    for key in ("train/loss", "train/mlm_loss", "val/ndcg@10", "test/ndcg@10"):  # mlm: the pre-training epoch
+        assert key in run["metrics"], key
+    assert outcome.record["epochs"] == 3
+    model = load_model(download_run_artifacts(uri, outcome.run_id, "model", tmp_path / "dl"))
+    table = model.item_embeddings()
+    assert torch.isfinite(table).all() and torch.allclose(table[1:].norm(dim=-1), torch.ones(len(table) - 1))
+
+
+def test_recformer_experiment_configs_resolve() -> None:
+    cold = load_experiment(REPO / "configs/experiment/recformer_ml-1m_cold.yaml")
+    assert cold.model.name == "recformer" and cold.split.cold_item_share == 0.1
+    assert load_experiment(REPO / "configs/experiment/sasrec_ml-1m_cold.yaml").split.cold_item_share == 0.1
