@@ -449,8 +449,8 @@ def render_summary(runs: list[Run]) -> str:
         lines.append("")
     lines += [f"- [{i}] {note}" for i, note in enumerate(notes, 1)]
     lines += [
-        "- mean ± sample sd (and the median) over the seeds run; *at defaults*: the runs used today's config of that file, seed "
-        "aside (otherwise the group of runs with the best mean validation NDCG@10 is shown)",
+        "- mean ± sample sd (and the median) over the seeds run; *at defaults*: the runs used today's config "
+        "of that file, seed aside (otherwise the group of runs with the best mean validation NDCG@10 is shown)",
         "- published: the ICSRec paper's figures as issue #7 cites them (Beauty: its released checkpoints); none "
         "is cited yet for SASRec or BERT4Rec (sources in `bench/results_table.py`)",
         "- epoch: fit time / epochs, on the machines listed in the ledger",
