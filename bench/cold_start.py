@@ -8,6 +8,7 @@ results record to bench/results/experiments/cold_start/; trained models are also
 
 python bench/cold_start.py --seeds 0 1 2 --models pop text_knn sasrec recformer
 python bench/cold_start.py --split leave_one_out --models sasrec recformer   # the standard protocol
+python bench/cold_start.py --models recformer --set model.params.pretrained=false  # the random-init ablation
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def main() -> None:
     parser.add_argument("--split", choices=["cold", "leave_one_out"], default="cold")
     parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("overrides", nargs="*", help="extra key=value overrides for the trained models")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value for the trained models")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data_dir = ensure_processed(str(ROOT / "configs/data/ml-1m.yaml"))
