@@ -5,7 +5,8 @@ python -m pipelines.evaluate --run-id <id> [--split test|val] [--include-seen] [
 The model comes from the run's `model/` artifact, the data from the run's `data_dir` tag (or
 --data-dir). With --log the metrics are added to the run under `eval/<split>/...`
 (`eval_without_newest/<split>/...` with --drop-newest, which ranks from each history without its
-most recent item: how much the model's score rests on it).
+most recent item: how much the model's score rests on it), and its per-user results as the artifact
+`per_user/eval_<split>.parquet` (`per_user/eval_without_newest_<split>.parquet`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from recsys.config import from_dict
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.split import SplitConfig
 from recsys.eval.evaluate import evaluate, without_newest
+from recsys.eval.per_user import item_stats, log_tables, per_user_results
 from recsys.model_io import load_model
 from recsys.tracking.config import DEFAULT_TRACKING_URI
 from recsys.tracking.mlflow import RunRecorder, TrackingError, download_run_artifacts, read_run
@@ -76,7 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.log:
         prefix = "eval_without_newest" if args.drop_newest else "eval"
-        RunRecorder(args.tracking_uri, args.run_id).log_metrics({f"{prefix}/{k}": v for k, v in result.metrics.items()})
+        recorder = RunRecorder(args.tracking_uri, args.run_id)
+        recorder.log_metrics({f"{prefix}/{k}": v for k, v in result.metrics.items()})
+        split = dm.sequence_split
+        if split is not None:
+            holdout = split.test if args.split == "test" else split.validation
+            users = per_user_results(result, holdout, item_stats(split, dm.n_items))
+            log_tables(recorder, {f"{prefix}_{args.split}": users})
     protocol = {**result.protocol, "history": "without its newest item" if args.drop_newest else "whole"}
     print(json.dumps({"protocol": protocol, "metrics": result.metrics}, indent=1))
     return 0

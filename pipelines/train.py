@@ -31,6 +31,7 @@ import torch
 from pipelines import prepare_data
 from recsys.config import ConfigError
 from recsys.data.errors import DataError
+from recsys.eval.per_user import beside_record, write_tables
 from recsys.tracking.config import DEFAULT_TRACKING_URI
 from recsys.tracking.mlflow import TrackingError
 from recsys.tracking.records import write_record
@@ -49,7 +50,10 @@ def tracking_uri_for(cfg: ExperimentConfig) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="configs/experiment/<exp>.yaml")
-    parser.add_argument("--results-json", help="also write the results record to this path")
+    parser.add_argument(
+        "--results-json",
+        help="also write the results record to this path (and its per-user results to <stem>.per_user/ beside it)",
+    )
     parser.add_argument(
         "--prepare",
         action="store_true",
@@ -96,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.results_json:
         write_record(args.results_json, outcome.record)
+        write_tables(beside_record(args.results_json), outcome.per_user)
     print(f"mlflow run: {outcome.run_id} ({outcome.tracking_uri})")
     print(json.dumps({k: round(v, 4) for k, v in outcome.metrics.items() if "@10" in k or "@20" in k}, indent=1))
     return 0

@@ -22,7 +22,7 @@ from recsys.data.datasets import (
 from recsys.data.item_features import ItemFeatures, load_item_features
 from recsys.data.processed import load_processed
 from recsys.data.schema import ITEMS
-from recsys.data.split import TARGET, SplitConfig, split_sequences
+from recsys.data.split import TARGET, SequenceSplit, SplitConfig, split_sequences
 
 
 class SequenceDataModule(pl.LightningDataModule):
@@ -73,6 +73,7 @@ class SequenceDataModule(pl.LightningDataModule):
         self.split = split or SplitConfig()
         self.n_items = 0
         self.protocol: dict[str, object] = {}
+        self.sequence_split: SequenceSplit | None = None
         self.wants_item_features = item_features
         self.item_features: ItemFeatures | None = None
 
@@ -90,6 +91,7 @@ class SequenceDataModule(pl.LightningDataModule):
             self.item_features = load_item_features(self.data_dir)
         split = split_sequences(ds.sequences, self.split, ds.n_items)
         self.protocol = split.protocol
+        self.sequence_split = split  # the frames behind the loaders (per-user results read them)
         train = [s for s in split.train[ITEMS].to_list() if len(s) >= 2]  # >= 1 target
         if not train or split.validation.height == 0 or split.test.height == 0:
             raise ValueError(

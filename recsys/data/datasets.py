@@ -51,6 +51,7 @@ class EvalBatch(NamedTuple):
     items: torch.Tensor  # [B, L] left-padded history
     targets: torch.Tensor  # [B] held-out item
     seen: torch.Tensor  # [B, S] every item of the full history (0 = pad), masked when ranking
+    rows: torch.Tensor | None = None  # [B] long, each user's row in its split (per-user results); None = unknown
 
 
 def left_pad(seqs: Sequence[Sequence[int]], length: int) -> torch.Tensor:
@@ -111,4 +112,5 @@ class EvalSequences(Dataset[EvalBatch]):
 
     def __getitem__(self, rows: list[int]) -> EvalBatch:
         seen = self.seen[rows]
-        return EvalBatch(trim_padding(self.items[rows]), self.targets[rows], trim_padding(seen))
+        index = torch.tensor(rows, dtype=torch.long)
+        return EvalBatch(trim_padding(self.items[rows]), self.targets[rows], trim_padding(seen), index)

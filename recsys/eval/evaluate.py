@@ -20,6 +20,12 @@ class EvalResult:
     metrics: dict[str, float]  # e.g. {"test/ndcg@10": 0.053, ...}
     protocol: dict[str, Any]  # split, full_ranking, exclude_seen, ks, n_users, tie policy
     n_users: int
+    # per user, in the order the batches came (what per-user results are built from; see
+    # recsys.eval.per_user): 1-based full-ranking rank of the target, top max(ks) items, and each
+    # user's row in its split (None when the batches did not say)
+    ranks: torch.Tensor | None = None  # [U] long
+    topk_ids: torch.Tensor | None = None  # [U, max(ks)] long
+    rows: torch.Tensor | None = None  # [U] long
 
 
 def metrics_from_ranks(
@@ -57,7 +63,7 @@ def without_newest(batch: EvalBatch) -> EvalBatch:
     if bool((lengths < 2).any()):
         raise ValueError(f"dropping the newest item needs histories of at least 2 items, got {int(lengths.min())}")
     items = torch.cat([torch.zeros_like(batch.items[:, :1]), batch.items[:, :-1]], dim=1)
-    return EvalBatch(items, batch.targets, batch.seen)
+    return EvalBatch(items, batch.targets, batch.seen, batch.rows)
 
 
 def evaluate(
@@ -84,11 +90,13 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
-    ranks, topk = [], []
+    ranks, topk, rows = [], [], []
     for batch in batches:
         r, t = rank_batch(model, batch, exclude_seen=exclude_seen, topk=max(ks), item_chunk=item_chunk)
         ranks.append(r.cpu())
         topk.append(t.cpu())
+        if batch.rows is not None:
+            rows.append(batch.rows.cpu())
     model.train(was_training)
     if not ranks:
         raise ValueError(f"no users to evaluate in split {split!r}")
@@ -105,4 +113,7 @@ def evaluate(
         "n_items": n_items,
     }
     metrics = metrics_from_ranks(all_ranks, all_topk, n_items, ks, split)
-    return EvalResult(metrics=metrics, protocol=protocol, n_users=len(all_ranks))
+    all_rows = torch.cat(rows) if len(rows) == len(ranks) else None  # every batch said, or none counts
+    return EvalResult(
+        metrics=metrics, protocol=protocol, n_users=len(all_ranks), ranks=all_ranks, topk_ids=all_topk, rows=all_rows
+    )

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 import yaml
 
@@ -17,6 +18,7 @@ from recsys.config import load_config, to_dict
 from recsys.data.config import DataConfig
 from recsys.data.datamodule import SequenceDataModule
 from recsys.eval.evaluate import evaluate
+from recsys.eval.per_user import ITEMS_TABLE, item_stats, log_tables, per_user_results
 from recsys.model_io import resolved_config, save_model
 from recsys.models.base import SequentialRecommender
 from recsys.tracking.mlflow import RunRecorder
@@ -33,6 +35,7 @@ class TrainOutcome:
     tracking_uri: str
     metrics: dict[str, float]  # final val/* and test/* of the best checkpoint
     record: dict[str, Any]  # the results record (ARCHITECTURE.md)
+    per_user: dict[str, pl.DataFrame] = field(default_factory=dict)  # val, test, items (recsys.eval.per_user)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,15 @@ def evaluate_and_log(
     val = evaluate(model, dm.val_dataloader(), split="val", **kw)
     test = evaluate(model, dm.test_dataloader(), split="test", **kw)
     metrics = {**val.metrics, **test.metrics}
+    split = dm.sequence_split
+    if split is None:
+        raise RuntimeError("the DataModule has not been set up: no split to attach per-user results to")
+    items = item_stats(split, ctx.n_items)
+    per_user = {
+        "val": per_user_results(val, split.validation, items),
+        "test": per_user_results(test, split.test, items),
+        ITEMS_TABLE: items,
+    }
     config = resolved_experiment(cfg, model)
     record = base_record(cfg.name, ctx.command, ctx.started_at, time.perf_counter() - ctx.t0) | {
         "dataset": ctx.meta.get("name"),
@@ -105,8 +117,10 @@ def evaluate_and_log(
         "metrics": metrics,
         "config": config,
     }
-    log_run(recorder, ctx, model, config, metrics, record)
-    return TrainOutcome(run_id=recorder.run_id, tracking_uri=recorder.uri, metrics=metrics, record=record)
+    log_run(recorder, ctx, model, config, metrics, record, per_user)
+    return TrainOutcome(
+        run_id=recorder.run_id, tracking_uri=recorder.uri, metrics=metrics, record=record, per_user=per_user
+    )
 
 
 def log_run(
@@ -116,9 +130,11 @@ def log_run(
     config: dict[str, Any],
     metrics: dict[str, float],
     record: dict[str, Any],
+    per_user: dict[str, pl.DataFrame] | None = None,
 ) -> None:
     """Everything a run keeps: params and config.yaml (the resolved config), final metrics, dataset
-    meta, the results record, weights and item embeddings; then the run is marked FINISHED."""
+    meta, the results record, the per-user results, weights and item embeddings; then the run is
+    marked FINISHED."""
     cfg = ctx.cfg
     recorder.log_params(config)
     recorder.log_metrics(metrics, step=int(record["epochs"]))
@@ -135,4 +151,6 @@ def log_run(
         with torch.no_grad():
             np.save(emb_path, model.item_embeddings().float().numpy())
         recorder.log_file(emb_path, "embeddings")
+    if per_user:
+        log_tables(recorder, per_user)
     recorder.finish("FINISHED")
