@@ -27,6 +27,7 @@ from recsys.tracking.config import TrackingConfig
 
 if TYPE_CHECKING:
     import pandas as pd
+    import polars as pl
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,44 @@ def runs_table(uri: str, experiment: str) -> pd.DataFrame:
         row.update({metric_name(k): v for k, v in run.data.metrics.items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def dataset_runs(uri: str, dataset: str, *, max_runs: int = 10_000) -> pl.DataFrame:
+    """The finished training runs of a dataset (its `dataset` tag) across all experiments, newest first.
+
+    One row per run: run_id, experiment, run_name, start_time, `param:<key>` for every param,
+    `tag:<key>` for our tags (not MLflow's own `mlflow.*`) and the metrics by name (`val/ndcg@10`).
+    """
+    import polars as pl
+
+    if "'" in dataset or not dataset:
+        raise ValueError(f"dataset name {dataset!r} must be non-empty and hold no quote")
+    client = MlflowClient(tracking_uri=uri)
+    experiments = {e.experiment_id: e.name for e in client.search_experiments(max_results=1000)}
+    query = f"tags.dataset = '{dataset}' and attributes.status = 'FINISHED'"
+    rows: list[dict[str, Any]] = []
+    token: str | None = None
+    while experiments and len(rows) < max_runs:
+        page = client.search_runs(
+            list(experiments), query, order_by=["attributes.start_time DESC"], max_results=1000, page_token=token
+        )
+        for run in page:
+            row: dict[str, Any] = {
+                "run_id": run.info.run_id,
+                "experiment": experiments[run.info.experiment_id],
+                "run_name": run.info.run_name,
+                "start_time": datetime.fromtimestamp(run.info.start_time / 1000, UTC),
+            }
+            row.update({f"param:{k}": v for k, v in run.data.params.items()})
+            row.update({f"tag:{k}": v for k, v in run.data.tags.items() if not k.startswith("mlflow.")})
+            row.update({metric_name(k): v for k, v in run.data.metrics.items()})
+            rows.append(row)
+        token = page.token
+        if not token:
+            break
+    if not rows:
+        return pl.DataFrame(schema={"run_id": pl.String})
+    return pl.from_dicts(rows[:max_runs], infer_schema_length=None)
 
 
 def metric_history(uri: str, run_id: str, key: str) -> pd.DataFrame:

@@ -142,7 +142,7 @@ def log_run(
     recorder.log_text(Path(cfg.data).read_text(), "data/data_config.yaml")
     recorder.log_json(ctx.meta, "data/meta.json")
     recorder.log_json(record, "result.json")
-    recorder.set_tags({"data_dir": str(ctx.data_dir.resolve())})
+    recorder.set_tags({"data_dir": str(ctx.data_dir.resolve()), "command": ctx.command[:5000]})
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         save_model(model, cfg.model.name, config["model"]["params"], ctx.n_items, model_dir)
