@@ -46,6 +46,40 @@ def behavioural_overrides(command: str) -> list[str]:
     return [o for o in overrides if not o.split("=", 1)[0].startswith(QUIET_OVERRIDES)]
 
 
+def run_overview(runs: pl.DataFrame) -> pl.DataFrame:
+    """One row per run: what it trained (config, model, attention, seed), under which protocol, whether
+    it ran at its config's defaults, and its final metrics.
+
+    Args:
+        runs: `recsys.tracking.mlflow.dataset_runs` output (`param:<key>`, `tag:<key>` and metric columns).
+
+    Returns:
+        run_id, config, model, attention, seed, split, cold_item_share, exclude_seen, overrides (the
+        behavioural `k=v` of its command, null when the run did not record its command),
+        at_defaults, then the `val/`, `test/` and `eval/` metrics.
+    """
+
+    def param(key: str) -> pl.Expr:
+        return pl.col(f"param:{key}") if f"param:{key}" in runs.columns else pl.lit(None, pl.String)
+
+    commands = runs["tag:command"].to_list() if "tag:command" in runs.columns else [None] * runs.height
+    overrides = [None if c is None else " ".join(behavioural_overrides(c)) for c in commands]
+    metrics = [c for c in runs.columns if c.startswith(("val/", "test/", "eval/", "eval_without_newest/"))]
+    return runs.select(
+        "run_id",
+        param("name").alias("config"),
+        param("model.name").alias("model"),
+        param("model.params.attention").alias("attention"),
+        param("train.seed").cast(pl.Int64).alias("seed"),
+        param("split.kind").fill_null("leave_one_out").alias("split"),  # runs from before splits were configurable
+        param("split.cold_item_share").cast(pl.Float64).fill_null(0.0).alias("cold_item_share"),
+        (param("eval.exclude_seen") == "True").alias("exclude_seen"),
+        pl.Series("overrides", overrides, dtype=pl.String),
+        pl.Series("at_defaults", [None if o is None else o == "" for o in overrides], dtype=pl.Boolean),
+        *metrics,
+    )
+
+
 def summarize_seeds(runs: pl.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> pl.DataFrame:
     """Mean, sample sd and count of each metric over the runs of each group (one run per seed).
 

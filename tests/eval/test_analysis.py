@@ -21,6 +21,7 @@ from recsys.eval.analysis import (
     popularity_percentiles,
     quantile_edges,
     recommendation_bias,
+    run_overview,
     summarize_seeds,
 )
 
@@ -128,3 +129,23 @@ def test_nearest_items_and_map() -> None:
     for method in ("pca", "tsne"):
         coords = embedding_map(emb[1:], method=method)
         assert coords.shape == (4, 2) and np.isfinite(coords).all()
+
+
+def test_run_overview_reads_protocol_and_defaults() -> None:
+    runs = pl.DataFrame(
+        {
+            "run_id": ["r1", "r2", "r3"],
+            "param:name": ["sasrec_x"] * 3,
+            "param:model.name": ["sasrec"] * 3,
+            "param:train.seed": ["42", "43", "42"],
+            "param:eval.exclude_seen": ["True"] * 3,
+            "tag:command": ["python -m pipelines.train --config x.yaml", "... train.seed=43", None],
+            "val/ndcg@10": [0.1, 0.2, 0.3],
+            "train/loss": [1.0, 1.0, 1.0],
+        }
+    )
+    got = run_overview(runs)
+    assert got["at_defaults"].to_list() == [True, True, None]  # r3 did not record its command
+    assert got["split"].to_list() == ["leave_one_out"] * 3 and got["cold_item_share"].to_list() == [0.0] * 3
+    assert got["seed"].to_list() == [42, 43, 42] and got["exclude_seen"].all()
+    assert "val/ndcg@10" in got.columns and "train/loss" not in got.columns
