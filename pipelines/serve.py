@@ -3,8 +3,9 @@
 python -m pipelines.serve --model-uri models:/<name>@champion [--tracking-uri URI] [--host 127.0.0.1 --port 8000]
 
 Settings not given as flags come from RECSYS_SERVE_<FIELD> variables (see recsys/serve/settings.py)
-and MLFLOW_TRACKING_URI. The model is loaded before the port is bound: an unknown alias or an
-unreachable registry ends the process with exit code 2 and one line on stderr.
+and MLFLOW_TRACKING_URI. The model is loaded before the port is bound: an unknown alias, an
+unreachable registry or a missing, corrupted or truncated bundle file ends the process with exit
+code 2 and one line on stderr naming what is wrong. SIGTERM stops it gracefully (exit 0).
 """
 
 from __future__ import annotations
@@ -16,15 +17,12 @@ import sys
 from collections.abc import Sequence
 
 import torch
-import uvicorn
 from pydantic import ValidationError
 
 from recsys.retrieval.index import set_search_threads
 from recsys.serve.app import create_app
+from recsys.serve.server import make_server
 from recsys.serve.settings import ServeSettings
-from recsys.tracking.registry import RegistryError
-
-LOAD_ERRORS = (RegistryError, FileNotFoundError, KeyError, ValueError, OSError, RuntimeError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,10 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_app(settings)
     try:
         app.state.holder.load()
-    except LOAD_ERRORS as err:
+    except Exception as err:  # the command line's edge: every load failure is one line and exit 2
         print(f"error: cannot load {settings.model_uri}: {_one_line(err)}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    make_server(app, settings, host=args.host, port=args.port, log_level=args.log_level).run()
     return 0
 
 

@@ -85,6 +85,13 @@ def read_spec(directory: Path) -> dict[str, Any]:
 def load_model(directory: Path, map_location: str | torch.device = "cpu") -> SequentialRecommender:
     """Rebuild a model saved by `save_model`, in eval mode."""
     model = build_from_spec(read_spec(directory), source=str(directory / MODEL_JSON))
+    return load_weights(model, directory, map_location)
+
+
+def load_weights(
+    model: SequentialRecommender, directory: Path, map_location: str | torch.device = "cpu"
+) -> SequentialRecommender:
+    """Load the `state_dict.pt` of a saved model directory into `model` (built from its spec); eval mode."""
     state = torch.load(directory / STATE_DICT, map_location=map_location, weights_only=True)
     model.load_state_dict(state)
     return model.eval()

@@ -2,7 +2,8 @@
 
 Layout::
 
-    bundle.json            name, model name, n_items, dim, max_len, index config, source run, created_at
+    bundle.json            name, model name, n_items, dim, max_len, index config, source run, created_at,
+                           and every other file's size and sha256 (checked before anything is loaded)
     model/                 the saved model (recsys.model_io): model.json (name, resolved config, n_items)
                            + state_dict.pt
     item_embeddings.npy    float32 [n_items + 1, D], row 0 = padding
@@ -13,9 +14,15 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,21 +30,52 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from recsys.config import from_dict
+from recsys.config import ConfigError, from_dict
 from recsys.data import schema as S
-from recsys.model_io import load_model, read_spec, resolved_config, save_model
+from recsys.model_io import (
+    MODEL_JSON,
+    STATE_DICT,
+    build_from_spec,
+    load_model,
+    load_weights,
+    read_spec,
+    resolved_config,
+    save_model,
+)
 from recsys.models.base import SequentialRecommender
 from recsys.retrieval.index import IndexConfig, ItemIndex, build_index, load_index, save_index
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: bundle.json lists each file's size and sha256; 1 (still read): no checksums
 BUNDLE_FILE = "bundle.json"
 MODEL_DIR = "model"
 EMBEDDINGS_FILE = "item_embeddings.npy"
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.parquet"
 HISTORIES_FILE = "histories.parquet"
+
+
+class BundleError(ValueError):
+    """A bundle file that is missing, corrupted or inconsistent; names the file inside the bundle.
+
+    `public` (file and problem) holds no path or URI, so a service may show it to clients; the
+    message adds the underlying error for logs and the command line.
+    """
+
+    def __init__(self, file: str, problem: str, detail: str | None = None) -> None:
+        self.file = file
+        self.problem = problem
+        self.public = f"bundle file {file}: {problem}"
+        super().__init__(self.public + (f" ({detail})" if detail else ""))
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """Size and sha256 of one bundle file, as bundle.json lists it."""
+
+    bytes: int
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -53,6 +91,7 @@ class BundleMeta:
     source_run_id: str | None
     created_at: str
     format: int = BUNDLE_FORMAT
+    files: dict[str, FileDigest] = field(default_factory=dict)  # path inside the bundle -> digest
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,70 +150,155 @@ def write_bundle(
         raise ValueError(f"item embeddings have shape {emb.shape}; the model has n_items={n_items} (+1 padding row)")
     items, histories = _read_tables(data_dir, n_items)
     model = load_model(model_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(spec["name"]), resolved_config(model), n_items, directory / MODEL_DIR)
-    np.save(directory / EMBEDDINGS_FILE, emb)
-    save_index(build_index(emb, index_config), directory / INDEX_FILE)
-    items.write_parquet(directory / ITEMS_FILE)
-    histories.write_parquet(directory / HISTORIES_FILE)
-    meta = BundleMeta(
-        name=name,
-        model=str(spec["name"]),
-        n_items=n_items,
-        dim=int(emb.shape[1]),
-        max_len=int(model.max_len),
-        index=index_config,
-        source_run_id=source_run_id,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
-    (directory / BUNDLE_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    # written under a temporary name beside `directory`, renamed when complete: a crash never leaves
+    # a directory that looks like a bundle
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        save_model(model, str(spec["name"]), resolved_config(model), n_items, tmp / MODEL_DIR)
+        np.save(tmp / EMBEDDINGS_FILE, emb)
+        save_index(build_index(emb, index_config), tmp / INDEX_FILE)
+        items.write_parquet(tmp / ITEMS_FILE)
+        histories.write_parquet(tmp / HISTORIES_FILE)
+        meta = BundleMeta(
+            name=name,
+            model=str(spec["name"]),
+            n_items=n_items,
+            dim=int(emb.shape[1]),
+            max_len=int(model.max_len),
+            index=index_config,
+            source_run_id=source_run_id,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            files={rel: file_digest(tmp / rel) for rel in _payload_files()},
+        )
+        (tmp / BUNDLE_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+        os.replace(tmp, directory)  # onto a missing or empty directory
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return meta
+
+
+def file_digest(path: Path) -> FileDigest:
+    """Size and sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return FileDigest(bytes=path.stat().st_size, sha256=digest.hexdigest())
+
+
+def verify_bundle(directory: Path, meta: BundleMeta) -> None:
+    """Check every file bundle.json lists against its size and sha256; `BundleError` names the first bad one."""
+    if meta.format >= 2 and set(meta.files) != set(_payload_files()):
+        raise BundleError(BUNDLE_FILE, f"lists files {sorted(meta.files)}, expected {sorted(_payload_files())}")
+    for rel, expected in meta.files.items():
+        path = directory / rel
+        if not path.is_file():
+            raise BundleError(rel, "is missing")
+        size = path.stat().st_size
+        if size != expected.bytes:
+            raise BundleError(rel, f"has {size} bytes, bundle.json lists {expected.bytes} (truncated or replaced)")
+        got = file_digest(path).sha256
+        if got != expected.sha256:
+            raise BundleError(
+                rel, f"checksum mismatch: sha256 {got[:12]}..., bundle.json lists {expected.sha256[:12]}... (corrupted)"
+            )
 
 
 def read_bundle_meta(directory: Path) -> BundleMeta:
     """Parse bundle.json of a bundle directory."""
     path = directory / BUNDLE_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {directory} is not a serving bundle")
-    meta = from_dict(BundleMeta, json.loads(path.read_text()), source=str(path))
-    if meta.format != BUNDLE_FORMAT:
-        raise ValueError(f"{path}: bundle format {meta.format} is not supported (expected {BUNDLE_FORMAT})")
+        raise BundleError(BUNDLE_FILE, "is missing: the directory is not a serving bundle")
+    try:
+        meta = from_dict(BundleMeta, json.loads(path.read_text()), source=BUNDLE_FILE)
+    except (ValueError, UnicodeDecodeError) as err:  # JSON, or fields that do not fit (ConfigError)
+        problem = str(err) if isinstance(err, ConfigError) else "is not valid JSON"
+        raise BundleError(BUNDLE_FILE, problem) from err
+    if meta.format not in (1, BUNDLE_FORMAT):
+        raise BundleError(BUNDLE_FILE, f"bundle format {meta.format} is not supported (expected {BUNDLE_FORMAT})")
     return meta
 
 
 def load_bundle(directory: Path) -> ServingBundle:
-    """Load a bundle into memory; nothing is read from `directory` afterwards (it may be deleted)."""
+    """Load a bundle into memory; nothing is read from `directory` afterwards (it may be deleted).
+
+    Every failure is a `BundleError` naming the file: checksums first (format 2), then parse errors and
+    inconsistencies between the files.
+    """
     meta = read_bundle_meta(directory)
-    model = load_model(directory / MODEL_DIR)
-    index = load_index(directory / INDEX_FILE, meta.index)
+    if meta.format < 2:
+        log.warning("bundle %s has format %d: no checksums to verify (export it again)", directory, meta.format)
+    verify_bundle(directory, meta)
+    model_json, state_dict = f"{MODEL_DIR}/{MODEL_JSON}", f"{MODEL_DIR}/{STATE_DICT}"
+    with _reading(model_json):
+        model = build_from_spec(read_spec(directory / MODEL_DIR), source=model_json)
+    with _reading(state_dict):
+        model = load_weights(model, directory / MODEL_DIR)
+    with _reading(INDEX_FILE):
+        index = load_index(directory / INDEX_FILE, meta.index)
     if index.n_items != meta.n_items or index.dim != meta.dim:
-        raise ValueError(
-            f"{directory}: index holds {index.n_items} x {index.dim}, bundle.json says {meta.n_items} x {meta.dim}"
+        raise BundleError(
+            INDEX_FILE, f"holds {index.n_items} x {index.dim} vectors, bundle.json says {meta.n_items} x {meta.dim}"
         )
-    items = pl.read_parquet(directory / ITEMS_FILE).sort(S.ITEM_IDX)
+    with _reading(ITEMS_FILE):
+        items = pl.read_parquet(directory / ITEMS_FILE).sort(S.ITEM_IDX)
+        idx = items[S.ITEM_IDX].to_numpy()
+        raw_list = items[S.RAW_ID].to_list()
+        text_col = items[S.TEXT] if S.TEXT in items.columns else None
+    if not np.array_equal(idx, np.arange(1, meta.n_items + 1)):
+        raise BundleError(ITEMS_FILE, f"does not hold item_idx 1..{meta.n_items} once each")
     raw_ids = np.empty(meta.n_items + 1, dtype=object)
     raw_ids[0] = ""
-    idx = items[S.ITEM_IDX].to_numpy()
-    raw_ids[idx] = items[S.RAW_ID].to_list()
+    raw_ids[idx] = raw_list
     text: np.ndarray | None = None
-    if S.TEXT in items.columns and items[S.TEXT].null_count() < items.height:
+    if text_col is not None and text_col.null_count() < items.height:
         text = np.full(meta.n_items + 1, None, dtype=object)
-        text[idx] = items[S.TEXT].to_list()
-    histories = pl.read_parquet(directory / HISTORIES_FILE)
-    lengths = histories[S.ITEMS].list.len().to_numpy().astype(np.int64)
+        text[idx] = text_col.to_list()
+    with _reading(HISTORIES_FILE):
+        histories = pl.read_parquet(directory / HISTORIES_FILE)
+        lengths = histories[S.ITEMS].list.len().to_numpy().astype(np.int64)
+        flat = histories[S.ITEMS].explode().drop_nulls().to_numpy().astype(np.int64)
+        users = histories[S.RAW_ID].to_list()
+    if len(flat) and (flat.min() < 1 or flat.max() > meta.n_items):
+        raise BundleError(HISTORIES_FILE, f"holds item indices outside 1..{meta.n_items}")
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    flat = histories[S.ITEMS].explode().drop_nulls().to_numpy().astype(np.int64)
     return ServingBundle(
         meta=meta,
         model=model,
         index=index,
         item_raw_ids=raw_ids,
         item_text=text,
-        item_vocab={raw: int(i) for raw, i in zip(items[S.RAW_ID].to_list(), idx.tolist(), strict=True)},
-        user_vocab={raw: row for row, raw in enumerate(histories[S.RAW_ID].to_list())},
+        item_vocab={raw: int(i) for raw, i in zip(raw_list, idx.tolist(), strict=True)},
+        user_vocab={raw: row for row, raw in enumerate(users)},
         history_offsets=offsets,
         history_items=flat,
+    )
+
+
+@contextlib.contextmanager
+def _reading(file: str) -> Iterator[None]:
+    """Turn any error while reading one bundle file into a `BundleError` naming it."""
+    try:
+        yield
+    except BundleError:
+        raise
+    except Exception as err:  # torch, FAISS, polars and numpy each raise their own kinds
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise BundleError(file, "cannot be read", f"{type(err).__name__}: {first}"[:300]) from err
+
+
+def _payload_files() -> tuple[str, ...]:
+    """Every file of a bundle but bundle.json, as paths inside the bundle."""
+    return (
+        f"{MODEL_DIR}/{MODEL_JSON}",
+        f"{MODEL_DIR}/{STATE_DICT}",
+        EMBEDDINGS_FILE,
+        INDEX_FILE,
+        ITEMS_FILE,
+        HISTORIES_FILE,
     )
 
 

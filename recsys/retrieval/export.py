@@ -96,7 +96,10 @@ def fetch_bundle(model_uri: str, tracking_uri: str, *, cache_dir: Path | None = 
     local = Path(model_uri)
     if not model_uri.startswith("models:/"):
         if not local.is_dir():
-            raise RegistryError(f"model URI {model_uri!r} is neither models:/<name>@<alias> nor a bundle directory")
+            raise RegistryError(
+                f"model URI {model_uri!r} is neither models:/<name>@<alias> nor a bundle directory",
+                public="the model URI is neither a registry URI nor a bundle directory",
+            )
         return FetchedBundle(bundle=load_bundle(local), version="local", ref=None)
     ref = resolve_model_uri(tracking_uri, model_uri)
     if cache_dir is not None:

@@ -1,7 +1,9 @@
 """The online top-k service: `create_app(settings)`; the lifespan loads the model version into app.state.
 
 Routes stay thin: the query path lives in `recsys.retrieval.recommender`, model loading and hot
-reload in `recsys.serve.state`, metrics and the body limit in ASGI middlewares.
+reload in `recsys.serve.state`, metrics and the body limits in ASGI middlewares, the admin lock in
+`recsys.serve.auth`. Every status a route can answer is declared on it: the OpenAPI document at
+/openapi.json is the contract (tests/serve/test_schema.py runs schemathesis against it).
 """
 
 from __future__ import annotations
@@ -9,20 +11,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.utils import is_body_allowed_for_status_code
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.retrieval.recommender import Recommendations, ResolvedHistory
+from recsys.serve.auth import ADMIN_RESPONSES, AdminAuth
 from recsys.serve.batcher import MicroBatcher
 from recsys.serve.metrics import ServeMetrics
 from recsys.serve.middleware import BodyLimitMiddleware, GuardMiddleware
 from recsys.serve.schemas import (
+    ErrorResponse,
+    FieldError,
+    Health,
     ModelInfo,
+    Readiness,
     RecommendedItem,
     RecommendRequest,
     RecommendResponse,
@@ -53,47 +62,61 @@ async def _current_model(holder: Annotated[ModelHolder, Depends(_holder)]) -> Lo
     return model
 
 
-async def _admin(
-    settings: Annotated[ServeSettings, Depends(_settings)],
-    x_admin_token: Annotated[str | None, Header()] = None,
-) -> None:
-    if settings.admin_token is not None and x_admin_token != settings.admin_token:
-        raise HTTPException(status_code=401, detail="admin endpoints need a valid X-Admin-Token header")
-
-
 Settings = Annotated[ServeSettings, Depends(_settings)]
 Holder = Annotated[ModelHolder, Depends(_holder)]
 CurrentModel = Annotated[LoadedModel, Depends(_current_model)]
 Batcher = Annotated[MicroBatcher, Depends(_batcher)]
-Admin = Depends(_admin)
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+Responses = dict[int | str, dict[str, Any]]
+NOT_READY: Responses = {503: _error("No model loaded yet")}
+INVALID: Responses = {422: _error("Malformed request: wrong types, a missing field, a value out of its limits")}
+# answered by the middlewares and FastAPI itself, on any route
+APP_RESPONSES: Responses = {
+    413: _error("Request body over the limit (max_body_bytes)"),
+    500: _error("Unhandled error (logged by the server; no details are sent)"),
+}
 
 router = APIRouter()
+# the admin surface: mounted only when an admin token is configured, and every route on it needs the token
+admin_router = APIRouter(prefix="/admin", dependencies=[AdminAuth], responses=ADMIN_RESPONSES, tags=["admin"])
 
 
-@router.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=True)
+@router.post(
+    "/recommend",
+    response_model=RecommendResponse,
+    response_model_exclude_none=True,
+    responses={
+        400: _error("The body is not UTF-8 JSON"),
+        404: _error("Nothing to recommend from: the user is unknown and no history item is in the catalog"),
+        408: _error("The request body did not arrive within body_timeout_s"),
+        **INVALID,
+        **NOT_READY,
+    },
+)
 async def recommend(req: RecommendRequest, model: CurrentModel, settings: Settings, batcher: Batcher) -> Response:
     """Top-k items for a user id and/or a history of raw item ids."""
-    if req.k > settings.max_k:
-        raise HTTPException(status_code=422, detail=f"k={req.k} is above the limit max_k={settings.max_k}")
-    if len(req.history) > settings.max_history_items:
-        raise HTTPException(
-            status_code=422,
-            detail=f"history has {len(req.history)} items; the limit is {settings.max_history_items}",
-        )
+    _check_limits(req, settings)
     resolved = model.recommender.resolve(req.user_id, req.history)
     if not len(resolved.items):
-        raise HTTPException(status_code=422, detail=_empty_history_message(req))
+        raise HTTPException(status_code=404, detail=_empty_history_message(req))
     recs = await batcher.recommend(model.recommender, resolved.items, req.k, exclude_seen=req.exclude_seen)
     return _response(model, recs, resolved)
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
+@router.get("/healthz", response_model=Health)
+@router.head("/healthz", response_model=Health)
+async def healthz() -> Health:
     """Liveness: the process answers."""
-    return {"status": "ok"}
+    return Health(status="ok")
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "Loading"}})
+@router.head("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "Loading"}})
 async def readyz(holder: Holder) -> JSONResponse:
     """Readiness: 200 once a model is loaded, else 503."""
     model = holder.current
@@ -102,7 +125,7 @@ async def readyz(holder: Holder) -> JSONResponse:
     return JSONResponse({"status": "ready", "model_version": model.version})
 
 
-@router.get("/info", response_model=ModelInfo)
+@router.get("/info", response_model=ModelInfo, responses=NOT_READY)
 async def info(model: CurrentModel) -> ModelInfo:
     """What is serving: model, version, catalog size, index, an example user id."""
     bundle = model.recommender.bundle
@@ -121,14 +144,23 @@ async def info(model: CurrentModel) -> ModelInfo:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     """Prometheus text format, from this app's own registry."""
     registry: ServeMetrics = request.app.state.metrics
     return Response(registry.render(), media_type=registry.content_type)
 
 
-@router.post("/admin/reload", response_model=ReloadStatus, dependencies=[Admin], status_code=202)
+@admin_router.post(
+    "/reload",
+    response_model=ReloadStatus,
+    status_code=202,
+    responses={
+        200: {"model": ReloadStatus, "description": "With wait=true: the reload has finished"},
+        409: _error("A reload is already running"),
+        **INVALID,
+    },
+)
 async def reload(holder: Holder, response: Response, force: bool = False, wait: bool = False) -> ReloadStatus:
     """Load the version the model URI points to now in the background and swap it in.
 
@@ -142,9 +174,9 @@ async def reload(holder: Holder, response: Response, force: bool = False, wait: 
     return holder.status()
 
 
-@router.get("/admin/reload", response_model=ReloadStatus, dependencies=[Admin])
+@admin_router.get("/reload", response_model=ReloadStatus)
 async def reload_status(holder: Holder) -> ReloadStatus:
-    """The state of the last reload (and its error, if it failed)."""
+    """The state of the last reload (and why it failed, if it did)."""
     return holder.status()
 
 
@@ -157,38 +189,125 @@ def create_app(settings: ServeSettings) -> FastAPI:
         holder: ModelHolder = app.state.holder
         if holder.current is None:  # the serve pipeline may have loaded it before binding the port
             await anyio.to_thread.run_sync(holder.load)
-        poll = asyncio.create_task(_poll(holder, settings.poll_interval_s)) if settings.poll_interval_s else None
+        poll = None
+        if settings.poll_interval_s:
+            poll = asyncio.create_task(_poll(holder, settings.poll_interval_s, settings.poll_max_interval_s))
         app.state.batcher.start()
+        if settings.admin_token is None:
+            log.info("admin routes are off: no admin token configured (RECSYS_SERVE_ADMIN_TOKEN)")
         yield
         await app.state.batcher.stop()
         if poll is not None:
             poll.cancel()
-        await anyio.to_thread.run_sync(holder.wait, 30.0)
+        await anyio.to_thread.run_sync(holder.wait, settings.shutdown_timeout_s, abandon_on_cancel=True)
 
-    app = FastAPI(title="recsys", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="recsys",
+        summary="Top-k sequential recommendations from a registered model version",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        responses=APP_RESPONSES,
+    )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.holder = ModelHolder(settings, metrics)
     app.state.batcher = MicroBatcher(settings.max_batch)
     app.include_router(router)
+    if settings.admin_token is not None:
+        app.include_router(admin_router)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     # add_middleware wraps: the last added is the outermost
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.body_limit, timeout_s=settings.body_timeout_s)
     app.add_middleware(GuardMiddleware, metrics=metrics)
+    app.openapi = _openapi_with_limits(app, settings)  # type: ignore[method-assign]
     return app
 
 
-async def _poll(holder: ModelHolder, interval_s: float) -> None:
+async def _poll(holder: ModelHolder, interval_s: float, max_interval_s: float) -> None:
+    """Follow the alias: ask for a reload every `interval_s`; after a failed one wait twice as long as
+    before (up to `max_interval_s`), back to `interval_s` once a reload does not fail."""
+    delay = interval_s
     while True:
-        await asyncio.sleep(interval_s)
-        holder.start_reload(force=False)
+        await asyncio.sleep(delay)
+        if holder.start_reload(force=False):
+            await anyio.to_thread.run_sync(holder.wait, abandon_on_cancel=True)
+        failed = holder.status().state == "failed"
+        delay = min(delay * 2, max(max_interval_s, interval_s)) if failed else interval_s
+
+
+def _check_limits(req: RecommendRequest, settings: ServeSettings) -> None:
+    """The limits that come from the settings (the schema states them; pydantic checks the rest)."""
+    if req.k > settings.max_k:
+        raise HTTPException(status_code=422, detail=f"k={req.k} is above the limit max_k={settings.max_k}")
+    if len(req.history) > settings.max_history_items:
+        raise HTTPException(
+            status_code=422,
+            detail=f"history has {len(req.history)} items; the limit is max_history_items={settings.max_history_items}",
+        )
+    longest = max((len(i) for i in [req.user_id or "", *req.history]), default=0)
+    if longest > settings.max_id_chars:
+        raise HTTPException(
+            status_code=422, detail=f"an id has {longest} characters; the limit is max_id_chars={settings.max_id_chars}"
+        )
+
+
+def _openapi_with_limits(app: FastAPI, settings: ServeSettings) -> Callable[[], dict[str, Any]]:
+    """`app.openapi`, with the limits the settings put on a recommend request written into its schema."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            request_schema = schema["components"]["schemas"][RecommendRequest.__name__]
+            props = request_schema["properties"]
+            current = app.state.holder.current
+            if current is not None:  # a request that works on the model serving when the document was made
+                bundle = current.recommender.bundle
+                user = next(iter(bundle.user_vocab), None)
+                example = {"user_id": user, "k": 10} if user else {"history": [bundle.item_raw_ids[1]], "k": 10}
+                request_schema["examples"] = [example]
+            props["k"]["maximum"] = settings.max_k
+            props["history"]["maxItems"] = settings.max_history_items
+            props["history"]["items"]["maxLength"] = settings.max_id_chars
+            for branch in props["user_id"]["anyOf"]:
+                if branch.get("type") == "string":
+                    branch["maxLength"] = settings.max_id_chars
+        return app.openapi_schema  # type: ignore[return-value]
+
+    return openapi
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI's answer to an `HTTPException`, except that a 405's Allow header lists every method the
+    OpenAPI document has for the path: Starlette names only those of the first route that matched."""
+    headers = dict(exc.headers or {})
+    documented = request.app.openapi()["paths"].get(request.url.path)
+    if exc.status_code == 405 and documented:
+        headers["Allow"] = ", ".join(sorted(m.upper() for m in documented))
+    if not is_body_allowed_for_status_code(exc.status_code):
+        return Response(status_code=exc.status_code, headers=headers)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 listing each problem by location, without echoing the (possibly large) input back."""
+    """422 naming each problem by location, without echoing the (possibly large) input back."""
     del request
-    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
-    return JSONResponse({"detail": errors}, status_code=422)
+    errors = [
+        FieldError(loc=[p if isinstance(p, int) else str(p) for p in e.get("loc", ())], msg=_message(e), type=e["type"])
+        for e in exc.errors()
+    ]
+    where = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors[:5])
+    body = ErrorResponse(detail=f"invalid request: {where}", errors=errors)
+    return JSONResponse(body.model_dump(), status_code=422)
+
+
+def _message(error: Any) -> str:
+    msg = str(error["msg"])
+    if error["type"] == "string_type" and error.get("loc", ())[:2] in (("body", "history"), ("body", "user_id")):
+        return f'{msg}: ids are strings, so send 42 as "42"'
+    return msg
 
 
 def _empty_history_message(req: RecommendRequest) -> str:

@@ -1,7 +1,8 @@
-"""Pure ASGI middlewares: request metrics plus a catch-all 500, and a request body size limit."""
+"""Pure ASGI middlewares: request metrics plus a catch-all 500, and a request body size and time limit."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -55,16 +56,33 @@ class BodyTooLarge(HTTPException):
     """Raised from `receive` once the body passes the limit; FastAPI answers it as a 413."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(status_code=413, detail=f"request body is larger than the limit of {limit} bytes")
+        super().__init__(
+            status_code=413,
+            detail=f"request body is larger than the limit of {limit} bytes",
+            headers={"Connection": "close"},  # the rest of the body is never read
+        )
+
+
+class BodyTimeout(HTTPException):
+    """Raised from `receive` when the body has not fully arrived in time; answered as a 408."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            status_code=408,
+            detail=f"the request body did not arrive within {timeout_s:g} s",
+            headers={"Connection": "close"},
+        )
 
 
 class BodyLimitMiddleware:
     """413 for a body over `max_bytes`: by its Content-Length up front, and by counting what arrives
-    (chunked uploads, or a Content-Length that lies)."""
+    (chunked uploads, or a Content-Length that lies). 408 when the whole body has not arrived within
+    `timeout_s` of the first read: a client that stalls mid-upload cannot hold a request open."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,16 +90,26 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await _send_json(send, 413, _detail(BodyTooLarge(self.max_bytes)))
+            await _send_json(send, 413, _detail(BodyTooLarge(self.max_bytes)), close=True)
             return
         received = 0
+        body_done = False
+        deadline: float | None = None
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done, deadline
+            if body_done:  # later reads wait for the disconnect: no deadline
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + self.timeout_s
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
             return message
@@ -93,10 +121,10 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, send_tracked)
-        except BodyTooLarge as err:  # read outside FastAPI's request parsing
+        except (BodyTooLarge, BodyTimeout) as err:  # read outside FastAPI's request parsing
             if started:
                 raise
-            await _send_json(send, 413, _detail(err))
+            await _send_json(send, err.status_code, _detail(err), close=True)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -119,7 +147,9 @@ def _detail(err: HTTPException) -> bytes:
     return json.dumps({"detail": err.detail}).encode()
 
 
-async def _send_json(send: Send, status: int, body: bytes) -> None:
+async def _send_json(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -1,22 +1,44 @@
-"""Request and response bodies of the recommendation service."""
+"""Request and response bodies of the recommendation service: together with the routes' declared
+status codes, the OpenAPI document the service publishes (and a schemathesis test holds it to)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, StrictStr, model_validator
+
+# the request must name someone or something: a user id, or at least one history item
+_NEEDS_USER_OR_HISTORY: list[JsonValue] = [
+    {"required": ["user_id"], "properties": {"user_id": {"type": "string"}}},
+    {"required": ["history"], "properties": {"history": {"type": "array", "minItems": 1}}},
+]
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema counts 10.0 as an integer, so the contract accepts it as 10; 2.5, "10" and true stay errors."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 class RecommendRequest(BaseModel):
     """A known `user_id` uses the stored history, with `history` appended as the most recent events;
-    an unknown or absent `user_id` uses `history` alone. Item ids are the raw catalog ids."""
+    an unknown or absent `user_id` uses `history` alone. Ids are the raw catalog ids, as strings (a
+    number is refused, never converted). The limits on k, the history and the ids are the service's
+    settings; its OpenAPI document states them."""
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": _NEEDS_USER_OR_HISTORY})
 
-    user_id: str | None = None
-    history: list[str] = Field(default_factory=list)
-    k: int = Field(default=10, ge=1, strict=True)
+    user_id: StrictStr | None = Field(default=None, min_length=1)
+    history: list[StrictStr] = Field(default_factory=list)
+    k: Annotated[int, BeforeValidator(_whole_number)] = Field(default=10, ge=1, strict=True)
     exclude_seen: bool = Field(default=True, strict=True)
+
+    @model_validator(mode="after")
+    def _names_someone(self) -> RecommendRequest:
+        if self.user_id is None and not self.history:
+            raise ValueError("give a user_id or a non-empty history")
+        return self
 
 
 class RecommendedItem(BaseModel):
@@ -32,6 +54,28 @@ class RecommendResponse(BaseModel):
     user_known: bool
 
 
+class FieldError(BaseModel):
+    loc: list[str | int]  # where in the request, e.g. ["body", "history", 3]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: a one-line `detail`, and per-field `errors` for a malformed request (422)."""
+
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "loading"]
+    model_version: str | None = None  # the version serving, once ready
+
+
 ReloadState = Literal["idle", "running", "succeeded", "unchanged", "failed"]
 
 
@@ -39,7 +83,7 @@ class ReloadStatus(BaseModel):
     state: ReloadState
     model_version: str | None  # the version serving now
     target_version: str | None = None  # the version the last reload loaded or tried to load
-    error: str | None = None  # why the last reload failed; the previous version kept serving
+    error: str | None = None  # why the last reload failed (no paths or URIs); the previous version kept serving
     started_at: str | None = None
     finished_at: str | None = None
 

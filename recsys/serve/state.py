@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from recsys.retrieval.bundle import BundleError
 from recsys.retrieval.export import current_version, fetch_bundle
 from recsys.retrieval.recommender import Recommender
 from recsys.serve.metrics import ServeMetrics
 from recsys.serve.schemas import ReloadState, ReloadStatus
 from recsys.serve.settings import ServeSettings
+from recsys.tracking.registry import RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ class ModelHolder:
         self._lock = threading.Lock()  # guards _thread and _status
         self._thread: threading.Thread | None = None
         self._status = ReloadStatus(state="idle", model_version=None)
+        self._failures = 0  # failed reloads in a row (the alias poller retries a broken version)
+        self._last_reason: str | None = None
 
     @property
     def current(self) -> LoadedModel | None:
@@ -86,11 +90,23 @@ class ModelHolder:
             new = self._load()
             target = new.version
         except Exception as err:  # any load failure: keep serving the old model, report why
-            log.error("reload of %s failed, keeping the current model: %s", settings.model_uri, err)
-            self._finish("failed", target, error=f"{type(err).__name__}: {err}"[:1000])
+            self._failed(target, err)
             return
+        self._failures, self._last_reason = 0, None
         self._swap(new)
         self._finish("succeeded", target)
+
+    def _failed(self, target: str | None, err: Exception) -> None:
+        """Record a failed reload: the full message goes to the log (an ERROR the first time a reason
+        appears, a WARNING while it repeats), the status gets a reason without paths or URIs."""
+        reason = public_reason(err)
+        self._failures += 1
+        if reason == self._last_reason:
+            log.warning("reload of %s still failing (%d in a row): %s", self._settings.model_uri, self._failures, err)
+        else:
+            log.error("reload of %s failed, keeping the current model: %s", self._settings.model_uri, err)
+        self._last_reason = reason
+        self._finish("failed", target, error=reason)
 
     def _load(self) -> LoadedModel:
         settings = self._settings
@@ -110,6 +126,13 @@ class ModelHolder:
             self._status = self._status.model_copy(
                 update={"state": state, "target_version": target, "error": error, "finished_at": _now()}
             )
+
+
+def public_reason(err: Exception) -> str:
+    """Why a load failed, in words a client may read: file names inside the bundle, never paths or URIs."""
+    if isinstance(err, BundleError | RegistryError):
+        return err.public
+    return f"{type(err).__name__} while loading the model version (details in the server log)"
 
 
 def _now() -> str:

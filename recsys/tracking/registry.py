@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import mlflow.artifacts
 from mlflow.entities.model_registry import ModelVersion
@@ -26,7 +27,15 @@ _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ve
 
 
 class RegistryError(RuntimeError):
-    """A model URI that cannot be resolved, or a registry that cannot be reached."""
+    """A model URI that cannot be resolved, or a registry that cannot be reached.
+
+    The message names URIs for logs and the command line; `public` says what went wrong without
+    them, for a service's clients.
+    """
+
+    def __init__(self, message: str, public: str = "the model registry failed (details in the server log)") -> None:
+        super().__init__(message)
+        self.public = public
 
 
 @dataclass(frozen=True)
@@ -47,14 +56,18 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     """Split `models:/name@alias` or `models:/name/3` into (name, alias, version)."""
     match = _MODELS_URI.match(uri)
     if match is None:
-        raise RegistryError(f"model URI {uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
+        raise RegistryError(
+            f"model URI {uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>",
+            public="the model URI is malformed",
+        )
     return match["name"], match["alias"], match["version"]
 
 
 def resolve_model_uri(tracking_uri: str, uri: str) -> ModelVersionRef:
     """The model version that `uri` (`models:/name@alias` or `models:/name/3`) points to now."""
     name, alias, version = parse_model_uri(uri)
-    client = _client(tracking_uri)
+    client = _reader_client(tracking_uri)
+    unreachable = "the model registry cannot be reached"
     try:
         if alias is not None:
             mv = client.get_model_version_by_alias(name, alias)
@@ -63,10 +76,17 @@ def resolve_model_uri(tracking_uri: str, uri: str) -> ModelVersionRef:
     except MlflowException as err:
         text = _first_line(err)
         if text.startswith("API request to"):  # MLflow's wrapper around a transport failure
-            raise RegistryError(f"registry at {tracking_uri} cannot be reached: {_transport_reason(text)}") from err
-        raise RegistryError(f"cannot resolve {uri} in the registry at {tracking_uri}: {text}") from err
+            raise RegistryError(
+                f"registry at {tracking_uri} cannot be reached: {_transport_reason(text)}", public=unreachable
+            ) from err
+        raise RegistryError(
+            f"cannot resolve {uri} in the registry at {tracking_uri}: {text}",
+            public="the model alias or version is not in the registry",
+        ) from err
     except Exception as err:  # transport failures outside MLflow's wrapper: DNS, timeouts
-        raise RegistryError(f"registry at {tracking_uri} cannot be reached: {type(err).__name__}: {err}") from err
+        raise RegistryError(
+            f"registry at {tracking_uri} cannot be reached: {type(err).__name__}: {err}", public=unreachable
+        ) from err
     return ModelVersionRef(name=mv.name, version=str(mv.version), source=str(mv.source), run_id=mv.run_id)
 
 
@@ -77,14 +97,17 @@ def download_model_version(tracking_uri: str, ref: ModelVersionRef, dst: Path) -
             artifact_uri=ref.source, dst_path=str(dst), tracking_uri=tracking_uri
         )
     except Exception as err:  # any store failure: the caller keeps what it had
-        raise RegistryError(f"cannot download {ref.uri} from {ref.source}: {type(err).__name__}: {err}") from err
+        raise RegistryError(
+            f"cannot download {ref.uri} from {ref.source}: {type(err).__name__}: {err}",
+            public=f"the files of model version {ref.version} cannot be downloaded",
+        ) from err
     return Path(local)
 
 
 def run_experiment_and_tags(tracking_uri: str, run_id: str) -> tuple[str, dict[str, str]]:
     """(experiment id, tags) of a run; raises `RegistryError` for an unknown run."""
     try:
-        run = _client(tracking_uri).get_run(run_id)
+        run = _reader_client(tracking_uri).get_run(run_id)
     except MlflowException as err:
         raise RegistryError(f"run {run_id!r} not found in {tracking_uri}: {_first_line(err)}") from err
     return run.info.experiment_id, dict(run.data.tags)
@@ -168,6 +191,26 @@ def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float 
 
 def _client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _reader_client(tracking_uri: str) -> MlflowClient:
+    """A client for reading only. A SQLite store must exist already (MLflow would create an empty one
+    for a mistyped path) and is opened read-only, so readers such as the service never write to it."""
+    return _client(read_only_uri(tracking_uri))
+
+
+def read_only_uri(tracking_uri: str) -> str:
+    """`sqlite:///path` as a read-only SQLite URI (raises `RegistryError` when the file is missing);
+    any other store unchanged."""
+    if not tracking_uri.startswith("sqlite:///") or tracking_uri.startswith("sqlite:///file:"):
+        return tracking_uri
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not db.is_file():
+        raise RegistryError(
+            f"tracking URI {tracking_uri!r}: no database at {db} (a typo? readers never create one)",
+            public="the tracking database does not exist",
+        )
+    return f"sqlite:///file:{quote(str(db.resolve()))}?mode=ro&uri=true"
 
 
 def _transport_reason(text: str) -> str:

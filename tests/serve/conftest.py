@@ -4,10 +4,11 @@ registry, and a real uvicorn server on 127.0.0.1 serving it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
-from serve_support import MODEL_NAME, ThreadServer, TrainedRun, write_log
+from serve_support import MODEL_NAME, ThreadServer, TrainedRun, write_local_bundle, write_log
 
 from recsys.config import from_dict
 from recsys.data.config import DataConfig
@@ -71,6 +72,13 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
 
 
 @pytest.fixture(scope="session")
+def local_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle directory of an untrained seeded SASRec (no training, no registry): tests of the HTTP
+    surface copy it before changing it."""
+    return write_local_bundle(tmp_path_factory.mktemp("local-bundle"))
+
+
+@pytest.fixture(scope="session")
 def registered(trained_run: TrainedRun) -> str:
     """Version 1 of `tiny` (flat index) with alias champion; returns the alias URI."""
     export_run(
@@ -91,6 +99,8 @@ def server(
         model_uri=registered,
         tracking_uri=trained_run.tracking_uri,
         max_body_bytes=4096,
+        max_history_items=8,  # 8 ids of up to 16 characters fit in 4 kB, whatever the characters
+        max_id_chars=16,
         admin_token="secret",
         cache_dir=str(tmp_path_factory.mktemp("cache")),
     )

@@ -77,6 +77,9 @@ def test_health_ready_info(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "model_version": "1"}
+    for path in ("/healthz", "/readyz"):  # load balancers probe with HEAD
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b""
     info = client.get("/info").json()
     assert info["name"] == MODEL_NAME and info["model"] == "sasrec" and info["n_items"] == 40
     assert info["max_len"] == 8 and info["index"]["kind"] == "flat" and info["example_user_id"]
@@ -128,12 +131,19 @@ def test_known_user_with_history_appends_it_as_most_recent(client: httpx.Client,
         ({"user_id": "user1", "k": 1001}, 422, "max_k=1000"),
         ({"user_id": "user1", "k": "10"}, 422, "valid integer"),
         ({"user_id": "user1", "k": 2.5}, 422, "valid integer"),
+        ({"user_id": "user1", "k": True}, 422, "valid integer"),
         ({"user_id": "user1", "exclude_seen": "no"}, 422, "valid boolean"),
-        ({"user_id": "ghost"}, 422, "user_id 'ghost' is unknown and no history items were given"),
-        ({}, 422, "no user_id and no history items were given"),
-        ({"history": []}, 422, "empty history"),
-        ({"history": ["nope", "nada"]}, 422, "none of the 2 history items is in the catalog"),
+        ({"user_id": "ghost"}, 404, "user_id 'ghost' is unknown and no history items were given"),
+        ({}, 422, "give a user_id or a non-empty history"),
+        ({"history": []}, 422, "give a user_id or a non-empty history"),
+        ({"user_id": None}, 422, "give a user_id or a non-empty history"),
+        ({"history": ["nope", "nada"]}, 404, "none of the 2 history items is in the catalog"),
         ({"history": "it01"}, 422, "valid list"),
+        ({"history": [1]}, 422, 'ids are strings, so send 42 as \\"42\\"'),
+        ({"history": [1.0]}, 422, "ids are strings"),
+        ({"user_id": 5}, 422, "ids are strings"),
+        ({"history": ["it01"] * 9}, 422, "max_history_items=8"),
+        ({"history": ["x" * 17]}, 422, "max_id_chars=16"),
         ({"user": "user1"}, 422, "Extra inputs"),
         ([1, 2], 422, "valid dictionary"),
     ],
@@ -145,6 +155,13 @@ def test_bad_requests_are_4xx_with_a_clear_message(
     assert resp.status_code == status
     assert needle in resp.text
     assert "Traceback" not in resp.text
+    assert isinstance(resp.json()["detail"], str)  # one error shape (ErrorResponse) for every status
+
+
+def test_whole_numbers_count_as_integers(client: httpx.Client) -> None:
+    """JSON Schema says 3.0 is an integer; the contract agrees (2.5 and "3" stay errors, above)."""
+    resp = client.post("/recommend", json={"user_id": "user1", "k": 3.0})
+    assert resp.status_code == 200 and len(resp.json()["items"]) == 3
 
 
 def test_malformed_json_is_422(client: httpx.Client) -> None:
@@ -152,6 +169,8 @@ def test_malformed_json_is_422(client: httpx.Client) -> None:
         "/recommend", content=b'{"user_id": "user1", "k": ', headers={"content-type": "application/json"}
     )
     assert resp.status_code == 422 and "JSON decode error" in resp.text
+    resp = client.post("/recommend", content=b"\xff\xfe", headers={"content-type": "application/json"})
+    assert resp.status_code in (400, 422) and isinstance(resp.json()["detail"], str)
 
 
 def test_oversized_bodies_are_413(client: httpx.Client) -> None:
@@ -188,10 +207,16 @@ def test_unhandled_errors_are_a_generic_500(
 def test_unknown_route_and_method(client: httpx.Client) -> None:
     assert client.get("/nope").status_code == 404
     assert client.get("/recommend").status_code == 405
+    wrong = client.delete("/admin/reload", headers={"X-Admin-Token": "secret"})
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, POST"  # every method of the path
+    assert client.put("/healthz").headers["allow"] == "GET, HEAD"
 
 
 def test_metrics_are_prometheus_text(client: httpx.Client) -> None:
-    client.post("/recommend", json={"user_id": "user2"})
+    """Counts what this test itself sent (a 200, a 422 and an unmatched 404), so it passes in any order."""
+    assert client.post("/recommend", json={"user_id": "user2"}).status_code == 200
+    assert client.post("/recommend", json={"user_id": "user2", "k": 0}).status_code == 422
+    assert client.get("/no-such-route").status_code == 404
     resp = client.get("/metrics")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
     text = resp.text
@@ -199,7 +224,7 @@ def test_metrics_are_prometheus_text(client: httpx.Client) -> None:
     assert 'recsys_http_requests_total{method="POST",route="/recommend",status="422"}' in text
     assert 'recsys_http_request_duration_seconds_bucket{le="0.01",route="/recommend"}' in text
     assert f'recsys_model_info{{name="{MODEL_NAME}",version="1"}} 1.0' in text
-    assert 'route="unmatched"' in text  # the 404 above, without a label per path
+    assert 'recsys_http_requests_total{method="GET",route="unmatched",status="404"}' in text  # no label per path
 
 
 def test_admin_endpoints_need_the_token(client: httpx.Client) -> None:
