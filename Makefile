@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_CPU := torch==2.13.0
 DATA_CONFIG ?= configs/data/ml-1m.yaml
 
-.PHONY: install demo test lint typecheck format bench bench-quick clean
+.PHONY: install demo test lint typecheck format bench bench-quick clean stack stack-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,24 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m pipelines.demo
 
-test: $(STAMP)
+test: $(STAMP) stack-deps
 	$(PY) -m pytest -q
+
+# PostgreSQL's server binaries for `make stack` and its integration test (tests/tracking/test_postgres_stack.py):
+# Debian's postgresql package, installed when missing (as root), without the system cluster it would start.
+stack-deps:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing PostgreSQL (Debian's postgresql package)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql-common >/dev/null && \
+		sed -ri 's/^#? *create_main_cluster *=.*/create_main_cluster = false/' /etc/postgresql-common/createcluster.conf && \
+		apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	else echo "PostgreSQL is not installed and this user cannot install it: its integration test will be skipped"; fi
+
+# PostgreSQL + an MLflow server on it, on 127.0.0.1 (UI and API on :5000), until Ctrl-C; data in .stack/
+stack: $(STAMP) stack-deps
+	$(PY) -m pipelines.stack --dir .stack --port 5000
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
