@@ -188,6 +188,23 @@ class Recformer(SequentialRecommender):
         )
         return F.normalize(states[:, 0], dim=-1)
 
+    @torch.no_grad()
+    def add_items(self, items: list[dict[str, str | None]]) -> torch.Tensor:
+        """Append new items by their text fields (no retraining): they become items N + 1 .. N + K of
+        the token and vector tables. Returns their unit vectors [K, D] (eval mode, no dropout)."""
+        if not items:
+            raise ValueError("no items to add")
+        was_training = self.training
+        self.eval()
+        vectors = self.embed_text(items)  # [K, D]
+        self.train(was_training)
+        ids, types = self.tokenize(items)
+        device = self.item_table.device
+        self.item_tokens = torch.cat([self.item_tokens, ids.to(device)])
+        self.item_types = torch.cat([self.item_types, types.to(device)])
+        self.item_table = torch.cat([self.item_table, vectors])
+        return vectors
+
     def encode_tokens(
         self, ids: torch.Tensor, types: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:

@@ -115,6 +115,22 @@ def test_an_unseen_item_gets_a_finite_vector_that_exact_search_finds(tiny_text_b
     assert top[0, 0] == len(table) and scores[0, 0] > scores[0, 1]  # the new item's row, ahead of the rest
 
 
+def test_added_items_extend_the_tables_and_are_ranked(tiny_text_backbone: Path) -> None:
+    model = _model(tiny_text_backbone).eval()
+    before = model.item_embeddings().clone()
+    vectors = model.add_items([{"title": "Brand New Film", "year": "2026", "genres": "Documentary"}])
+    table = model.item_embeddings()
+    assert table.shape[0] == len(before) + 1 and torch.equal(table[:-1], before)  # old rows untouched
+    torch.testing.assert_close(table[-1:], vectors)
+    assert len(model.item_tokens) == len(table)
+    scores = (
+        model.sequence_representation(torch.tensor([[8]]), torch.tensor([[True]])) @ table.T
+    )  # history: the new item
+    assert torch.isfinite(scores).all()
+    with pytest.raises(ValueError, match="no items"):
+        model.add_items([])
+
+
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="max_tokens"):
         RecformerConfig(max_item_tokens=32, max_tokens=16)
