@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pg-port", type=int, default=None, help="PostgreSQL port (default: a free one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _stop)
+    for signum in (signal.SIGTERM, signal.SIGINT):  # SIGINT too: a shell starts background jobs ignoring it
+        signal.signal(signum, _stop)
     try:
         with local_stack(args.dir, mlflow_port=args.port, pg_port=args.pg_port) as stack:
             print(f"PostgreSQL: 127.0.0.1:{stack.postgres.port}, database mlflow (cluster {stack.postgres.data_dir})")

@@ -140,11 +140,11 @@ class MlflowServer:
         """Start the server and wait until /health answers (the first start migrates the database)."""
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["--backend-store-uri", self.backend_uri, "--workers", "1"]
-        cmd += ["--artifacts-destination", str(self.artifacts_dir.resolve()), "--serve-artifacts"]
+        cmd += ["--workers", "1", "--artifacts-destination", str(self.artifacts_dir.resolve()), "--serve-artifacts"]
+        env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": self.backend_uri}  # its password stays out of `ps`
         with self.log_path.open("ab") as out:  # the child keeps its own handle
             # own process group: stop() ends the server and the workers it spawns together
-            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
