@@ -8,6 +8,6 @@ COPY pyproject.toml README.md ./
 COPY recsys recsys
 COPY pipelines pipelines
 COPY configs configs
-RUN pip install --no-cache-dir -e . psycopg2-binary
+RUN pip install --no-cache-dir -e ".[postgres]"
 ENV PYTHONUNBUFFERED=1
 CMD ["python", "-m", "pipelines.serve", "--help"]
