@@ -141,7 +141,14 @@ class MlflowServer:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port)]
         cmd += ["--workers", "1", "--artifacts-destination", str(self.artifacts_dir.resolve()), "--serve-artifacts"]
-        env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": self.backend_uri}  # its password stays out of `ps`
+        # clients' idle keep-alive connections would otherwise hold a SIGTERM'd server open
+        cmd += ["--uvicorn-opts", "--timeout-graceful-shutdown 3"]
+        env = {
+            **os.environ,
+            "MLFLOW_BACKEND_STORE_URI": self.backend_uri,  # its password stays out of `ps`
+            # MLflow's GenAI job runner (a handful of huey worker processes) serves nothing this project uses
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
         with self.log_path.open("ab") as out:  # the child keeps its own handle
             # own process group: stop() ends the server and the workers it spawns together
             self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -85,25 +85,30 @@ def test_pipeline_through_mlflow_server_on_postgres(
     with (tmp_path / "serve.log").open("wb") as log:
         service = subprocess.Popen([*cmd, "--tracking-uri", uri], cwd=REPO, env=env, stdout=log, stderr=log)
     try:
+        # while the service starts: a second run, registered without the alias (version 2)
+        overrides = ["train.seed=1", "train.max_epochs=1"]
+        assert train_cli.main(["--config", str(exp), "--results-json", str(tmp_path / "r2.json"), *overrides]) == 0
+        run2 = json.loads((tmp_path / "r2.json").read_text())["mlflow_run_id"]
+        assert export_cli.main(["--run-id", run2, "--name", MODEL, "--alias", "", "--tracking-uri", uri]) == 0
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as client:
             _wait_version(client, "1")
             resp = client.post("/recommend", json={"user_id": "u3", "k": 5})
             assert resp.status_code == 200, resp.text
             assert resp.json()["model_version"] == "1" and len(resp.json()["items"]) == 5
 
-            # a second run, registered without the alias, then promoted: the service picks it up
-            overrides = ["train.seed=1", "train.max_epochs=1"]
-            assert train_cli.main(["--config", str(exp), "--results-json", str(tmp_path / "r2.json"), *overrides]) == 0
-            run2 = json.loads((tmp_path / "r2.json").read_text())["mlflow_run_id"]
-            assert export_cli.main(["--run-id", run2, "--name", MODEL, "--alias", "", "--tracking-uri", uri]) == 0
+            # promoted: the service picks version 2 up at a poll
             assert client.get("/readyz").json()["model_version"] == "1"
             assert promote_cli.main(["--name", MODEL, "--version", "2", "--tracking-uri", uri]) == 0
             _wait_version(client, "2")
             resp = client.post("/recommend", json={"user_id": "u3", "k": 5})
             assert resp.status_code == 200 and resp.json()["model_version"] == "2"
-    finally:
+    except BaseException as err:
         service.terminate()
         service.wait(30)
+        err.add_note("the service's log:\n" + (tmp_path / "serve.log").read_text()[-3000:])
+        raise
+    service.terminate()
+    assert service.wait(30) == 0  # a clean exit on SIGTERM
     assert promote_cli.main(["--name", MODEL, "--version", "9", "--tracking-uri", uri]) == 1
 
     # what the MLflow UI shows, through the server's REST API
