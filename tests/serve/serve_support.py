@@ -119,3 +119,74 @@ class ThreadServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(30)
+
+
+class ServerProcess:
+    """`python -m pipelines.serve` in a subprocess on 127.0.0.1:<free port>, as an operator runs it."""
+
+    def __init__(self, model_uri: str, log_path: Path, **settings: object) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, **{f"RECSYS_SERVE_{k.upper()}": str(v) for k, v in settings.items()}}
+        cmd = [sys.executable, "-m", "pipelines.serve", "--model-uri", model_uri, "--port", str(self.port)]
+        self.log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            [*cmd, "--log-level", "info"], cwd=REPO_ROOT_DIR, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def __enter__(self) -> ServerProcess:
+        from pipelines.serve_demo import wait_ready
+
+        wait_ready(self.url, self.proc, timeout_s=180)
+        return self
+
+    def stop(self, timeout_s: float = 60.0) -> tuple[int, float]:
+        """SIGTERM, then wait: (exit status, seconds from the signal to the exit)."""
+        import signal
+
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout_s)
+        return code, time.monotonic() - t0
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def open_upload(port: int, body: bytes, sent: int) -> socket.socket:
+    """A raw connection that has sent the headers of `POST /recommend` with `body` and its first `sent` bytes."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = (
+        f"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock.sendall(head + body[:sent])
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """(status, raw response) read until the server closes the connection or sends a whole response."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data) < _expected_length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else -1
+    return status, data
+
+
+def _expected_length(data: bytes) -> int:
+    head, _, _ = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(head) + 4 + int(value)
+    return len(data) + 1  # unknown: read until the server closes
