@@ -9,6 +9,7 @@ as `models:/nb@champion` for the retrieval notebook.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -102,19 +103,43 @@ def test_every_notebook_is_tested() -> None:
     assert [p.stem for p in NOTEBOOKS] == sorted(FIGURES)
 
 
-@pytest.mark.slow
+def _execute(path: Path) -> nbformat.NotebookNode | BaseException:
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
+    try:
+        client.execute()
+    except Exception as err:  # a cell error: reported by that notebook's test
+        return err
+    return notebook
+
+
+@pytest.fixture(scope="module")
+def executed(tracked_runs: dict[str, str]) -> dict[str, nbformat.NotebookNode | BaseException]:
+    """Every notebook executed, all kernels at once: each spends most of its time starting up and importing,
+    which overlaps well (about half the time of one after the other on 2 cores)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in tracked_runs.items():
+            mp.setenv(key, value)
+        mp.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+        with ThreadPoolExecutor(len(NOTEBOOKS)) as pool:
+            return dict(zip([p.stem for p in NOTEBOOKS], pool.map(_execute, NOTEBOOKS), strict=True))
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_and_draws(path: Path, tracked_runs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    stored = nbformat.read(path, as_version=4)
-    code = [c for c in stored.cells if c.cell_type == "code"]
+def test_notebook_is_committed_without_outputs(path: Path) -> None:
+    code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), (
         f"{path.name} is committed with outputs: strip them (jupyter nbconvert --clear-output --inplace)"
     )
-    for key, value in tracked_runs.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    NotebookClient(stored, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
-    outputs = [o for c in stored.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_and_draws(path: Path, executed: dict[str, nbformat.NotebookNode | BaseException]) -> None:
+    notebook = executed[path.stem]
+    if isinstance(notebook, BaseException):
+        raise notebook
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     errors = [o for o in outputs if o.get("output_type") == "error"]
     assert not errors
     images = [o for o in outputs if "image/png" in o.get("data", {})]
