@@ -228,8 +228,6 @@ def load_bundle(directory: Path) -> ServingBundle:
     inconsistencies between the files.
     """
     meta = read_bundle_meta(directory)
-    if meta.format < 2:
-        log.warning("bundle %s has format %d: no checksums to verify (export it again)", directory, meta.format)
     verify_bundle(directory, meta)
     model_json, state_dict = f"{MODEL_DIR}/{MODEL_JSON}", f"{MODEL_DIR}/{STATE_DICT}"
     with _reading(model_json):
@@ -265,6 +263,8 @@ def load_bundle(directory: Path) -> ServingBundle:
         raise BundleError(HISTORIES_FILE, f"holds item indices outside 1..{meta.n_items}")
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
+    if meta.format < 2:
+        log.warning("bundle %s has format %d: no checksums were verified (export it again)", directory, meta.format)
     return ServingBundle(
         meta=meta,
         model=model,
