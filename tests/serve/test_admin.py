@@ -3,14 +3,17 @@ and what a client reads about a failed reload holds no paths or URIs."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import shutil
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from serve_support import TrainedRun
 
 from recsys.retrieval.bundle import ITEMS_FILE
+from recsys.retrieval.export import current_version
 from recsys.serve import auth
 from recsys.serve.app import create_app
 from recsys.serve.settings import ServeSettings
@@ -62,15 +65,15 @@ def test_the_dependency_locks_any_route(local_bundle: Path) -> None:
     for token, expected in ((None, 404), (TOKEN, 401)):
         app = create_app(ServeSettings(model_uri=str(local_bundle), admin_token=token))  # type: ignore[arg-type]
 
-        @app.post("/admin/items", dependencies=[auth.AdminAuth])
-        async def add_items() -> dict[str, str]:
-            return {"added": "yes"}
+        @app.post("/admin/probe", dependencies=[auth.AdminAuth])
+        async def probe() -> dict[str, str]:
+            return {"locked": "no"}
 
         with TestClient(app) as client:
-            assert client.post("/admin/items").status_code == expected
+            assert client.post("/admin/probe").status_code == expected
             if token:
-                resp = client.post("/admin/items", headers={"X-Admin-Token": token})
-                assert resp.status_code == 200 and resp.json() == {"added": "yes"}
+                resp = client.post("/admin/probe", headers={"X-Admin-Token": token})
+                assert resp.status_code == 200 and resp.json() == {"locked": "no"}
 
 
 def test_a_failed_reload_tells_clients_no_paths(local_bundle: Path, tmp_path: Path) -> None:
@@ -96,3 +99,16 @@ def test_registry_errors_keep_their_uris_for_the_log_only(tmp_path: Path) -> Non
     assert public_reason(ValueError("/secret/path")) == (
         "ValueError while loading the model version (details in the server log)"
     )
+
+
+def test_serving_never_writes_to_the_tracking_database(trained_run: TrainedRun, registered: str) -> None:
+    """Start-up, a forced reload and version checks read the SQLite store, opened read-only."""
+    db = Path(trained_run.tracking_uri.removeprefix("sqlite:///"))
+    before = (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns)
+    settings = ServeSettings(model_uri=registered, tracking_uri=trained_run.tracking_uri, admin_token=TOKEN)  # type: ignore[arg-type]
+    with TestClient(create_app(settings)) as client:
+        resp = client.post("/admin/reload", params={"force": True, "wait": True}, headers={"X-Admin-Token": TOKEN})
+        assert resp.json()["state"] == "succeeded"
+        assert client.post("/recommend", json={"user_id": "user1"}).status_code == 200
+    assert current_version(registered, trained_run.tracking_uri) == "1"
+    assert (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns) == before

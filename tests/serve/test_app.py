@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,6 +188,16 @@ def test_oversized_bodies_are_413(client: httpx.Client) -> None:
     resp = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
     assert resp.status_code == 413 and "4096 bytes" in resp.text
     assert client.post("/recommend", json={"user_id": "user1"}).status_code == 200  # still serving
+
+
+def test_the_history_limit_fits_in_the_body_limit(client: httpx.Client) -> None:
+    """max_history_items ids of max_id_chars characters (8 x 16 here), each character as a 12-byte
+    escaped surrogate pair, still fit the 4 kB body: 404 (unknown ids), never 413."""
+    body = {"user_id": "\U0001f600" * 16, "history": ["\U0001f600" * 16] * 8, "k": 1000, "exclude_seen": False}
+    raw = json.dumps(body).encode()  # ensure_ascii: \ud83d\ude00 per character
+    assert 1700 < len(raw) < 4096
+    resp = client.post("/recommend", content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code == 404, resp.text
 
 
 def test_unhandled_errors_are_a_generic_500(

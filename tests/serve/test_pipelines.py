@@ -44,13 +44,16 @@ def test_evaluate_cli_scores_the_run_whole_and_without_the_newest_item(trained_r
     assert bad.stderr.strip().splitlines()[-1].startswith("error:")
 
 
-@pytest.mark.parametrize("case", ["unknown_alias", "unreachable_registry", "not_a_uri"])
+@pytest.mark.parametrize("case", ["unknown_alias", "unreachable_registry", "not_a_uri", "sqlite_typo"])
 def test_serve_fails_fast_with_one_line(case: str, trained_run: TrainedRun, registered: str) -> None:
     uri, model_uri = trained_run.tracking_uri, registered
+    typo = trained_run.root / "mlfow.db"
     if case == "unknown_alias":
         model_uri = "models:/tiny@nope"
     elif case == "unreachable_registry":
         uri = f"http://127.0.0.1:{free_port()}"
+    elif case == "sqlite_typo":
+        uri = f"sqlite:///{typo}"
     else:
         model_uri = "tiny@champion"
     done = _run("pipelines.serve", "--model-uri", model_uri, "--tracking-uri", uri, "--port", str(free_port()))
@@ -58,6 +61,7 @@ def test_serve_fails_fast_with_one_line(case: str, trained_run: TrainedRun, regi
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot load"), done.stderr
+    assert not typo.exists()  # a mistyped SQLite path is an error, never a new empty database
 
 
 def test_demo_query_prints_top10_with_titles(
