@@ -6,14 +6,31 @@ matmul over the model's own `item_embeddings()`), the reference the tests and be
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
+import faiss
 import numpy as np
 import torch
 
 from recsys.retrieval.bundle import ServingBundle
-from recsys.retrieval.index import exact_search
+from recsys.retrieval.index import ItemIndex, exact_search
+
+
+@runtime_checkable
+class TextCatalogModel(Protocol):
+    """A model that embeds items from their text fields, so new items join without retraining."""
+
+    def add_items(self, items: list[dict[str, str | None]]) -> torch.Tensor:
+        """Append items by their text; their unit vectors [K, D]."""
+        ...
+
+
+class CatalogError(ValueError):
+    """New items that cannot join the catalog (duplicate ids, a model without text, ...)."""
 
 
 @dataclass(frozen=True)
@@ -112,3 +129,36 @@ class Recommender:
             keep = torch.isfinite(scores[row])
             out.append(Recommendations(items=items[row][keep].numpy(), scores=scores[row][keep].numpy()))
         return out
+
+    def with_new_items(self, items: Mapping[str, Mapping[str, str | None]]) -> Recommender:
+        """A copy serving the catalog plus `items` (raw id -> text fields), embedded by the model's
+        text encoder and added to a copy of the index; this instance is left as it was.
+
+        Raises:
+            CatalogError: the model has no text encoder, or an id is already in the catalog.
+        """
+        bundle = self.bundle
+        if not isinstance(bundle.model, TextCatalogModel):
+            raise CatalogError(f"model {bundle.meta.model!r} cannot embed items from text (no add_items)")
+        taken = sorted(raw for raw in items if raw in bundle.item_vocab)
+        if taken:
+            raise CatalogError(f"item ids already in the catalog: {taken[:10]}")
+        model = copy.deepcopy(bundle.model)  # requests in flight keep the old one
+        vectors = model.add_items([dict(fields) for fields in items.values()]).float().numpy()
+        first = bundle.meta.n_items + 1
+        new_ids = np.arange(first, first + len(items), dtype=np.int64)
+        index = faiss.clone_index(bundle.index.index)
+        index.add_with_ids(np.ascontiguousarray(vectors), new_ids)
+        texts = [" | ".join(v for v in fields.values() if v) for fields in items.values()]
+        grown = dataclasses.replace(
+            bundle,
+            meta=dataclasses.replace(bundle.meta, n_items=bundle.meta.n_items + len(items)),
+            model=model,
+            index=ItemIndex(index, bundle.index.config),
+            item_raw_ids=np.concatenate([bundle.item_raw_ids, np.array(list(items), dtype=object)]),
+            item_text=None
+            if bundle.item_text is None
+            else np.concatenate([bundle.item_text, np.array(texts, dtype=object)]),
+            item_vocab=bundle.item_vocab | {raw: int(i) for raw, i in zip(items, new_ids, strict=True)},
+        )
+        return Recommender(grown, history_len=self.history_len)

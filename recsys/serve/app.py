@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from recsys.retrieval.recommender import Recommendations, ResolvedHistory
 from recsys.serve.auth import ADMIN_RESPONSES, AdminAuth
 from recsys.serve.batcher import MicroBatcher
+from recsys.serve.items import items_router
 from recsys.serve.metrics import ServeMetrics
 from recsys.serve.middleware import BodyLimitMiddleware, GuardMiddleware
 from recsys.serve.schemas import (
@@ -216,6 +217,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.include_router(router)
     if settings.admin_token is not None:
         app.include_router(admin_router)
+        app.include_router(items_router)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     # add_middleware wraps: the last added is the outermost

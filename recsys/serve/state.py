@@ -58,6 +58,10 @@ class ModelHolder:
         """Load the version the model URI points to now, in the calling thread (start-up)."""
         self._swap(self._load())
 
+    def swap_in(self, new: LoadedModel) -> None:
+        """Serve `new` from the next request on (the current version with items added, say)."""
+        self._swap(new)
+
     def start_reload(self, *, force: bool = False) -> bool:
         """Start a background reload; False when one is already running.
 
