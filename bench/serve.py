@@ -15,6 +15,10 @@ Cases, each against `python -m pipelines.serve` in a subprocess (uvicorn, 1 torc
   every request must succeed.
 - beauty: the latest FINISHED sasrec run tagged dataset=beauty (or --beauty-run-id), exact index;
   skipped with the reason when there is none.
+- startup: the demo's model (configs/experiment/demo.yaml's SASRec, seeded, on the processed ML-1M
+  of --startup-data, or a synthetic catalog of its size) exported to a temporary registry; the serve
+  command started --startup-repeats times: seconds to the first 200 from /readyz, RSS and CPU seconds
+  then, and the import time of the serving process, next to the model's and the bundle's size.
 The load generator is a minimal asyncio HTTP/1.1 keep-alive client (cheaper than a full client, so it
 steals less CPU from the server: both run on the same machine).
 """
@@ -55,6 +59,9 @@ from recsys.tracking.records import base_record, now_iso, write_record
 from recsys.tracking.registry import find_latest_run
 
 REPO = Path(__file__).resolve().parents[1]
+# configs/experiment/demo.yaml's model: configs/model/sasrec.yaml with max_len 100
+DEMO_SASREC = {"max_len": 100, "hidden": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.2, "attn_dropout": 0.2}
+STARTUP_TARGET_S = 3.0
 SASREC = {"max_len": 50, "hidden": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.0, "attn_dropout": 0.0}
 
 
@@ -432,6 +439,108 @@ def beauty_case(args: argparse.Namespace, root: Path, rng: np.random.Generator) 
     }
 
 
+def startup_case(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Time to ready and memory of the serve command for the demo's model, served from a registry."""
+    import httpx
+    import psutil
+
+    from recsys.tracking.registry import resolve_model_uri
+
+    data = Path(args.startup_data)
+    if (data / S.META_FILE).is_file():
+        source = str(data)
+    else:  # ML-1M's size (the demo's processed data), synthetic histories
+        data, source = root / "processed", f"synthetic ({data} not found)"
+        _write_synthetic_processed(data, n_items=3266, n_users=2999, rng=np.random.default_rng(0))
+    n_items = int(json.loads((data / S.META_FILE).read_text())["n_items"])
+    uri = f"sqlite:///{root}/mlflow.db"
+    torch.manual_seed(0)
+    model = build_model("sasrec", DEMO_SASREC, n_items).eval()
+    save_model(model, "sasrec", DEMO_SASREC, n_items, root / "model")
+    np.save(root / "item_embeddings.npy", model.item_embeddings().detach().numpy())
+    cfg = TrackingConfig(tracking_uri=uri, experiment="bench-startup", artifact_dir=str(root / "mlartifacts"))
+    logger = make_logger(cfg, uri, tags={"data_dir": str(data)})
+    rec = RunRecorder(uri, str(logger.run_id))
+    rec.log_dir(root / "model", "model")
+    rec.log_file(root / "item_embeddings.npy", "embeddings")
+    rec.finish()
+    ref = export_run(
+        str(logger.run_id), tracking_uri=uri, name="bench-startup", alias="champion", index_config=IndexConfig("flat")
+    )
+    bundle_dir = Path(resolve_model_uri(uri, ref.uri).source.removeprefix("file://"))
+    sizes = {
+        "n_items": n_items,
+        "n_users": int(json.loads((data / S.META_FILE).read_text())["n_users"]),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "state_dict_mb": round((root / "model" / "state_dict.pt").stat().st_size / 2**20, 2),
+        "bundle_mb": round(sum(f.stat().st_size for f in bundle_dir.rglob("*") if f.is_file()) / 2**20, 2),
+    }
+    probe = "import time; t = time.perf_counter(); import pipelines.serve; "
+    probe += "print(time.perf_counter() - t, time.process_time())"
+    imports = []
+    for _ in range(args.startup_repeats):
+        out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+        wall, cpu = (float(x) for x in out.stdout.split())
+        imports.append({"wall_s": round(wall, 3), "cpu_s": round(cpu, 3)})
+    runs = []
+    cmd = [sys.executable, "-m", "pipelines.serve", "--model-uri", "models:/bench-startup@champion"]
+    cmd += ["--tracking-uri", uri, "--log-level", "warning"]
+    for _ in range(args.startup_repeats):
+        port = free_port()
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([*cmd, "--port", str(port)], cwd=REPO, stderr=subprocess.DEVNULL)
+        try:
+            while proc.poll() is None and time.perf_counter() - t0 < 300:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1.0).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.02)
+            ready_s = time.perf_counter() - t0
+            info = psutil.Process(proc.pid)
+            cpu = info.cpu_times()
+            runs.append(
+                {
+                    "ready_s": round(ready_s, 3),
+                    "cpu_s": round(cpu.user + cpu.system, 3),
+                    "rss_mb": round(info.memory_info().rss / 2**20, 1),
+                    "loadavg_1m_at_start": round(load, 2),
+                }
+            )
+        finally:
+            proc.terminate()
+            runs[-1]["exit_code_after_sigterm"] = proc.wait(30)
+        print("   ", json.dumps(runs[-1]), flush=True)
+    ready = sorted(r["ready_s"] for r in runs)
+    return {
+        "model": {"name": "sasrec", **DEMO_SASREC, "weights": "seeded (startup does not depend on them)"},
+        "data": source,
+        "index": "flat",
+        "model_uri": "models:/bench-startup@champion (sqlite registry)",
+        **sizes,
+        "import_pipelines_serve": imports,
+        "runs": runs,
+        "ready_s_median": ready[len(ready) // 2],
+        "rss_mb_median": sorted(r["rss_mb"] for r in runs)[len(runs) // 2],
+        "target_ready_s": STARTUP_TARGET_S,
+        "meets_target": ready[len(ready) // 2] < STARTUP_TARGET_S,
+    }
+
+
+def _write_synthetic_processed(data: Path, *, n_items: int, n_users: int, rng: np.random.Generator) -> None:
+    data.mkdir(parents=True)
+    pl.DataFrame(
+        {S.ITEM_IDX: np.arange(1, n_items + 1), S.RAW_ID: [str(i) for i in range(1, n_items + 1)]}
+    ).write_parquet(data / S.ITEMS_FILE)
+    pl.DataFrame({S.USER_IDX: np.arange(n_users), S.RAW_ID: [str(u) for u in range(n_users)]}).write_parquet(
+        data / S.USERS_FILE
+    )
+    seqs = [rng.integers(1, n_items + 1, size=int(rng.integers(20, 300))).tolist() for _ in range(n_users)]
+    pl.DataFrame({S.USER_IDX: np.arange(n_users), S.ITEMS: seqs}).write_parquet(data / S.SEQUENCES_FILE)
+    (data / S.META_FILE).write_text(json.dumps({"n_items": n_items, "n_users": n_users}))
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a is not None and b else None
 
@@ -459,6 +568,9 @@ def main() -> int:
     parser.add_argument("--beauty-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
     parser.add_argument("--skip-beauty", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--skip-startup", action="store_true")
+    parser.add_argument("--startup-data", default=str(REPO / "data/processed/ml-1m"), help="the demo's processed data")
+    parser.add_argument("--startup-repeats", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "bench/results/serve.json"))
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -477,6 +589,12 @@ def main() -> int:
             results["synthetic"] = synthetic_case(args, root / "synthetic", rng)
         print("beauty", flush=True)
         results["beauty"] = {"skipped": "--skip-beauty"} if args.skip_beauty else beauty_case(args, root, rng)
+        print("startup (the demo's model)", flush=True)
+        if args.skip_startup:
+            results["startup"] = {"skipped": "--skip-startup"}
+        else:
+            (root / "startup").mkdir()
+            results["startup"] = startup_case(args, root / "startup")
     command = "python bench/serve.py " + shlex.join(sys.argv[1:])
     record = base_record("serve", command, started_at, time.perf_counter() - t0)
     record["machine"]["load_generator"] = "same machine, same 2 cores as the server"

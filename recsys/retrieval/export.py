@@ -13,11 +13,11 @@ import numpy as np
 from recsys.model_io import load_model
 from recsys.retrieval.bundle import ServingBundle, load_bundle, write_bundle
 from recsys.retrieval.index import IndexConfig
-from recsys.tracking.mlflow import download_run_artifacts
 from recsys.tracking.registry import (
     ModelVersionRef,
     RegistryError,
     download_model_version,
+    local_version_dir,
     register_directory,
     resolve_model_uri,
     run_experiment_and_tags,
@@ -56,6 +56,8 @@ def export_run(
         index_config: which FAISS index to build.
         data_dir: processed dataset directory; None = the run's `data_dir` tag.
     """
+    from recsys.tracking.mlflow import download_run_artifacts  # MLflow: the service never needs it
+
     experiment_id, tags = run_experiment_and_tags(tracking_uri, run_id)
     if data_dir is None:
         if DATA_DIR_TAG not in tags:
@@ -91,7 +93,7 @@ def fetch_bundle(model_uri: str, tracking_uri: str, *, cache_dir: Path | None = 
     """Load the bundle a model URI points to now: `models:/name@alias`, `models:/name/3` or a local dir.
 
     Registry versions are downloaded into a temporary directory under `cache_dir`, loaded into
-    memory and the files removed.
+    memory and the files removed; a version in a local artifact store (`file://`) is read in place.
     """
     local = Path(model_uri)
     if not model_uri.startswith("models:/"):
@@ -102,6 +104,9 @@ def fetch_bundle(model_uri: str, tracking_uri: str, *, cache_dir: Path | None = 
             )
         return FetchedBundle(bundle=load_bundle(local), version="local", ref=None)
     ref = resolve_model_uri(tracking_uri, model_uri)
+    in_place = local_version_dir(ref)
+    if in_place is not None:  # a local artifact store: read the files where they are
+        return FetchedBundle(bundle=load_bundle(in_place), version=ref.version, ref=ref)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="recsys-bundle-", dir=cache_dir))
@@ -121,6 +126,8 @@ def current_version(model_uri: str, tracking_uri: str) -> str:
 
 def _run_item_embeddings(tracking_uri: str, run_id: str, model_dir: Path, dst: Path) -> np.ndarray:
     """The run's logged item embeddings, checked against the model's; recomputed when not logged."""
+    from recsys.tracking.mlflow import download_run_artifacts
+
     model = load_model(model_dir)
     expected = model.item_embeddings().detach().float().numpy()
     try:

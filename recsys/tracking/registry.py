@@ -4,22 +4,28 @@ A registered version's artifacts are the bundle directory itself (logged to a sm
 the training run's experiment), so any MLflow client can download and inspect it. Every function
 takes the tracking URI explicitly: nothing here touches MLflow's process-wide settings, so the
 serving process can resolve and download from a background thread.
+
+MLflow is imported inside the functions that use it (a second of start-up): the service resolves a
+version in a local SQLite store and reads a `file://` version in place without it (`_resolve_sqlite`,
+`local_version_dir`), and falls back to the MLflow client for anything else. A test holds the fast
+path to the client's answers.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from typing import TYPE_CHECKING, NoReturn
+from urllib.parse import quote, unquote, urlparse
 
-import mlflow.artifacts
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,11 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
 def resolve_model_uri(tracking_uri: str, uri: str) -> ModelVersionRef:
     """The model version that `uri` (`models:/name@alias` or `models:/name/3`) points to now."""
     name, alias, version = parse_model_uri(uri)
+    fast = _resolve_sqlite(tracking_uri, name, alias, version)
+    if fast is not None:
+        return fast
+    from mlflow.exceptions import MlflowException
+
     client = _reader_client(tracking_uri)
     unreachable = "the model registry cannot be reached"
     try:
@@ -90,8 +101,19 @@ def resolve_model_uri(tracking_uri: str, uri: str) -> ModelVersionRef:
     return ModelVersionRef(name=mv.name, version=str(mv.version), source=str(mv.source), run_id=mv.run_id)
 
 
+def local_version_dir(ref: ModelVersionRef) -> Path | None:
+    """The directory of a version whose files sit in a local artifact store (`file://`), or None."""
+    parsed = urlparse(ref.source)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        return None
+    path = Path(unquote(parsed.path))
+    return path if path.is_dir() else None
+
+
 def download_model_version(tracking_uri: str, ref: ModelVersionRef, dst: Path) -> Path:
     """Download the files of a model version into `dst` and return the local directory."""
+    import mlflow.artifacts
+
     try:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=ref.source, dst_path=str(dst), tracking_uri=tracking_uri
@@ -106,6 +128,8 @@ def download_model_version(tracking_uri: str, ref: ModelVersionRef, dst: Path) -
 
 def run_experiment_and_tags(tracking_uri: str, run_id: str) -> tuple[str, dict[str, str]]:
     """(experiment id, tags) of a run; raises `RegistryError` for an unknown run."""
+    from mlflow.exceptions import MlflowException
+
     try:
         run = _reader_client(tracking_uri).get_run(run_id)
     except MlflowException as err:
@@ -136,6 +160,8 @@ def register_directory(
         tags: set on the export run and on the model version.
         description: model version description.
     """
+    from mlflow.exceptions import MlflowException
+
     client = _client(tracking_uri)
     tags = dict(tags or {})
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
@@ -190,6 +216,8 @@ def _wait_ready(client: MlflowClient, name: str, version: str, timeout_s: float 
 
 
 def _client(tracking_uri: str) -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
@@ -202,15 +230,61 @@ def _reader_client(tracking_uri: str) -> MlflowClient:
 def read_only_uri(tracking_uri: str) -> str:
     """`sqlite:///path` as a read-only SQLite URI (raises `RegistryError` when the file is missing);
     any other store unchanged."""
+    db = _sqlite_path(tracking_uri)
+    return tracking_uri if db is None else f"sqlite:///file:{quote(str(db))}?mode=ro&uri=true"
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///path` URI (which must exist), None for other stores."""
     if not tracking_uri.startswith("sqlite:///") or tracking_uri.startswith("sqlite:///file:"):
-        return tracking_uri
+        return None
     db = Path(tracking_uri.removeprefix("sqlite:///"))
     if not db.is_file():
         raise RegistryError(
             f"tracking URI {tracking_uri!r}: no database at {db} (a typo? readers never create one)",
             public="the tracking database does not exist",
         )
-    return f"sqlite:///file:{quote(str(db.resolve()))}?mode=ro&uri=true"
+    return db.resolve()
+
+
+# MLflow's registry tables (mlflow/store/model_registry/dbmodels); a store laid out otherwise is read
+# through the MLflow client instead. Versions MLflow has deleted keep a row with this stage.
+_VERSION_QUERY = """
+SELECT v.name, v.version, v.source, v.run_id, v.status FROM model_versions v
+WHERE v.name = ? AND v.version = ? AND (v.current_stage IS NULL OR v.current_stage != 'Deleted_Internal')
+"""
+_ALIAS_QUERY = "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?"
+
+
+def _resolve_sqlite(tracking_uri: str, name: str, alias: str | None, version: str | None) -> ModelVersionRef | None:
+    """Resolve a version straight from a local SQLite store, read-only, without importing MLflow
+    (about a second of the service's start-up). None (ask the MLflow client) for other stores, an
+    unexpected layout, several workspaces or a version that is not READY."""
+    db = _sqlite_path(tracking_uri)
+    if db is None:
+        return None
+    try:
+        with sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=10.0) as conn:
+            if alias is not None:
+                rows = conn.execute(_ALIAS_QUERY, (name, alias)).fetchall()
+                if len(rows) != 1:
+                    return None if rows else _not_found(tracking_uri, f"models:/{name}@{alias}")
+                version = str(rows[0][0])
+            found = conn.execute(_VERSION_QUERY, (name, int(str(version)))).fetchall()
+    except sqlite3.Error as err:
+        log.debug("reading %s directly failed (%s); asking the MLflow client", tracking_uri, err)
+        return None
+    if len(found) != 1 or found[0][4] != "READY":
+        return None
+    row_name, row_version, source, run_id, _ = found[0]
+    return ModelVersionRef(name=row_name, version=str(row_version), source=str(source), run_id=run_id)
+
+
+def _not_found(tracking_uri: str, uri: str) -> NoReturn:
+    raise RegistryError(
+        f"cannot resolve {uri} in the registry at {tracking_uri}: no such alias",
+        public="the model alias or version is not in the registry",
+    )
 
 
 def _transport_reason(text: str) -> str:

@@ -16,6 +16,7 @@ from recsys.config import to_dict
 from recsys.data import schema as S
 from recsys.model_io import MODEL_JSON, load_model
 from recsys.models.sasrec import SASRecConfig
+from recsys.retrieval import export as export_module
 from recsys.retrieval.bundle import MODEL_DIR, load_bundle, read_bundle_meta, write_bundle
 from recsys.retrieval.export import current_version, export_run, fetch_bundle
 from recsys.retrieval.index import IndexConfig
@@ -166,13 +167,25 @@ def test_export_registers_a_version_and_fetch_loads_it(training_run: tuple[str, 
     assert current_version("models:/tiny@champion", uri) == ref.version
     fetched = fetch_bundle("models:/tiny@champion", uri, cache_dir=tmp_path / "cache")
     assert fetched.version == ref.version and fetched.bundle.meta.source_run_id == run_id
-    assert list((tmp_path / "cache").iterdir()) == []  # downloaded files are removed after loading
+    assert not (tmp_path / "cache").exists()  # a local artifact store is read in place: nothing downloaded
     ref2 = export_run(
         run_id, tracking_uri=uri, name="tiny", alias="champion", index_config=IndexConfig(kind="ivf_flat", nlist=4)
     )
     assert int(ref2.version) == int(ref.version) + 1
     assert fetch_bundle(f"models:/tiny/{ref.version}", uri).bundle.meta.index.kind == "flat"
     assert fetch_bundle("models:/tiny@champion", uri).bundle.meta.index.kind == "ivf_flat"
+
+
+def test_a_remote_store_is_downloaded_and_the_copy_removed(
+    training_run: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path for an MLflow server's artifacts (not `file://`): download under cache_dir, load, delete."""
+    uri, run_id = training_run
+    ref = export_run(run_id, tracking_uri=uri, name="tiny-remote", alias="a", index_config=IndexConfig(kind="flat"))
+    monkeypatch.setattr(export_module, "local_version_dir", lambda ref: None)
+    fetched = fetch_bundle("models:/tiny-remote@a", uri, cache_dir=tmp_path / "cache")
+    assert fetched.version == ref.version and fetched.bundle.meta.source_run_id == run_id
+    assert list((tmp_path / "cache").iterdir()) == []  # downloaded files are removed after loading
 
 
 def test_registry_errors_are_clear(training_run: tuple[str, str]) -> None:
