@@ -62,11 +62,13 @@ def fetch_zip_members(cfg: DownloadConfig, base_dir: Path) -> dict[str, Path]:
                 if member not in names:
                     raise DataError(f"{zip_path}: member {member!r} not in the zip (has {sorted(names)[:8]})")
                 target = out_dir / member
-                if not target.is_file():
+                if not target.is_file():  # extracted under a temporary name: a crash leaves no partial member
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(member) as src, target.open("wb") as dst:
+                    part = target.with_name(target.name + ".part")
+                    with zf.open(member) as src, part.open("wb") as dst:
                         shutil.copyfileobj(src, dst)
+                    part.replace(target)
                 paths[member] = target
-    except zipfile.BadZipFile as err:
+    except (zipfile.BadZipFile, EOFError, OSError) as err:  # a truncated archive fails while reading a member
         raise DataError(f"{zip_path}: not a valid zip file ({err})") from err
     return paths

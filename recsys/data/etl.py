@@ -36,12 +36,15 @@ def validate(
     *,
     id_type: Literal["int", "str"] = "int",
     timestamp_type: Literal["int", "datetime"] = "int",
+    max_timestamp: int | None = None,
 ) -> pl.LazyFrame:
     """Type `user, item, timestamp[, rating]` and set `reject_reason` on bad rows (kept, not dropped).
 
-    Reasons, first match wins: the reader's own (`malformed_line`), `missing_value`, `bad_user_id`,
-    `bad_item_id` (not an integer where `id_type` is int), `bad_timestamp`, `negative_timestamp`,
-    `bad_rating`. Text columns keep their raw value as `raw_<name>` for the rejected-row sample.
+    Reasons, first match wins: the reader's own (`not_utf8`, `malformed_line`), `missing_value`,
+    `bad_user_id`, `bad_item_id` (not an integer where `id_type` is int, or beyond int64),
+    `bad_timestamp`, `negative_timestamp`, `future_timestamp` (after `max_timestamp`, epoch seconds;
+    None: no bound), `bad_rating`. Text columns keep their raw value as `raw_<name>` for the
+    rejected-row sample.
     """
     schema = lf.collect_schema()
     has_rating = S.RATING in schema
@@ -68,6 +71,8 @@ def validate(
         .when(pl.col(S.TIMESTAMP) < 0)
         .then(pl.lit("negative_timestamp"))
     )
+    if max_timestamp is not None:
+        reason = reason.when(pl.col(S.TIMESTAMP) > max_timestamp).then(pl.lit("future_timestamp"))
     if has_rating:
         reason = reason.when(pl.col(S.RATING).is_null() | pl.col(S.RATING).is_nan()).then(pl.lit("bad_rating"))
     return (
@@ -255,6 +260,10 @@ def _checksums(path: Path) -> list[dict[str, Any]]:
     return [{"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files]
 
 
+def _now_s() -> int:
+    return int(time.time())
+
+
 def _count_rejects(checked: pl.DataFrame) -> dict[str, int]:
     counts = checked.filter(pl.col(S.REJECT).is_not_null()).group_by(S.REJECT).len().sort(S.REJECT)
     return dict(zip(counts[S.REJECT].to_list(), counts["len"].to_list(), strict=True))
@@ -289,7 +298,8 @@ def run_etl(cfg: DataConfig, *, base_dir: Path | None = None) -> EtlResult:
     try:
         checked = (
             read_interactions(src, path)
-            .pipe(validate, id_type=src.id_type, timestamp_type=src.timestamp_type)
+            # a day of slack for clocks: anything later than that cannot have happened yet
+            .pipe(validate, id_type=src.id_type, timestamp_type=src.timestamp_type, max_timestamp=_now_s() + 86_400)
             .collect(engine=engine)
         )
     except pl.exceptions.PolarsError as err:  # lazy readers (parquet) fail here, not when scanned

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,18 +50,29 @@ def write_processed(
     meta: dict[str, Any],
     rejected_sample: pl.DataFrame | None = None,
 ) -> None:
-    """Write the processed files into `out_dir` (created; existing files are replaced)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    interactions.write_parquet(out_dir / S.INTERACTIONS_FILE)
-    sequences.write_parquet(out_dir / S.SEQUENCES_FILE)
-    items.write_parquet(out_dir / S.ITEMS_FILE)
-    users.write_parquet(out_dir / S.USERS_FILE)
-    sample_path = out_dir / S.REJECTED_SAMPLE_FILE
-    if rejected_sample is not None and rejected_sample.height:
-        rejected_sample.write_csv(sample_path)
-    else:
-        sample_path.unlink(missing_ok=True)
-    (out_dir / S.META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    """Write the processed files into `out_dir`, replacing what it held.
+
+    The files are written into a temporary directory beside it, which then takes its place: a crash
+    leaves the old dataset or none, never a mix or a half-written file (training finds no meta.json
+    and names the ETL command)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        interactions.write_parquet(tmp / S.INTERACTIONS_FILE)
+        sequences.write_parquet(tmp / S.SEQUENCES_FILE)
+        items.write_parquet(tmp / S.ITEMS_FILE)
+        users.write_parquet(tmp / S.USERS_FILE)
+        if rejected_sample is not None and rejected_sample.height:
+            rejected_sample.write_csv(tmp / S.REJECTED_SAMPLE_FILE)
+        (tmp / S.META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+        old = out_dir.with_name(f".{out_dir.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+        if out_dir.exists():
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_processed(path: str | Path) -> ProcessedDataset:

@@ -24,6 +24,7 @@ from recsys.data.config import ItemTableConfig, SourceConfig
 from recsys.data.errors import DataError
 
 _LINE = "line"
+_REPLACEMENT = "\ufffd"  # what a byte that is not UTF-8 decodes to
 _NO_SEPARATOR = "\x1f"  # a byte that does not occur in text logs: read each line as one field
 _MOVIELENS_SEP = "::"
 
@@ -62,7 +63,7 @@ def read_movielens_ratings(path: Path) -> pl.LazyFrame:
         df.lazy()
         .with_columns(
             *[pl.when(ok).then(pl.col("_f").list.get(i, null_on_oob=True)).alias(n) for i, n in enumerate(names)],
-            pl.when(ok).then(pl.lit(None, pl.String)).otherwise(pl.lit("malformed_line")).alias(S.REJECT),
+            _line_reason(ok).alias(S.REJECT),
         )
         .select(S.USER, S.ITEM, S.TIMESTAMP, S.RATING, S.ROW, S.REJECT)
     )
@@ -85,7 +86,7 @@ def read_s3rec_sequences(path: Path) -> pl.LazyFrame:
             pl.col("_t").list.first().alias(S.USER),
             # a line with a user and no items becomes one rejected row (null item), not a silent drop
             pl.when(ok).then(pl.col("_t").list.slice(1)).otherwise(pl.lit([None], pl.List(pl.String))).alias(S.ITEM),
-            pl.when(ok).then(pl.lit(None, pl.String)).otherwise(pl.lit("malformed_line")).alias(S.REJECT),
+            _line_reason(ok).alias(S.REJECT),
         )
         .with_columns(pl.int_ranges(0, pl.col(S.ITEM).list.len(), dtype=pl.Int64).alias(S.TIMESTAMP))
         .explode([S.ITEM, S.TIMESTAMP])
@@ -94,8 +95,22 @@ def read_s3rec_sequences(path: Path) -> pl.LazyFrame:
     return rows.select(S.USER, S.ITEM, S.TIMESTAMP, S.ROW, S.REJECT)
 
 
+def _line_reason(ok: pl.Expr) -> pl.Expr:
+    """A line's own reject reason: bytes that are not UTF-8 (decoded as U+FFFD), else the wrong fields."""
+    return (
+        pl.when(pl.col(_LINE).str.contains(_REPLACEMENT, literal=True))
+        .then(pl.lit("not_utf8"))
+        .when(ok)
+        .then(pl.lit(None, pl.String))
+        .otherwise(pl.lit("malformed_line"))
+    )
+
+
 def _read_lines(path: Path) -> pl.DataFrame:
-    """Every non-blank line of a (possibly gzipped) text file as column `line`, with its row number."""
+    """Every non-blank line of a (possibly gzipped) text file as column `line`, with its row number.
+
+    Bytes that are not UTF-8 become U+FFFD, so such a line is a counted rejection (`not_utf8`),
+    not the end of the whole file."""
     data = _read_bytes(path)
     if not data.strip():
         raise DataError(f"{path}: empty file")
@@ -107,6 +122,7 @@ def _read_lines(path: Path) -> pl.DataFrame:
             quote_char=None,
             new_columns=[_LINE],
             infer_schema=False,
+            encoding="utf8-lossy",
         )
     except pl.exceptions.PolarsError as err:
         raise DataError(f"{path}: cannot read as utf8 text lines: {summarize_error(err)}") from err
