@@ -76,6 +76,8 @@ class SequenceDataModule(pl.LightningDataModule):
         self.sequence_split: SequenceSplit | None = None
         self.wants_item_features = item_features
         self.item_features: ItemFeatures | None = None
+        self.rows_generator: torch.Generator | None = None  # the training rows' own draws (set up in setup)
+        self._shuffle: ShardedShuffle | None = None
 
     def prepare_data(self) -> None:
         if not (self.data_dir / "meta.json").is_file():
@@ -100,6 +102,7 @@ class SequenceDataModule(pl.LightningDataModule):
                 f"{split.test.height} test users)"
             )
         gen = torch.Generator().manual_seed(self.seed)  # the rows' own draws (e.g. positive views)
+        self.rows_generator = gen
         self.train_set: TrainRows = self.rows(train, self.max_len, generator=gen)
         self.val_set = EvalSequences(
             split.validation[ITEMS].to_list(), split.validation[TARGET].to_list(), self.max_len
@@ -109,10 +112,17 @@ class SequenceDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader[TrainBatch | ViewBatch]:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         shuffle = ShardedShuffle(len(self.train_set), seed=self.seed, rank=rank, world_size=world)
+        self._shuffle = shuffle
         sampler: Sampler[list[int]] = BatchSampler(shuffle, self.batch_size, drop_last=False)
         if self.length_pool:
             sampler = LengthGroupedBatches(shuffle, self.train_set.lengths(), self.batch_size, self.length_pool)
         return DataLoader(self._train_dataset(), sampler=sampler, batch_size=None)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The training shuffle of the coming epoch is the one of `epoch` (seed + epoch), however many
+        epochs this process has run: a resumed fit shuffles as the uninterrupted one did."""
+        if self._shuffle is not None:
+            self._shuffle.epoch = epoch
 
     def ordered_train_dataloader(self) -> DataLoader[TrainBatch | ViewBatch]:
         """Every training row once, in dataset order, in eval-sized batches (not sharded under DDP).

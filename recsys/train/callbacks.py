@@ -1,12 +1,15 @@
 """Lightning callbacks of our own: a one-line log per epoch (for runs without a progress bar), an
-exponential moving average of the weights, and the model's resolved config in every checkpoint."""
+exponential moving average of the weights, the model's resolved config and the random state in every
+checkpoint."""
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -166,3 +169,64 @@ def checkpoint_model_spec(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
     """The model spec a checkpoint was written with; None for checkpoints written before it was kept."""
     spec = checkpoint.get(MODEL_SPEC_KEY)
     return dict(spec) if spec is not None else None
+
+
+RANDOM_STATE_KEY = "recsys_random_state"  # a checkpoint's random generators, as they were at its save
+
+
+class RandomStateInCheckpoint(pl.Callback):
+    """Resuming draws what the uninterrupted fit drew: every checkpoint keeps the global torch, numpy
+    and Python generators and the DataModule's row generator as they were at its save, and a fit
+    resumed from it puts them back at the start of the first epoch it trains (after the checkpoint's
+    own epoch, re-entered with nothing left to do); each epoch's shuffle is the DataModule's for that
+    epoch. A run killed and resumed then ends with the metrics of one never stopped (an objective that
+    draws in its epoch-start hook would still differ)."""
+
+    def __init__(self) -> None:
+        self._pending: tuple[int, dict[str, Any]] | None = None
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        del pl_module
+        # tensors and plain numbers only: Lightning reads checkpoints with torch.load(weights_only=True)
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, words, next_gauss = random.getstate()
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, gauss],
+            "python": [version, torch.tensor(words, dtype=torch.int64), next_gauss],
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        rows = getattr(getattr(trainer, "datamodule", None), "rows_generator", None)
+        if rows is not None:
+            state["rows"] = rows.get_state()
+        checkpoint[RANDOM_STATE_KEY] = state
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        del trainer, pl_module
+        if RANDOM_STATE_KEY in checkpoint:
+            self._pending = (int(checkpoint["epoch"]), checkpoint[RANDOM_STATE_KEY])
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        del pl_module
+        set_epoch = getattr(getattr(trainer, "datamodule", None), "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(trainer.current_epoch)
+        if self._pending is None or trainer.current_epoch <= self._pending[0]:
+            return
+        state = self._pending[1]
+        self._pending = None
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, words, next_gauss = state["python"]
+        random.setstate((version, tuple(words.tolist()), next_gauss))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        rows = getattr(getattr(trainer, "datamodule", None), "rows_generator", None)
+        if rows is not None and "rows" in state:
+            rows.set_state(state["rows"])

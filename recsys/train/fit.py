@@ -18,7 +18,7 @@ from recsys.data.datamodule import SequenceDataModule
 from recsys.data.schema import META_FILE
 from recsys.models.base import SequentialRecommender
 from recsys.objectives import build_objective
-from recsys.train.callbacks import EpochSummary, ModelSpecInCheckpoint, WeightEMA
+from recsys.train.callbacks import EpochSummary, ModelSpecInCheckpoint, RandomStateInCheckpoint, WeightEMA
 from recsys.train.experiment import ExperimentConfig
 
 PREPARE_COMMAND = "python -m pipelines.prepare_data --config {config}"
@@ -108,6 +108,7 @@ def build_trainer(
             EpochSummary(cfg.monitor),
             fit.timer,
             ModelSpecInCheckpoint(model_spec),
+            RandomStateInCheckpoint(),
         ],
         check_val_every_n_epoch=t.val_every,
         gradient_clip_val=t.grad_clip,
