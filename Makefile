@@ -21,8 +21,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m pipelines.demo
 
+# Run from outside the repo (no test may lean on the working directory), in a random order with a new
+# seed each run (pytest-randomly; it prints the seed: -p randomly -p "randomly_seed=N" repeats an order).
 test: $(STAMP) stack-deps
-	$(PY) -m pytest -q
+	cd "$$(mktemp -d)" && $(abspath $(PY)) -m pytest -q $(CURDIR)/tests
 
 # PostgreSQL's server binaries for `make stack` and its integration test (tests/tracking/test_postgres_stack.py):
 # Debian's postgresql package, installed when missing (as root), without the system cluster it would start.

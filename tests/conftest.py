@@ -12,6 +12,15 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _seeded_torch() -> None:
+    """Every test starts from the same global torch generator, whatever ran before it (the suite runs
+    in a random order): training in-process is seeded as `pipelines.train` seeds it."""
+    import torch
+
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     """The read-only datasets directory (`../shared/data` beside the repo); skips when absent."""

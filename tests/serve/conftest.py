@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from serve_support import MODEL_NAME, ThreadServer, TrainedRun, write_local_bundle, write_log
 
@@ -66,7 +67,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
             "tracking": {"tracking_uri": uri, "experiment": "serve-tests", "artifact_dir": str(root / "mlartifacts")},
         },
     )
-    outcome = train_experiment(cfg, tracking_uri=uri)
+    with torch.random.fork_rng():  # seeded as pipelines.train seeds, whichever test asks first
+        torch.manual_seed(0)
+        outcome = train_experiment(cfg, tracking_uri=uri)
     assert outcome is not None
     return TrainedRun(tracking_uri=uri, run_id=outcome.run_id, data_dir=root / "processed", root=root)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from recsys.tracking.mlflow import read_run
 from recsys.train.experiment import load_experiment
 from recsys.train.run import train_experiment
@@ -26,7 +28,8 @@ def test_icsrec_trains_two_epochs_and_logs_metrics(tmp_path: Path, planted_exper
     assert outcome.record["epochs"] == 2
 
 
-def test_experiment_configs_resolve() -> None:
+def test_experiment_configs_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # config paths (`_base:`, `data:`) are relative to the repo root, as the CLIs run
     for name in ("icsrec_beauty", "icsrec_sports", "icsrec_beauty_linear"):
         cfg = load_experiment(REPO / "configs/experiment" / f"{name}.yaml")
         assert cfg.model.name == "icsrec"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 
 from recsys.model_io import load_model
@@ -42,7 +43,8 @@ def test_recformer_pretrains_fine_tunes_and_reloads(
     assert torch.isfinite(table).all() and torch.allclose(table[1:].norm(dim=-1), torch.ones(len(table) - 1))
 
 
-def test_recformer_experiment_configs_resolve() -> None:
+def test_recformer_experiment_configs_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # config paths (`_base:`, `data:`) are relative to the repo root, as the CLIs run
     cold = load_experiment(REPO / "configs/experiment/recformer_ml-1m_cold.yaml")
     assert cold.model.name == "recformer" and cold.split.cold_item_share == 0.1
     assert load_experiment(REPO / "configs/experiment/sasrec_ml-1m_cold.yaml").split.cold_item_share == 0.1
