@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -166,11 +167,18 @@ def build_index(item_emb: np.ndarray | torch.Tensor, config: IndexConfig | None 
 
 
 def save_index(index: ItemIndex, path: str | Path) -> None:
-    """Write the index (always as a CPU index) to `path`."""
+    """Write the index (always as a CPU index) to `path`, under a temporary name first: a crash while
+    writing never leaves a truncated index at `path`."""
     cpu = index.index
     if _is_gpu_index(cpu):
         cpu = faiss.index_gpu_to_cpu(cpu)
-    faiss.write_index(cpu, str(path))
+    target = Path(path)
+    part = target.with_name(f".{target.name}.part")
+    try:
+        faiss.write_index(cpu, str(part))
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def load_index(path: str | Path, config: IndexConfig) -> ItemIndex:

@@ -127,6 +127,53 @@ def test_faiss_path_equals_exact_twin(bundle_dir: Path, exclude_seen: bool) -> N
                 assert len(f.items) == min(k, N_ITEMS - len(set(hist.tolist())))
 
 
+@pytest.mark.parametrize(
+    "index_config",
+    [IndexConfig(kind="ivf_flat", nlist=4, nprobe=4), IndexConfig(kind="hnsw", hnsw_m=8, ef_search=128)],
+    ids=["ivf_flat", "hnsw"],
+)
+def test_approximate_indexes_serve_what_the_exact_twin_serves(
+    tmp_path: Path, model_dir: Path, processed_dir: Path, index_config: IndexConfig
+) -> None:
+    """IVF visiting every cell and HNSW with a wide beam are exact on 61 items, so the served top-k must
+    equal the exact twin's: long histories make the search over-fetch past the excluded items, and k
+    beyond the catalog makes FAISS pad with -1, which must never reach a client."""
+    write_bundle(
+        tmp_path / "b",
+        model_dir=model_dir,
+        item_emb=_item_emb(model_dir),
+        data_dir=processed_dir,
+        index_config=index_config,
+        name="approx",
+        source_run_id=None,
+    )
+    rec = Recommender(load_bundle(tmp_path / "b"))
+    rng = np.random.default_rng(11)
+    histories = [rng.choice(np.arange(1, N_ITEMS + 1), size=n, replace=False) for n in (2, 20, 50)]
+    for k in (5, N_ITEMS + 5):
+        fast = rec.recommend(histories, k, exclude_seen=True)
+        slow = rec.recommend_exact(histories, k, exclude_seen=True)
+        for hist, f, s in zip(histories, fast, slow, strict=True):
+            assert -1 not in f.items and 0 not in f.items and not set(f.items.tolist()) & set(hist.tolist())
+            assert len(f.items) == len(s.items) == min(k, N_ITEMS - len(hist))
+            np.testing.assert_allclose(f.scores, s.scores, atol=1e-4)
+
+
+def test_export_refuses_embeddings_that_are_not_the_models(
+    training_run: tuple[str, str], tmp_path: Path, model_dir: Path, processed_dir: Path
+) -> None:
+    uri, _ = training_run
+    cfg = TrackingConfig(tracking_uri=uri, experiment="tests", artifact_dir=str(tmp_path / "artifacts"))
+    logger = make_logger(cfg, uri, tags={"data_dir": str(processed_dir)})
+    rec = RunRecorder(uri, str(logger.run_id))
+    rec.log_dir(model_dir, "model")
+    np.save(tmp_path / "item_embeddings.npy", _item_emb(model_dir) + 0.5)  # not what the model computes
+    rec.log_file(tmp_path / "item_embeddings.npy", "embeddings")
+    rec.finish()
+    with pytest.raises(ValueError, match="does not match the model's item_embeddings"):
+        export_run(str(logger.run_id), tracking_uri=uri, name="mismatch", alias=None, index_config=IndexConfig())
+
+
 def test_encode_uses_the_last_max_len_items_left_padded(bundle_dir: Path) -> None:
     rec = Recommender(load_bundle(bundle_dir))
     long = np.arange(1, 21)

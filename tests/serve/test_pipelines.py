@@ -10,6 +10,7 @@ import pytest
 from serve_support import REPO_ROOT_DIR, TrainedRun, free_port
 
 from pipelines.serve_demo import run_demo_query
+from recsys.tracking.mlflow import download_run_artifacts
 
 
 def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -38,7 +39,12 @@ def test_evaluate_cli_scores_the_run_whole_and_without_the_newest_item(trained_r
         whole_out["protocol"]["history"] == "whole" and ablated_out["protocol"]["history"] == "without its newest item"
     )
     assert whole_out["protocol"]["n_users"] == ablated_out["protocol"]["n_users"] > 0
-    assert 0.0 <= ablated_out["metrics"]["val/ndcg@10"] <= 1.0
+    # the whole history rescored from the logged model equals what training recorded for its best checkpoint
+    trained = json.loads(
+        download_run_artifacts(trained_run.tracking_uri, trained_run.run_id, "result.json").read_text()
+    )
+    assert whole_out["metrics"]["val/ndcg@10"] == pytest.approx(trained["metrics"]["val/ndcg@10"], abs=1e-6)
+    assert ablated_out["metrics"]["val/ndcg@10"] != whole_out["metrics"]["val/ndcg@10"]  # the ablation changed it
     bad = _run(*cmd[:2], "f" * 32, "--tracking-uri", trained_run.tracking_uri)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error:")

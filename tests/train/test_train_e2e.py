@@ -34,7 +34,9 @@ def _run_cli(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.Com
     )
 
 
-def test_training_run_is_tracked_and_read_back(tmp_path: Path, planted_experiment: WriteExperiment) -> None:
+def test_training_run_is_tracked_and_read_back(
+    tmp_path: Path, planted_experiment: WriteExperiment, capsys: pytest.CaptureFixture[str]
+) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = load_experiment(planted_experiment())
     outcome = train_experiment(cfg, tracking_uri=uri, command="test")
@@ -43,7 +45,14 @@ def test_training_run_is_tracked_and_read_back(tmp_path: Path, planted_experimen
     assert run["status"] == "FINISHED"
     for key in ("val/ndcg@10", "test/ndcg@10", "test/hr@20", "test/coverage@10", "train/loss"):
         assert key in run["metrics"], key
-    assert run["metrics"]["test/ndcg@10"] == pytest.approx(outcome.metrics["test/ndcg@10"])
+    # not the returned metrics against the same call's logged ones: the logged model, scored again by
+    # the evaluate command (its own loader and ranking, no Lightning), gives the returned figures
+    from pipelines import evaluate
+
+    assert evaluate.main(["--run-id", outcome.run_id, "--tracking-uri", uri, "--split", "test"]) == 0
+    rescored = json.loads(capsys.readouterr().out)["metrics"]
+    for key in ("test/ndcg@10", "test/hr@10", "test/mrr@20"):
+        assert rescored[key] == pytest.approx(outcome.metrics[key], abs=1e-6), key
     assert run["params"]["model.name"] == "sasrec"
     assert run["params"]["train.lr"] == "0.005"
     # the resolved config: model defaults the experiment left out, and the data config it names
@@ -273,3 +282,20 @@ def test_resume_and_finalize_name_what_is_missing(tmp_path: Path, planted_experi
         run_checkpoint(uri, tagged, "best.ckpt")
     with pytest.raises(TrackingError, match="not found"):
         train_experiment(cfg, tracking_uri=uri, resume_run="0" * 32)
+
+
+def test_a_failed_fit_marks_its_run_failed(
+    tmp_path: Path, planted_experiment: WriteExperiment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.tracking.mlflow import runs_table
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+
+    def broken_step(self: RecModule, batch: object, batch_idx: int) -> torch.Tensor:
+        raise RuntimeError("a fault in the third batch")
+
+    monkeypatch.setattr(RecModule, "training_step", broken_step)
+    with pytest.raises(RuntimeError, match="a fault in the third batch"):
+        train_experiment(load_experiment(planted_experiment()), tracking_uri=uri)
+    runs = runs_table(uri, "test")
+    assert len(runs) == 1 and runs["status"].iloc[0] == "FAILED"  # not left RUNNING as if still training
