@@ -60,7 +60,8 @@ def datamodule_for(cfg: ExperimentConfig, data_dir: Path, model: SequentialRecom
 class FitCallbacks:
     """The callbacks whose state says what the fit kept and why it stopped."""
 
-    best: ModelCheckpoint  # best.ckpt (on the monitored metric) and last.ckpt
+    best: ModelCheckpoint  # best.ckpt (on the monitored metric)
+    last: ModelCheckpoint  # last.ckpt, at every validation: what a resumed fit continues from
     early_stopping: EarlyStopping
     timer: Timer  # always kept: its state in a checkpoint is the fit time a resumed run adds to its own
 
@@ -87,9 +88,10 @@ def build_trainer(
     """
     t = cfg.train
     fit = FitCallbacks(
-        best=ModelCheckpoint(
-            dirpath=ckpt_dir, monitor=cfg.monitor, mode="max", save_top_k=1, filename="best", save_last=True
-        ),
+        best=ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.monitor, mode="max", save_top_k=1, filename="best"),
+        # not save_last=True: Lightning writes that copy only when the best one improves, so a run killed
+        # on a plateau would resume from its best epoch and train everything since again
+        last=ModelCheckpoint(dirpath=ckpt_dir, save_top_k=1, filename="last", enable_version_counter=False),
         early_stopping=EarlyStopping(monitor=cfg.monitor, mode="max", patience=t.patience),
         timer=Timer(duration=timedelta(minutes=t.max_minutes) if t.max_minutes else None),
     )
@@ -105,6 +107,7 @@ def build_trainer(
             *([WeightEMA(t.ema_decay)] if t.ema_decay > 0 else []),
             fit.early_stopping,
             fit.best,
+            fit.last,
             EpochSummary(cfg.monitor),
             fit.timer,
             ModelSpecInCheckpoint(model_spec),
