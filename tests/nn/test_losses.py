@@ -99,3 +99,55 @@ def test_train_config_passes_label_smoothing_to_the_ce_loss() -> None:
 def test_bad_label_smoothing_is_named(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def _drawn_negatives(seed: int, positions: int, n_negatives: int) -> torch.Tensor:
+    """The negatives the losses draw with `torch.Generator().manual_seed(seed)`: [T, n_neg] in 1..N."""
+    return torch.randint(1, N_ITEMS + 1, (positions, n_negatives), generator=torch.Generator().manual_seed(seed))
+
+
+def _log_sigmoid_terms(
+    hidden: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """-log sigmoid(s+) per position and -log(1 - sigmoid(s-)) per negative, a negative equal to the target dropped."""
+    pos = -torch.log(torch.sigmoid((hidden * item_emb[targets]).sum(-1)))
+    neg_scores = torch.stack([item_emb[negatives[t]] @ hidden[t] for t in range(len(targets))])
+    neg = -torch.log(1 - torch.sigmoid(neg_scores))
+    return pos, torch.where(negatives == targets[:, None], torch.zeros_like(neg), neg)
+
+
+@pytest.mark.parametrize("calibration", [0.0, 0.75, 1.0])
+def test_gbce_is_its_written_out_definition(calibration: float) -> None:
+    """-beta log sigmoid(s+) - sum log(1 - sigmoid(s-)), beta = alpha (t (1 - 1/alpha) + 1/alpha),
+    alpha = k / (N - 1): the exponent really differs from 1 here (k = 3 of N - 1 = 6: alpha = 0.5)."""
+    hidden, item_emb, targets = _case(8)
+    k = 3
+    alpha = k / (N_ITEMS - 1)
+    beta = alpha * (calibration * (1 - 1 / alpha) + 1 / alpha)
+    assert beta == pytest.approx({0.0: 1.0, 0.75: 0.625, 1.0: 0.5}[calibration])
+    pos, neg = _log_sigmoid_terms(hidden, item_emb, targets, _drawn_negatives(4, len(targets), k))
+    expected = (beta * pos + neg.sum(-1)).mean()
+    got = gbce(
+        hidden, item_emb, targets, n_negatives=k, calibration=calibration, generator=torch.Generator().manual_seed(4)
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bce_is_its_written_out_definition() -> None:
+    hidden, item_emb, targets = _case(9)
+    pos, neg = _log_sigmoid_terms(hidden, item_emb, targets, _drawn_negatives(2, len(targets), 4))
+    got = bce_with_negatives(hidden, item_emb, targets, n_negatives=4, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(got, pos.mean() + neg.mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_in_batch_softmax_is_its_written_out_definition() -> None:
+    """Distinct targets: row t's softmax over the batch's targets, logits corrected by -log q(item)."""
+    hidden, item_emb, _ = _case(10)
+    targets = torch.tensor([3, 1, 7, 5, 2])
+    log_q = torch.log(torch.tensor([0.0, 0.3, 0.1, 0.2, 0.05, 0.15, 0.1, 0.1]).clamp_min(1e-9))
+    loss = in_batch_softmax(hidden, item_emb, targets, item_log_prob=log_q)
+    expected = 0.0
+    for t in range(len(targets)):
+        logits = torch.stack([hidden[t] @ item_emb[j] - log_q[j] for j in targets])
+        expected += -torch.log_softmax(logits, 0)[t] / len(targets)
+    torch.testing.assert_close(loss, torch.as_tensor(expected), rtol=1e-5, atol=1e-6)
