@@ -3,14 +3,17 @@ its callbacks, and why the fit stopped."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from recsys.config import load_config
 from recsys.data.config import DataConfig
@@ -54,6 +57,23 @@ def datamodule_for(cfg: ExperimentConfig, data_dir: Path, model: SequentialRecom
         split=cfg.split,
         item_features=model.uses_item_features,
     )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their final name and renamed onto it: a crash mid-write never leaves a
+    truncated last.ckpt for --resume-run (Lightning's own temporary file lives in the system's temp
+    directory, so on another filesystem its final move is a copy)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        del storage_options
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(f".{target.name}.part")
+        try:
+            torch.save(checkpoint, part)
+            os.replace(part, target)
+        finally:
+            part.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -119,6 +139,7 @@ def build_trainer(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # the DataModule shards training rows itself
+        plugins=[AtomicCheckpointIO()],
         log_every_n_steps=10,
     )
     return trainer, fit

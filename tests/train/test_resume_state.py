@@ -74,3 +74,22 @@ def test_resume_restores_early_stopping_and_the_lr_schedule(
     assert _same(probe.early_stopping, stopping)
     assert _same(probe.scheduler, scheduler)
     assert probe.lr == scheduler["_last_lr"][0]
+
+
+def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path: Path, monkeypatch: Any) -> None:
+    from recsys.train import fit as fit_module
+
+    io = fit_module.AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, tmp_path / "last.ckpt")
+
+    def dies_mid_write(obj: object, f: Path) -> None:
+        Path(f).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_module.torch, "save", dies_mid_write)
+    try:
+        io.save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, tmp_path / "last.ckpt")
+    except KeyboardInterrupt:
+        pass
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"] == 1  # whole, and the old one
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
