@@ -112,8 +112,10 @@ def train_experiment(
     fit_s = time.perf_counter() - t0
     path = fit.best.best_model_path
     best = load_checkpoint(Path(path)) if path else None
-    if ckpt_dir.name.startswith(OWN_CKPT_PREFIX):  # ours; a directory the caller chose is left alone
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
     fields |= {"epochs": trainer.current_epoch, "fit_s": round(fit_s, 1), "stopped_by": fit.stop_reason()}
     ctx = RunContext(cfg, data_dir, meta, command, started_at=started_at, t0=t0)
-    return evaluate_and_log(ctx, module, dm, best, recorder, fields)
+    outcome = evaluate_and_log(ctx, module, dm, best, recorder, fields)
+    # only once the run is recorded: a process killed while it evaluates leaves a run that can resume
+    if ckpt_dir.name.startswith(OWN_CKPT_PREFIX):  # ours; a directory the caller chose is left alone
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return outcome
