@@ -141,7 +141,8 @@ def train_model(name: str, split_kind: str, seed: int, extra: list[str], trackin
     if split_kind == "cold":
         overrides += ["split.cold_item_share=0.1", f"split.cold_seed={seed}"]
     cfg = load_experiment(ROOT / f"configs/experiment/{EXPERIMENTS[name]}.yaml", overrides)
-    command = " ".join(["python bench/cold_start.py --models", name, "--split", split_kind, "--seeds", str(seed)])
+    sets = [f"--set {o}" for o in extra]
+    command = " ".join(["python bench/cold_start.py --models", name, "--split", split_kind, "--seeds", str(seed), *sets])
     outcome = train_experiment(cfg, tracking_uri=tracking_uri, command=command)
     assert outcome is not None
     tag = "cold" if split_kind == "cold" else "loo"
