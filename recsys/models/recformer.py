@@ -194,6 +194,7 @@ class Recformer(SequentialRecommender):
         the token and vector tables. Returns their unit vectors [K, D] (eval mode, no dropout)."""
         if not items:
             raise ValueError("no items to add")
+        self.item_embeddings()  # a table still to encode is encoded first: appending would freeze it empty
         was_training = self.training
         self.eval()
         vectors = self.embed_text(items)  # [K, D]

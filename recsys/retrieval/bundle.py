@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import torch
 
 from recsys.config import ConfigError, from_dict
 from recsys.data import schema as S
@@ -150,23 +151,67 @@ def write_bundle(
         raise ValueError(f"item embeddings have shape {emb.shape}; the model has n_items={n_items} (+1 padding row)")
     items, histories = _read_tables(data_dir, n_items)
     model = load_model(model_dir)
+    return _write(
+        directory, model, str(spec["name"]), emb, build_index(emb, index_config), items, histories, name, source_run_id
+    )
+
+
+def save_bundle(directory: Path, bundle: ServingBundle, *, source_run_id: str | None) -> BundleMeta:
+    """Write a loaded (possibly grown, e.g. by `Recommender.with_new_items`) bundle into `directory`.
+
+    The model, its live index (not rebuilt) and the vocabularies and histories are written as they
+    are in memory; the result loads with `load_bundle` like any exported bundle.
+    """
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(f"bundle directory {directory} is not empty")
+    meta = bundle.meta
+    with_text = bundle.item_text is not None
+    idx = np.arange(1, meta.n_items + 1, dtype=np.int64)
+    columns: dict[str, object] = {S.ITEM_IDX: idx, S.RAW_ID: bundle.item_raw_ids[1:].tolist()}
+    if with_text:
+        assert bundle.item_text is not None
+        columns[S.TEXT] = pl.Series(S.TEXT, bundle.item_text[1:].tolist(), dtype=pl.String)
+    items = pl.DataFrame(columns)
+    users = sorted(bundle.user_vocab, key=bundle.user_vocab.__getitem__)
+    off = bundle.history_offsets
+    seqs = [bundle.history_items[off[row] : off[row + 1]].tolist() for row in range(len(users))]
+    histories = pl.DataFrame({S.RAW_ID: users, S.ITEMS: pl.Series(S.ITEMS, seqs, dtype=pl.List(pl.Int64))})
+    with torch.no_grad():
+        emb = np.ascontiguousarray(bundle.model.item_embeddings().detach().float().numpy())
+    if emb.shape != (meta.n_items + 1, meta.dim):
+        raise ValueError(f"the model's item embeddings are {emb.shape}, the bundle holds {meta.n_items} x {meta.dim}")
+    return _write(directory, bundle.model, meta.model, emb, bundle.index, items, histories, meta.name, source_run_id)
+
+
+def _write(
+    directory: Path,
+    model: SequentialRecommender,
+    model_name: str,
+    emb: np.ndarray,
+    index: ItemIndex,
+    items: pl.DataFrame,
+    histories: pl.DataFrame,
+    name: str,
+    source_run_id: str | None,
+) -> BundleMeta:
+    """Write every bundle file under a temporary name beside `directory`, then rename it: a crash
+    never leaves a directory that looks like a bundle."""
+    n_items = len(emb) - 1
     directory.parent.mkdir(parents=True, exist_ok=True)
-    # written under a temporary name beside `directory`, renamed when complete: a crash never leaves
-    # a directory that looks like a bundle
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
-        save_model(model, str(spec["name"]), resolved_config(model), n_items, tmp / MODEL_DIR)
+        save_model(model, model_name, resolved_config(model), n_items, tmp / MODEL_DIR)
         np.save(tmp / EMBEDDINGS_FILE, emb)
-        save_index(build_index(emb, index_config), tmp / INDEX_FILE)
+        save_index(index, tmp / INDEX_FILE)
         items.write_parquet(tmp / ITEMS_FILE)
         histories.write_parquet(tmp / HISTORIES_FILE)
         meta = BundleMeta(
             name=name,
-            model=str(spec["name"]),
+            model=model_name,
             n_items=n_items,
             dim=int(emb.shape[1]),
             max_len=int(model.max_len),
-            index=index_config,
+            index=index.config,
             source_run_id=source_run_id,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             files={rel: file_digest(tmp / rel) for rel in _payload_files()},

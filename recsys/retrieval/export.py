@@ -5,18 +5,21 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from recsys.model_io import load_model
-from recsys.retrieval.bundle import ServingBundle, load_bundle, write_bundle
+from recsys.retrieval.bundle import ServingBundle, load_bundle, save_bundle, write_bundle
 from recsys.retrieval.index import IndexConfig
+from recsys.retrieval.recommender import Recommender
 from recsys.tracking.registry import (
     ModelVersionRef,
     RegistryError,
     download_model_version,
+    experiment_id_named,
     local_version_dir,
     register_directory,
     resolve_model_uri,
@@ -86,6 +89,45 @@ def export_run(
             run_name=f"export-{name}",
             tags={"source_run_id": run_id, "model": meta.model, "index": index_config.kind},
             description=f"serving bundle of run {run_id} ({meta.model}, {meta.n_items} items, {index_config.kind})",
+        )
+
+
+def add_items_version(
+    model_uri: str,
+    items: Mapping[str, Mapping[str, str | None]],
+    *,
+    tracking_uri: str,
+    name: str | None = None,
+    alias: str | None = None,
+) -> ModelVersionRef:
+    """Register a new version of a text model's bundle with `items` (raw id -> text fields) added.
+
+    The items are embedded by the model's own text encoder (no retraining) and appended to its
+    vocabulary and index, as the live `POST /admin/items` does; the source version is left as it
+    was. `name` defaults to the source version's registered name (the bundle's for a directory).
+
+    Raises:
+        CatalogError: the model reads no text, or an id is already in the catalog.
+    """
+    fetched = fetch_bundle(model_uri, tracking_uri)
+    grown = Recommender(fetched.bundle).with_new_items(items)
+    target = name or (fetched.ref.name if fetched.ref is not None else fetched.bundle.meta.name)
+    if fetched.ref is not None and fetched.ref.run_id is not None:
+        experiment_id, _ = run_experiment_and_tags(tracking_uri, fetched.ref.run_id)
+    else:
+        experiment_id = experiment_id_named(tracking_uri, "recsys")
+    source = fetched.ref.uri if fetched.ref is not None else model_uri
+    with tempfile.TemporaryDirectory(prefix="recsys-add-items-") as tmp:
+        meta = save_bundle(Path(tmp) / "bundle", grown.bundle, source_run_id=fetched.bundle.meta.source_run_id)
+        return register_directory(
+            tracking_uri,
+            Path(tmp) / "bundle",
+            target,
+            experiment_id=experiment_id,
+            alias=alias,
+            run_name=f"add-items-{target}",
+            tags={"source_version": source, "model": meta.model, "added_items": str(len(items))},
+            description=f"{source} with {len(items)} items added by text ({meta.n_items} items)",
         )
 
 

@@ -135,11 +135,18 @@ class Recommender:
         text encoder and added to a copy of the index; this instance is left as it was.
 
         Raises:
-            CatalogError: the model has no text encoder, or an id is already in the catalog.
+            CatalogError: the model has no text encoder, no items, a text field the model does not
+                read, or an id already in the catalog.
         """
         bundle = self.bundle
         if not isinstance(bundle.model, TextCatalogModel):
             raise CatalogError(f"model {bundle.meta.model!r} cannot embed items from text (no add_items)")
+        if not items:
+            raise CatalogError("no items to add")
+        reads = list(getattr(getattr(bundle.model, "cfg", None), "fields", ()))
+        unknown = sorted({name for fields in items.values() for name in fields} - set(reads))
+        if reads and unknown:
+            raise CatalogError(f"unknown text fields {unknown}; this model reads {reads}")
         taken = sorted(raw for raw in items if raw in bundle.item_vocab)
         if taken:
             raise CatalogError(f"item ids already in the catalog: {taken[:10]}")

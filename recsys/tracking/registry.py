@@ -186,6 +186,13 @@ def register_directory(
     return ModelVersionRef(name=name, version=str(mv.version), source=str(mv.source), run_id=run.info.run_id)
 
 
+def experiment_id_named(tracking_uri: str, name: str) -> str:
+    """Id of the experiment `name`, created when missing."""
+    client = _client(tracking_uri)
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found is not None else client.create_experiment(name)
+
+
 def find_latest_run(tracking_uri: str, tags: Mapping[str, str]) -> str | None:
     """Id of the most recent FINISHED run carrying all `tags`, or None (e.g. for benchmarks)."""
     client = _client(tracking_uri)

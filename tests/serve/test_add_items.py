@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import torch
 from serve_support import MODEL_NAME, ThreadServer, write_log
@@ -85,3 +86,51 @@ def test_an_id_only_model_refuses_new_items(local_bundle: Path) -> None:
     with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         resp = http.post("/admin/items", json=NEW, headers={ADMIN_HEADER: TOKEN})
         assert resp.status_code == 409 and "no item text" in resp.json()["detail"]
+
+
+def test_the_cli_registers_a_new_version_with_items_added_by_text(
+    text_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.add_items import main
+    from recsys.retrieval.export import fetch_bundle
+    from recsys.tracking.registry import experiment_id_named, register_directory
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    source = register_directory(
+        uri, text_bundle, "texty", experiment_id=experiment_id_named(uri, "recsys"), alias="champion"
+    )
+    new_items = tmp_path / "new.csv"
+    new_items.write_text("id,title\nfresh-1,A quiet film about lighthouses\nfresh-2,Space pirates return\n")
+
+    assert main(["--model", "models:/texty@champion", "--items", str(new_items), "--tracking-uri", uri]) == 0
+    assert "models:/texty/2" in capsys.readouterr().out
+    old = fetch_bundle(source.uri, uri).bundle
+    grown = fetch_bundle("models:/texty/2", uri).bundle
+    assert fetch_bundle("models:/texty@champion", uri).version == "1"  # no alias asked: the service is untouched
+    assert grown.meta.n_items == old.meta.n_items + 2
+    assert grown.item_vocab["fresh-1"] == old.meta.n_items + 1 and grown.item_vocab["fresh-2"] == old.meta.n_items + 2
+    # old items keep their vectors; each new item's finite vector finds itself first in the index
+    old_emb, new_emb = old.model.item_embeddings(), grown.model.item_embeddings()
+    assert torch.allclose(new_emb[: old.meta.n_items + 1], old_emb, atol=1e-6)
+    fresh = new_emb[-2:].numpy()
+    assert np.isfinite(fresh).all()
+    _, ids = grown.index.search(fresh, 1)
+    assert ids[:, 0].tolist() == [old.meta.n_items + 1, old.meta.n_items + 2]
+    assert grown.item_text is not None and "lighthouses" in str(grown.item_text[-2])
+    assert grown.user_vocab == old.user_vocab and np.array_equal(grown.history_items, old.history_items)
+
+    # bad files and bad items: exit 1 with a message naming the bad value, and no new version
+    dup = tmp_path / "dup.csv"
+    dup.write_text("id,title\nx1,a\nx1,b\n")
+    taken = tmp_path / "taken.csv"
+    taken.write_text("id,title\nit03,already here\n")
+    plot = tmp_path / "plot.jsonl"
+    plot.write_text('{"id": "x2", "plot": "a field the model does not read"}\n')
+    no_id = tmp_path / "noid.csv"
+    no_id.write_text("item,title\nx3,a\n")
+    for path, expected in [(dup, "x1"), (taken, "it03"), (plot, "plot"), (no_id, "'id'"), (tmp_path / "a.xls", "xls")]:
+        assert main(["--model", "models:/texty@champion", "--items", str(path), "--tracking-uri", uri]) == 1
+        err = capsys.readouterr().err
+        assert "\nerror:" in "\n" + err and expected in err.split("error:")[-1], err
+    with pytest.raises(Exception, match="texty"):
+        fetch_bundle("models:/texty/3", uri)
