@@ -9,6 +9,7 @@ from recsys.config import from_dict
 from recsys.data.item_features import ItemFeatures
 from recsys.models.base import SequentialRecommender
 from recsys.models.bert4rec import BERT4Rec
+from recsys.models.dare import DARE
 from recsys.models.icsrec import ICSRec
 from recsys.models.recformer import Recformer
 from recsys.models.sasrec import SASRec
@@ -18,6 +19,13 @@ MODELS: dict[str, type[SequentialRecommender]] = {
     "bert4rec": BERT4Rec,
     "icsrec": ICSRec,
     "recformer": Recformer,
+}
+
+# Models that score given candidates (not a dot product with an item table): ranking stages after a
+# retrieval model, trained on labelled candidates. Kept apart from MODELS, whose contract is
+# encode / item_embeddings.
+RANKERS: dict[str, type[SequentialRecommender]] = {
+    "dare": DARE,
 }
 
 
@@ -32,6 +40,18 @@ def model_config(name: str, cfg: Mapping[str, Any]) -> Any:
     """Validate `cfg` into model `name`'s `Config` dataclass (defaults filled in)."""
     cls = lookup(MODELS, name, "model")
     return from_dict(cls.Config, cfg, source=f"model '{name}'")
+
+
+def build_ranker(
+    name: str, cfg: Mapping[str, Any], n_items: int, *, item_features: ItemFeatures | None = None
+) -> SequentialRecommender:
+    """Look up ranker `name` in `RANKERS`, validate `cfg` into its `Config` and construct it."""
+    cls = lookup(RANKERS, name, "ranker")
+    config = from_dict(cls.Config, cfg, source=f"ranker '{name}'")
+    model: SequentialRecommender = (
+        cls(config, n_items, item_features) if cls.uses_item_features else cls(config, n_items)
+    )
+    return model
 
 
 def build_model(

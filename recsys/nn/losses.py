@@ -187,3 +187,8 @@ def paired_softmax(
         same = (labels[:, None] == labels[None, :]) & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
         logits = logits.masked_fill(same, float("-inf"))
     return F.cross_entropy(logits, torch.arange(len(queries), device=queries.device))
+
+
+def labelled_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of `logits` [S] against 0/1 `labels` [S] (labelled candidates, e.g. DARE)."""
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from recsys.objectives.base import LossParts, NonFiniteLossError, Objective, training_losses
 from recsys.objectives.cross_subsequence import CrossSubsequence, WindowViewsObjective
+from recsys.objectives.labelled import LabelledCandidates
 from recsys.objectives.masked import Masked
 from recsys.objectives.text import TextNextItem
 
@@ -13,6 +14,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "cross_subsequence": CrossSubsequence,
     "window_views": WindowViewsObjective,
     "text_next_item": TextNextItem,
+    "labelled_candidates": LabelledCandidates,
 }
 
 

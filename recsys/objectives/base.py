@@ -14,11 +14,12 @@ from typing import NamedTuple
 import torch
 
 from recsys.data.datasets import TrainBatch, TrainRows, TrainSequences, ViewBatch
+from recsys.data.labelled import LabelledBatch
 from recsys.models.base import SequentialRecommender
 
 # (hidden [T, D], item_emb [N + 1, D], targets [T]) -> scalar, a loss of recsys.nn.losses
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-Batch = TrainBatch | ViewBatch
+Batch = TrainBatch | ViewBatch | LabelledBatch
 
 REC = "rec"  # the name of the main (next-item) term in `LossParts.terms`
 
@@ -38,6 +39,9 @@ class Objective:
     Subclasses change the rows (`train_rows`), the inputs and targets (`inputs_and_targets`) or
     add terms (`extra_terms`); one that scores given candidates overrides `loss_terms` whole.
     """
+
+    # False: rows come from a labelled dataset (recsys.data.labelled), not from `train_rows`
+    trains_on_sequences: bool = True
 
     def train_rows(self, seqs: Sequence[Sequence[int]], max_len: int, *, generator: torch.Generator) -> TrainRows:
         """The training rows of the users' training sequences `seqs` (oldest first)."""

@@ -10,10 +10,11 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from recsys.data.item_features import ItemFeatures
+from recsys.data.labelled import LabelledBatch
 from recsys.models.base import SequentialRecommender
 from recsys.objectives import OBJECTIVES, build_objective, training_losses
 from recsys.objectives.base import REC, NonFiniteLossError
-from recsys.registry import MODELS, build_model
+from recsys.registry import MODELS, RANKERS, build_model, build_ranker
 from recsys.train.experiment import TrainConfig
 from recsys.train.module import build_loss
 
@@ -29,7 +30,9 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
         "recformer",
         {"max_item_tokens": 6, "max_tokens": 40, "fields": ["title"], "pretrain_epochs": 1},
     ),
+    "labelled_candidates": ("dare", {"d_att": 4, "d_rep": 8, "top_k": 3, "max_len": 6}),
 }
+SEQUENCE_OBJECTIVES = sorted(name for name, cls in OBJECTIVES.items() if cls.trains_on_sequences)
 SEQS = [[(3 * u + t) % N_ITEMS + 1 for t in range(4 + u % 5)] for u in range(12)]  # lengths 4..8
 
 
@@ -38,6 +41,8 @@ def make_model(request: pytest.FixtureRequest) -> Callable[[str], SequentialReco
     def make(name: str) -> SequentialRecommender:
         torch.manual_seed(0)
         model_name, params = EXAMPLES[name]
+        if model_name in RANKERS:
+            return build_ranker(model_name, params, N_ITEMS)
         if not MODELS[model_name].uses_item_features:
             return build_model(model_name, {**TINY, **params}, N_ITEMS)
         backbone = str(request.getfixturevalue("tiny_text_backbone"))
@@ -54,7 +59,7 @@ def test_every_objective_has_an_example_model() -> None:
     assert set(EXAMPLES) == set(OBJECTIVES)
 
 
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("name", SEQUENCE_OBJECTIVES)
 def test_a_step_gives_finite_named_terms_and_gradients(
     name: str, make_model: Callable[[str], SequentialRecommender]
 ) -> None:
@@ -75,7 +80,7 @@ def test_a_step_gives_finite_named_terms_and_gradients(
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("name", SEQUENCE_OBJECTIVES)
 def test_expected_targets_per_batch_is_none_or_positive(
     name: str, make_model: Callable[[str], SequentialRecommender]
 ) -> None:
@@ -83,6 +88,23 @@ def test_expected_targets_per_batch_is_none_or_positive(
     rows = objective.train_rows(SEQS, model.max_len, generator=torch.Generator().manual_seed(0))
     expected = objective.expected_targets_per_batch(model, rows, 4)
     assert expected is None or expected > 0
+
+
+@pytest.mark.parametrize("name", sorted(set(OBJECTIVES) - set(SEQUENCE_OBJECTIVES)))
+def test_a_labelled_step_gives_finite_terms_and_gradients(
+    name: str, make_model: Callable[[str], SequentialRecommender]
+) -> None:
+    model, objective = make_model(name), build_objective(name)
+    with pytest.raises(TypeError, match="labelled dataset"):
+        objective.train_rows(SEQS, model.max_len, generator=torch.Generator())
+    items = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
+    batch = LabelledBatch(
+        items, torch.zeros_like(items), torch.tensor([7, 9]), torch.tensor([1.0, 0.0]), torch.arange(2)
+    )
+    parts = training_losses(model.train(), objective, batch, build_loss(TrainConfig()))
+    assert next(iter(parts.terms)) == REC and torch.isfinite(parts.total)
+    parts.total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
 def test_a_non_finite_loss_is_an_error_naming_its_terms(make_model: Callable[[str], SequentialRecommender]) -> None:
