@@ -1,13 +1,16 @@
 """Recformer's cost on the ML-1M half: training seconds per step and per epoch, items embedded per
 second (the item table refresh and cold items), and the same training step of SASRec on the same
-rows as the reference (a ratio in the same run).
+rows as the reference (a ratio in the same run). Then the encoder's attention, softmax (`sdpa`, as
+pretrained) vs `linear`, at the configured history (12 items, 160 tokens) and a 3x longer one.
 
-python bench/recformer_speed.py [--steps 8] [--threads 2] [--out bench/results/recformer_speed.json]
+python bench/recformer_speed.py [--steps 8] [--threads 2] [--long-items 36]
+                                [--out bench/results/recformer_speed.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -56,10 +59,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--long-items", type=int, default=36, help="long-history rows' items (tokens <= 512)")
     parser.add_argument("--out", default=str(ROOT / "bench/results/recformer_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started, t_start = now_iso(), time.perf_counter()
+    load_start = round(os.getloadavg()[0], 2)
     data_dir = ensure_processed(str(ROOT / "configs/data/ml-1m.yaml"))
     features = load_item_features(data_dir)
     cfg = load_experiment(ROOT / "configs/experiment/recformer_ml-1m.yaml")
@@ -72,6 +77,26 @@ def main() -> None:
     rec_step, rows = step_seconds(recformer, data_dir, batch, args.steps)
     sasrec = build_model("sasrec", {"max_len": recformer.max_len}, features.n_items)
     ref_step, _ = step_seconds(sasrec, data_dir, batch, args.steps)
+    attention_rows = []
+    base = dict(cfg.model.params)
+    long = {"max_len": args.long_items, "max_tokens": min(512, 160 * args.long_items // 12)}
+    for history in ({}, long):
+        for attention in ("sdpa", "linear"):
+            params = base | history | {"attention": attention}
+            torch.manual_seed(0)
+            model = build_model("recformer", params, features.n_items, item_features=features)
+            step, _ = step_seconds(model, data_dir, batch, args.steps)
+            attention_rows.append(
+                {
+                    "attention": attention,
+                    "max_len": params["max_len"],
+                    "max_tokens": params["max_tokens"],
+                    "step_s": round(step, 3),
+                    "epoch_min": round(step * rows / batch / 60, 1),
+                }
+            )
+            print(attention_rows[-1])
+            del model
     record = base_record("recformer_speed", "python " + " ".join(sys.argv), started, time.perf_counter() - t_start)
     record |= {
         "dataset": "ml-1m",
@@ -84,6 +109,9 @@ def main() -> None:
         "sasrec_step_s": round(ref_step, 4),  # one window of <= max_len + 1 items per user, same batch size
         "recformer_over_sasrec_step": round(rec_step / ref_step, 1),
         "train_rows_per_epoch": rows,
+        "attention": attention_rows,
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),  # > 2 on 2 cores: other jobs ran alongside
+        "load_average_1m_at_start": load_start,
     }
     write_record(args.out, record)
     print({k: v for k, v in record.items() if k not in ("machine", "command")})
