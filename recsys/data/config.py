@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from recsys.data import schema as S
+from recsys.data.steps import ENGINES, EtlEngine
 
 SourceFormat = Literal["movielens", "s3rec", "csv", "tsv", "parquet"]
 ItemTableFormat = Literal["movielens", "csv", "tsv", "parquet"]
@@ -173,6 +174,7 @@ class DataConfig:
     max_reject_fraction: float = 0.01  # fail when more rows than this are rejected as bad
     reject_sample_size: int = 100  # rejected rows written to rejected_sample.csv
     streaming: bool = False  # polars streaming engine (for logs larger than memory)
+    engine: EtlEngine = "polars"  # spark: the same steps on Apache Spark (recsys/data/spark_etl.py, extra `spark`)
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -187,6 +189,15 @@ class DataConfig:
             raise ValueError(f"max_reject_fraction must be in [0, 1], got {self.max_reject_fraction}")
         if self.reject_sample_size < 0:
             raise ValueError(f"reject_sample_size must be >= 0, got {self.reject_sample_size}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}")
+        if self.engine == "spark" and self.streaming:
+            raise ValueError("streaming applies to engine 'polars'; Spark spills to disk by itself")
+        if self.engine == "spark" and self.source.timestamp_type == "datetime":
+            raise ValueError(
+                "source.timestamp_type 'datetime' (text dates) needs engine 'polars'; "
+                "Spark reads integer or parquet timestamp columns"
+            )
         if self.min_rating is not None and self.source.format == "s3rec":
             raise ValueError("min_rating must be null for format 's3rec' (the files have no ratings)")
         no_rating = self.source.format in ("csv", "tsv", "parquet") and self.source.columns.rating is None

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
@@ -24,6 +24,10 @@ from recsys.data.download import fetch_zip_members, sha256_file
 from recsys.data.errors import DataError
 from recsys.data.processed import write_processed
 from recsys.data.readers import read_interactions, read_item_attributes, read_item_table, summarize_error
+from recsys.data.steps import CHRONOLOGICAL_ORDER, DEDUPE_ORDER, FUTURE_SLACK_S, VALUE_REASONS
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +61,24 @@ def validate(
         typed[S.RATING] = _cast_number(S.RATING, schema[S.RATING], pl.Float64)
     raw_cols = [c for c in typed if schema[c] == pl.String]
     missing = pl.any_horizontal([_is_blank(c, schema[c]) for c in (S.USER, S.ITEM, S.TIMESTAMP)])
-    reason = (
-        pl.when(pl.col(S.REJECT).is_not_null())
-        .then(pl.col(S.REJECT))
-        .when(pl.col("_missing"))
-        .then(pl.lit("missing_value"))
-        .when(pl.col(S.USER).is_null())
-        .then(pl.lit("bad_user_id"))
-        .when(pl.col(S.ITEM).is_null())
-        .then(pl.lit("bad_item_id"))
-        .when(pl.col(S.TIMESTAMP).is_null())
-        .then(pl.lit("bad_timestamp"))
-        .when(pl.col(S.TIMESTAMP) < 0)
-        .then(pl.lit("negative_timestamp"))
+    checks: dict[str, pl.Expr | None] = {
+        "missing_value": pl.col("_missing"),
+        "bad_user_id": pl.col(S.USER).is_null(),
+        "bad_item_id": pl.col(S.ITEM).is_null(),
+        "bad_timestamp": pl.col(S.TIMESTAMP).is_null(),
+        "negative_timestamp": pl.col(S.TIMESTAMP) < 0,
+        "future_timestamp": None if max_timestamp is None else pl.col(S.TIMESTAMP) > max_timestamp,
+        "bad_rating": (pl.col(S.RATING).is_null() | pl.col(S.RATING).is_nan()) if has_rating else None,
+    }
+    assert tuple(checks) == VALUE_REASONS  # the shared order (recsys/data/steps.py), first match wins
+    # the reader's reason, else the first check that applies (a `when` without `otherwise` is null)
+    reason = pl.coalesce(
+        pl.col(S.REJECT), *[pl.when(check).then(pl.lit(name)) for name, check in checks.items() if check is not None]
     )
-    if max_timestamp is not None:
-        reason = reason.when(pl.col(S.TIMESTAMP) > max_timestamp).then(pl.lit("future_timestamp"))
-    if has_rating:
-        reason = reason.when(pl.col(S.RATING).is_null() | pl.col(S.RATING).is_nan()).then(pl.lit("bad_rating"))
     return (
         lf.with_columns(missing.alias("_missing"), *[pl.col(c).alias(_RAW_PREFIX + c) for c in raw_cols])
         .with_columns(*[expr.alias(name) for name, expr in typed.items()])
-        .with_columns(reason.otherwise(pl.lit(None, pl.String)).alias(S.REJECT))
+        .with_columns(reason.alias(S.REJECT))
         .drop("_missing")
     )
 
@@ -130,7 +130,7 @@ def dedupe(lf: pl.LazyFrame, policy: DedupePolicy) -> pl.LazyFrame:
     """Per (user, item): keep all rows, the earliest (`first`) or the latest (`last`); ties by input order."""
     if policy == "keep_all":
         return lf
-    return lf.sort([S.TIMESTAMP, S.ROW]).unique([S.USER, S.ITEM], keep=policy, maintain_order=False)
+    return lf.sort(list(DEDUPE_ORDER)).unique([S.USER, S.ITEM], keep=policy, maintain_order=False)
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ def assign_dense_ids(lf: pl.LazyFrame, users: pl.LazyFrame, items: pl.LazyFrame)
 
 def order_chronologically(lf: pl.LazyFrame) -> pl.LazyFrame:
     """Sort by user, then time; equal timestamps keep input order (the `row` column)."""
-    return lf.sort([S.USER_IDX, S.TIMESTAMP, S.ROW])
+    return lf.sort(list(CHRONOLOGICAL_ORDER))
 
 
 def build_sequences(lf: pl.LazyFrame) -> pl.LazyFrame:
@@ -281,13 +281,19 @@ def _rejected_sample(checked: pl.DataFrame, n: int) -> pl.DataFrame:
     return bad.select(out)
 
 
-def run_etl(cfg: DataConfig, *, base_dir: Path | None = None) -> EtlResult:
+def run_etl(cfg: DataConfig, *, base_dir: Path | None = None, spark: SparkSession | None = None) -> EtlResult:
     """Run the whole ETL for `cfg` and write the processed dataset directory.
 
     Args:
-        cfg: the data config.
+        cfg: the data config; `engine: spark` runs the same steps on Spark (`recsys.data.spark_etl`).
         base_dir: directory relative paths are resolved against (default: the working directory).
+        spark: the Spark session of `engine: spark` (default: the running one, or a new local one).
     """
+    if cfg.engine == "spark":
+        from recsys.data.spark_etl import run_etl_spark
+
+        out_dir, meta, wall = run_etl_spark(cfg, base_dir=base_dir, spark=spark)
+        return EtlResult(output_dir=out_dir, meta=meta, wall_s=wall)
     start = time.perf_counter()
     base = base_dir if base_dir is not None else Path.cwd()
     engine: Engine = "streaming" if cfg.streaming else "auto"
@@ -298,8 +304,12 @@ def run_etl(cfg: DataConfig, *, base_dir: Path | None = None) -> EtlResult:
     try:
         checked = (
             read_interactions(src, path)
-            # a day of slack for clocks: anything later than that cannot have happened yet
-            .pipe(validate, id_type=src.id_type, timestamp_type=src.timestamp_type, max_timestamp=_now_s() + 86_400)
+            .pipe(
+                validate,
+                id_type=src.id_type,
+                timestamp_type=src.timestamp_type,
+                max_timestamp=_now_s() + FUTURE_SLACK_S,
+            )
             .collect(engine=engine)
         )
     except pl.exceptions.PolarsError as err:  # lazy readers (parquet) fail here, not when scanned
@@ -351,14 +361,11 @@ def run_etl(cfg: DataConfig, *, base_dir: Path | None = None) -> EtlResult:
     attributes_path = _resolve(src.item_attributes, base) if src.item_attributes else None
     item_table, item_features = _item_table(items, cfg, items_path, attributes_path)
     user_table = users.select(S.USER_IDX, pl.col(S.USER).cast(pl.String).alias(S.RAW_ID))
-    meta: dict[str, Any] = {
-        "schema_version": S.SCHEMA_VERSION,
-        "name": cfg.name,
-        "n_users": users.height,
-        "n_items": items.height,
-        "n_interactions": interactions.height,
-        "id_policy": "item_idx 1..n_items in raw-id order (0 = padding); user_idx 0..n_users-1 in raw-id order",
-        "rows": {
+    meta = etl_meta(
+        cfg,
+        n_users=users.height,
+        n_items=items.height,
+        rows={
             "read": n_raw,
             "rejected": n_rejected,
             "after_validation": n_raw - n_rejected,
@@ -366,26 +373,15 @@ def run_etl(cfg: DataConfig, *, base_dir: Path | None = None) -> EtlResult:
             "after_dedupe": n_deduped,
             "after_k_core": core.rows_out,
         },
-        "rejected": rejects,
-        "reject_fraction": frac,
-        "filters": {
-            "min_rating": cfg.min_rating,
-            "dedupe": cfg.dedupe,
-            "k_core": {
-                "min_user_interactions": cfg.min_user_interactions,
-                "min_item_interactions": cfg.min_item_interactions,
-                "rounds": core.rounds,
-            },
-        },
-        "source": {
-            "format": src.format,
+        rejects=rejects,
+        k_core_rounds=core.rounds,
+        source_files={
             "files": _checksums(path),
             "items_files": _checksums(items_path) if items_path is not None else [],
             "attributes_files": _checksums(attributes_path) if attributes_path is not None else [],
         },
-        S.ITEM_FEATURES: item_features,
-        "config": to_dict(cfg),
-    }
+        item_features=item_features,
+    )
     out_cols = [S.USER_IDX, S.ITEM_IDX, S.TIMESTAMP] + ([S.RATING] if S.RATING in interactions.columns else [])
     out_dir = _resolve(cfg.output_dir, base)
     write_processed(
@@ -407,6 +403,43 @@ def run_etl(cfg: DataConfig, *, base_dir: Path | None = None) -> EtlResult:
         wall,
     )
     return EtlResult(output_dir=out_dir, meta=meta, wall_s=wall)
+
+
+def etl_meta(
+    cfg: DataConfig,
+    *,
+    n_users: int,
+    n_items: int,
+    rows: dict[str, int],
+    rejects: dict[str, int],
+    k_core_rounds: int,
+    source_files: dict[str, list[dict[str, Any]]],
+    item_features: dict[str, Any],
+) -> dict[str, Any]:
+    """meta.json of a processed dataset (both engines write this one layout)."""
+    return {
+        "schema_version": S.SCHEMA_VERSION,
+        "name": cfg.name,
+        "n_users": n_users,
+        "n_items": n_items,
+        "n_interactions": rows["after_k_core"],
+        "id_policy": "item_idx 1..n_items in raw-id order (0 = padding); user_idx 0..n_users-1 in raw-id order",
+        "rows": rows,
+        "rejected": rejects,
+        "reject_fraction": rows["rejected"] / rows["read"],
+        "filters": {
+            "min_rating": cfg.min_rating,
+            "dedupe": cfg.dedupe,
+            "k_core": {
+                "min_user_interactions": cfg.min_user_interactions,
+                "min_item_interactions": cfg.min_item_interactions,
+                "rounds": k_core_rounds,
+            },
+        },
+        "source": {"format": cfg.source.format, **source_files},
+        S.ITEM_FEATURES: item_features,
+        "config": to_dict(cfg),
+    }
 
 
 def _first_reject(sample: pl.DataFrame | None) -> dict[str, Any] | None:

@@ -104,3 +104,38 @@ def load_processed(path: str | Path) -> ProcessedDataset:
         users=pl.read_parquet(root / S.USERS_FILE),
         meta=meta,
     )
+
+
+def diff_processed(a: str | Path, b: str | Path, *, ignore_meta: tuple[str, ...] = ("config",)) -> list[str]:
+    """What differs between two processed dataset directories (empty: the same dataset).
+
+    Compares every table's columns, types and rows in file order, meta.json (less the top-level keys in
+    `ignore_meta`, by default the config that names the engine) and the rejected-row sample.
+
+    Args:
+        a: one processed directory.
+        b: the other.
+        ignore_meta: top-level meta.json keys left out of the comparison.
+    """
+    left, right = Path(a), Path(b)
+    diffs: list[str] = []
+    for name in (S.INTERACTIONS_FILE, S.SEQUENCES_FILE, S.ITEMS_FILE, S.USERS_FILE):
+        x, y = pl.read_parquet(left / name), pl.read_parquet(right / name)
+        if x.schema != y.schema:
+            diffs.append(f"{name}: schema {dict(x.schema)} != {dict(y.schema)}")
+        elif x.height != y.height:
+            diffs.append(f"{name}: {x.height} rows != {y.height}")
+        elif not x.equals(y, null_equal=True):
+            first = next(i for i, (p, q) in enumerate(zip(x.iter_rows(), y.iter_rows(), strict=True)) if p != q)
+            diffs.append(f"{name}: row {first} differs: {x.row(first)} != {y.row(first)}")
+    meta_a, meta_b = (json.loads((d / S.META_FILE).read_text()) for d in (left, right))
+    for key in sorted(set(meta_a) | set(meta_b)):
+        if key not in ignore_meta and meta_a.get(key) != meta_b.get(key):
+            diffs.append(f"{S.META_FILE}[{key!r}]: {meta_a.get(key)!r} != {meta_b.get(key)!r}")
+    samples = [
+        (d / S.REJECTED_SAMPLE_FILE).read_text() if (d / S.REJECTED_SAMPLE_FILE).is_file() else None
+        for d in (left, right)
+    ]
+    if samples[0] != samples[1]:
+        diffs.append(f"{S.REJECTED_SAMPLE_FILE} differs")
+    return diffs
