@@ -199,10 +199,8 @@ def summarize(out_json: Path, out_md: Path) -> None:
             sd = f" ± {m['sd']:.4f}" if m["sd"] is not None else ""
             cells.append(f"{m['mean']:.4f}{sd} ({m['median']:.4f})")
         fit = f"{row['fit_s_median']:.0f}" if row["fit_s_median"] is not None else "-"
-        seeds = ",".join(map(str, row["seeds"]))
-        lines.append(
-            f"| {row['protocol']} | {row['variant']} | {seeds} | {row['n_users']} | {' | '.join(cells)} | {fit} |"
-        )
+        seeds, users = ",".join(map(str, row["seeds"])), ",".join(map(str, row["n_users"]))
+        lines.append(f"| {row['protocol']} | {row['variant']} | {seeds} | {users} | {' | '.join(cells)} | {fit} |")
     out_md.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
