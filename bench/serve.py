@@ -2,6 +2,7 @@
 
 python bench/serve.py [--items 1000000] [--duration 20] [--concurrency 1,4,16] [--rate 200] [--k 100]
                       [--beauty-run-id ID --beauty-tracking-uri URI] [--skip-beauty | --skip-synthetic]
+                      [--llm-rec-run-id ID --llm-rec-tracking-uri URI]
                       [--out bench/results/serve.json]
 
 Cases, each against `python -m pipelines.serve` in a subprocess (uvicorn, 1 torch/FAISS thread):
@@ -15,6 +16,7 @@ Cases, each against `python -m pipelines.serve` in a subprocess (uvicorn, 1 torc
   every request must succeed.
 - beauty: the latest FINISHED sasrec run tagged dataset=beauty (or --beauty-run-id), exact index;
   skipped with the reason when there is none.
+- llm_rec: only with --llm-rec-run-id, the LLM-backed model of that run (bench/llm_rec.py), exact index.
 - startup: the demo's model (configs/experiment/demo.yaml's SASRec, seeded, on the processed ML-1M
   of --startup-data, or a synthetic catalog of its size) exported to a temporary registry; the serve
   command started --startup-repeats times: seconds to the first 200 from /readyz, RSS and CPU seconds
@@ -439,6 +441,25 @@ def beauty_case(args: argparse.Namespace, root: Path, rng: np.random.Generator) 
     }
 
 
+def llm_rec_case(args: argparse.Namespace, root: Path, rng: np.random.Generator) -> dict[str, Any]:
+    """The LLM-backed model (bench/llm_rec.py's run --llm-rec-run-id) exported with an exact index and
+    served: top-k for sampled stored users (one backbone forward pass per request, then FAISS)."""
+    uri = args.llm_rec_tracking_uri
+    ref = export_run(
+        args.llm_rec_run_id, tracking_uri=uri, name="bench-llm-rec", alias="bench", index_config=IndexConfig("flat")
+    )
+    bundle = fetch_bundle(ref.uri, uri).bundle
+    users = [str(u) for u in rng.permutation(list(bundle.user_vocab))[: args.users]]
+    del bundle
+    with serving("models:/bench-llm-rec@bench", uri, root / "server-llm-rec.log", args.threads) as (port, proc):
+        levels = run_levels(port, bodies_for_users(users, args.k), args, index="flat")
+        rss = _rss_mb(proc.pid)
+    return {"run_id": args.llm_rec_run_id, "model_version": ref.version, "index": "flat", "k": args.k} | {
+        "levels": levels,
+        "server_rss_mb": rss,
+    }
+
+
 def startup_case(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """Time to ready and memory of the serve command for the demo's model, served from a registry."""
     import httpx
@@ -567,6 +588,8 @@ def main() -> int:
     parser.add_argument("--beauty-run-id", default=None)
     parser.add_argument("--beauty-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
     parser.add_argument("--skip-beauty", action="store_true")
+    parser.add_argument("--llm-rec-run-id", default=None, help="also serve this LLM-backed run (bench/llm_rec.py)")
+    parser.add_argument("--llm-rec-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-startup", action="store_true")
     parser.add_argument("--startup-data", default=str(REPO / "data/processed/ml-1m"), help="the demo's processed data")
@@ -589,6 +612,9 @@ def main() -> int:
             results["synthetic"] = synthetic_case(args, root / "synthetic", rng)
         print("beauty", flush=True)
         results["beauty"] = {"skipped": "--skip-beauty"} if args.skip_beauty else beauty_case(args, root, rng)
+        if args.llm_rec_run_id:
+            print("llm_rec", flush=True)
+            results["llm_rec"] = llm_rec_case(args, root, rng)
         print("startup (the demo's model)", flush=True)
         if args.skip_startup:
             results["startup"] = {"skipped": "--skip-startup"}
