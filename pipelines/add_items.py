@@ -13,8 +13,6 @@ polling service picks it up without downtime. Prints the new version's URI.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +22,7 @@ import polars as pl
 from recsys.retrieval.bundle import BundleError
 from recsys.retrieval.export import add_items_version
 from recsys.retrieval.recommender import CatalogError
-from recsys.tracking.config import DEFAULT_TRACKING_URI
+from recsys.tracking.config import registry_cli_setup
 from recsys.tracking.registry import RegistryError
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "ndjson", ".ndjson": "ndjson", ".parquet": "parquet"}
@@ -76,10 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--alias", default="", help="alias moved to the new version (default: none)")
     parser.add_argument("--tracking-uri", default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    tracking_uri = registry_cli_setup(args.tracking_uri)
     try:
         items = read_items(args.items, args.id_column)
         ref = add_items_version(args.model, items, tracking_uri=tracking_uri, name=args.name, alias=args.alias or None)

@@ -10,8 +10,6 @@ else the embedded `sqlite:///mlflow.db`.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 from recsys.config import ConfigError
 from recsys.retrieval.export import export_run
 from recsys.retrieval.index import INDEX_KINDS, IndexConfig
-from recsys.tracking.config import DEFAULT_TRACKING_URI
+from recsys.tracking.config import registry_cli_setup
 from recsys.tracking.registry import RegistryError
 
 USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, FileExistsError, KeyError, ValueError)
@@ -37,10 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag in INDEX_FLAGS:
         parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=int, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    tracking_uri = registry_cli_setup(args.tracking_uri)
     try:
         index_params = {f: getattr(args, f) for f in INDEX_FLAGS if getattr(args, f) is not None}
         index_config = IndexConfig(kind=args.index, **index_params)

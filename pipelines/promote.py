@@ -10,11 +10,10 @@ else the embedded `sqlite:///mlflow.db`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
-from recsys.tracking.config import DEFAULT_TRACKING_URI
+from recsys.tracking.config import resolve_tracking_uri
 from recsys.tracking.registry import RegistryError, resolve_model_uri, set_alias
 
 
@@ -25,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--alias", default="champion")
     parser.add_argument("--tracking-uri", default=None)
     args = parser.parse_args(argv)
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    uri = resolve_tracking_uri(args.tracking_uri)
     try:
         ref = resolve_model_uri(uri, f"models:/{args.name}/{args.version}")  # an unknown version: one clear line
         set_alias(uri, ref.name, args.alias, ref.version)

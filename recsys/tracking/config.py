@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
+
+
+def resolve_tracking_uri(flag: str | None) -> str:
+    """A CLI's tracking store: its --tracking-uri, else $MLFLOW_TRACKING_URI, else the embedded default."""
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def registry_cli_setup(flag: str | None) -> str:
+    """Logging and MLflow's environment for a registry CLI (export, add items); its tracking store."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return resolve_tracking_uri(flag)
 
 
 @dataclass(frozen=True)
