@@ -36,7 +36,7 @@ def gauc(labels: np.ndarray, scores: np.ndarray, users: np.ndarray) -> float:
         weight += b - a
     if weight == 0:
         raise ValueError("GAUC is undefined: no user has both a positive and a negative sample")
-    return total / weight
+    return float(total / weight)
 
 
 def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:

@@ -105,8 +105,14 @@ async def recommend(req: RecommendRequest, model: CurrentModel, settings: Settin
     resolved = model.recommender.resolve(req.user_id, req.history)
     if not len(resolved.items):
         raise HTTPException(status_code=404, detail=_empty_history_message(req))
-    recs = await batcher.recommend(model.recommender, resolved.items, req.k, exclude_seen=req.exclude_seen)
-    return _response(model, recs, resolved)
+    ranker = model.ranker
+    n = req.k if ranker is None else max(req.k, ranker.top_n)
+    recs = await batcher.recommend(model.recommender, resolved.items, n, exclude_seen=req.exclude_seen)
+    if ranker is None:
+        return _response(model, recs, resolved)
+    ranked = await anyio.to_thread.run_sync(ranker.rerank, resolved.items, recs.items, recs.scores)
+    top = Recommendations(items=ranked.items[: req.k], scores=ranked.scores[: req.k])
+    return _response(model, top, resolved, ranked_by=ranker.name, fallback=ranked.fallback)
 
 
 @router.get("/healthz", response_model=Health)
@@ -319,7 +325,14 @@ def _empty_history_message(req: RecommendRequest) -> str:
     return f"empty history: {who} and none of the {len(req.history)} history items is in the catalog"
 
 
-def _response(model: LoadedModel, recs: Recommendations, resolved: ResolvedHistory) -> Response:
+def _response(
+    model: LoadedModel,
+    recs: Recommendations,
+    resolved: ResolvedHistory,
+    *,
+    ranked_by: str | None = None,
+    fallback: bool | None = None,
+) -> Response:
     """The response body, built without re-validation: every value comes from the loaded bundle (the
     declared `response_model` still documents it). Returning a `Response` skips FastAPI's second pass."""
     bundle = model.recommender.bundle
@@ -333,6 +346,11 @@ def _response(model: LoadedModel, recs: Recommendations, resolved: ResolvedHisto
         for idx, score in zip(recs.items.tolist(), recs.scores.tolist(), strict=True)
     ]
     body = RecommendResponse.model_construct(
-        items=items, model_version=model.version, unknown_items=resolved.unknown_items, user_known=resolved.user_known
+        items=items,
+        model_version=model.version,
+        unknown_items=resolved.unknown_items,
+        user_known=resolved.user_known,
+        ranked_by=ranked_by,
+        ranker_fallback=fallback,
     )
     return Response(body.model_dump_json(exclude_none=True), media_type="application/json")

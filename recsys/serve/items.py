@@ -81,7 +81,7 @@ async def add_item(req: AddItemRequest, holder: Annotated[ModelHolder, Depends(_
         grown = await anyio.to_thread.run_sync(current.recommender.with_new_items, items)
     except CatalogError as err:
         raise HTTPException(status_code=409, detail=str(err)) from err
-    holder.swap_in(LoadedModel(recommender=grown, name=current.name, version=current.version))
+    holder.swap_in(LoadedModel(recommender=grown, name=current.name, version=current.version, ranker=current.ranker))
     return AddItemResponse(added=req.id, n_items=grown.bundle.meta.n_items, model_version=current.version)
 
 

@@ -52,6 +52,8 @@ class RecommendResponse(BaseModel):
     model_version: str
     unknown_items: list[str]  # request history ids not in the catalog (ignored)
     user_known: bool
+    ranked_by: str | None = None  # the ranker that ordered the items (absent without a ranking stage)
+    ranker_fallback: bool | None = None  # True: the ranker failed and the items are in retrieval order
 
 
 class FieldError(BaseModel):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from recsys.retrieval.bundle import BundleError
 from recsys.retrieval.export import current_version, fetch_bundle
+from recsys.retrieval.ranking import RankingStage, load_ranker
 from recsys.retrieval.recommender import Recommender
 from recsys.serve.metrics import ServeMetrics
 from recsys.serve.schemas import ReloadState, ReloadStatus
@@ -26,6 +27,7 @@ class LoadedModel:
     recommender: Recommender
     name: str
     version: str
+    ranker: RankingStage | None = None  # the ranking stage after retrieval; None = off
 
 
 class ModelHolder:
@@ -117,7 +119,13 @@ class ModelHolder:
         cache = Path(settings.cache_dir) if settings.cache_dir else None
         fetched = fetch_bundle(settings.model_uri, settings.tracking_uri, cache_dir=cache)
         recommender = Recommender(fetched.bundle, history_len=settings.history_len)
-        return LoadedModel(recommender=recommender, name=fetched.bundle.meta.name, version=fetched.version)
+        ranker = None
+        if settings.ranker_dir is not None:
+            name, model = load_ranker(Path(settings.ranker_dir))
+            ranker = RankingStage(name, model, settings.ranker_top_n, model.max_len)
+        return LoadedModel(
+            recommender=recommender, name=fetched.bundle.meta.name, version=fetched.version, ranker=ranker
+        )
 
     def _swap(self, new: LoadedModel) -> None:
         self._current = new

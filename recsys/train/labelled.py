@@ -34,11 +34,16 @@ class LabelledTrainConfig:
     weight_decay: float = 0.0
     max_history: int = 200  # history events per sample
     eval_batch_size: int = 1024
+    # None: every training sample once per epoch; else this many batches of a fresh shuffle per epoch
+    # (a fixed compute budget on a large training split)
+    steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_history", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
@@ -104,6 +109,8 @@ def fit_labelled(
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         order = torch.randperm(train.height, generator=generator).numpy()
+        if cfg.steps_per_epoch is not None:
+            order = order[: cfg.steps_per_epoch * cfg.batch_size]
         total, steps = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
             batch = data.batch(train[order[start : start + cfg.batch_size]], cfg.max_history)

@@ -1,0 +1,217 @@
+"""DARE vs TWIN, TWIN with projections and DIN on the ML-1M half (issue 31), several seeds, one budget.
+
+Two labelled datasets built from the processed ML-1M half (recsys.data.labelled): the DARE paper's
+recipe (configs/data/labelled/ml-1m_paper.yaml) and explicit labels (rating >= 4, global temporal
+split; configs/data/labelled/ml-1m_explicit.yaml). Every (dataset, model, seed) trains for the same
+fixed number of epochs through the shared training step, keeps its best validation-AUC epoch, and
+writes a results record to bench/results/experiments/dare/ (and an MLflow run, experiment "dare").
+
+Search-stage quality (the paper's retrieval NDCG): per test sample, the top-K history behaviours a
+model's stage-1 search returns (by its attention embeddings), scored against the attention weights of
+the trained DIN of the same seed over the whole history (the model without search) as graded
+relevance; NDCG@K. A model's own full attention ranks its behaviours exactly as its search does, so
+the reference must come from another model; DIN is the one that attends over everything.
+
+python bench/dare.py --datasets paper --seeds 0 1 2               # records, one process per dataset
+python bench/dare.py --datasets explicit --seeds 0 1 2
+python bench/dare.py --summary                                    # bench/results/dare.json from the records
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recsys.config import load_config, to_dict  # noqa: E402
+from recsys.data.item_features import load_item_features  # noqa: E402
+from recsys.data.labelled import LabelledConfig, LabelledData, build_labelled, load_labelled  # noqa: E402
+from recsys.models.dare import DARE, search_topk  # noqa: E402
+from recsys.registry import build_ranker  # noqa: E402
+from recsys.tracking.config import DEFAULT_TRACKING_URI, TrackingConfig  # noqa: E402
+from recsys.tracking.logger import make_logger  # noqa: E402
+from recsys.tracking.mlflow import RunRecorder  # noqa: E402
+from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
+from recsys.train.fit import ensure_processed  # noqa: E402
+from recsys.train.labelled import LabelledTrainConfig, evaluate_labelled, fit_labelled  # noqa: E402
+
+log = logging.getLogger("bench.dare")
+DATASETS = {"paper": "configs/data/labelled/ml-1m_paper.yaml", "explicit": "configs/data/labelled/ml-1m_explicit.yaml"}
+OUT = ROOT / "bench/results/experiments/dare"
+SUMMARY = ROOT / "bench/results/dare.json"
+N_GENRES = 19  # ML-1M: 18 genres + padding
+# DIN first: it is the search-NDCG reference of the others
+MODELS: dict[str, dict[str, Any]] = {
+    "din": {"variant": "din", "d_att": 16, "d_rep": 16},
+    "dare": {"variant": "dare", "d_att": 16, "d_rep": 16},
+    "dare_att4": {"variant": "dare", "d_att": 4, "d_rep": 16},  # d_att = d_rep / 4
+    "twin": {"variant": "twin", "d_att": 16, "d_rep": 16},
+    "twin_proj": {"variant": "twin_proj", "d_att": 16, "d_rep": 16},
+}
+COMMON = {"top_k": 20, "max_len": 200, "n_genres": N_GENRES, "mlp": (200, 80)}
+
+
+def search_ndcg(model: DARE, reference: DARE, data: LabelledData, rows: pl.DataFrame, k: int, max_history: int) -> float:
+    """Mean NDCG@k of `model`'s stage-1 top-k behaviours, graded by `reference`'s full attention weights."""
+    model.eval()
+    reference.eval()
+    total, n = 0.0, 0
+    discount = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)  # [k]
+    with torch.no_grad():
+        for start in range(0, rows.height, 1024):
+            b = data.batch(rows[start : start + 1024], max_history)
+            real = (b.items != 0).sum(1) > 0
+            cand = b.candidates[:, None]
+            gain = torch.softmax(reference.attention_scores(b.items, cand)[:, 0], -1).double()  # [B, L]
+            idx, kept = search_topk(model.attention_scores(b.items, cand)[:, 0], k)  # [B, k]
+            dcg = (gain.gather(1, idx) * kept * discount[: idx.shape[1]]).sum(1)
+            ideal = (gain.sort(1, descending=True).values[:, : idx.shape[1]] * discount[: idx.shape[1]]).sum(1)
+            total += float((dcg[real] / ideal[real]).sum())
+            n += int(real.sum())
+    return total / max(n, 1)
+
+
+def run_one(
+    dataset: str, data: LabelledData, model_name: str, seed: int, args: argparse.Namespace, refs: dict[int, DARE]
+) -> dict[str, Any]:
+    """Train one (model, seed) on `dataset`, evaluate, log to MLflow and write its record."""
+    started, t0, load0 = now_iso(), time.perf_counter(), os.getloadavg()
+    torch.manual_seed(seed)
+    params = {**COMMON, **MODELS[model_name], "n_ratings": 6 if dataset == "explicit" else 0}
+    feats = load_item_features(data.meta["config"]["processed"])
+    model = build_ranker("dare", params, data.n_items, item_features=feats)
+    assert isinstance(model, DARE)
+    cfg = LabelledTrainConfig(
+        epochs=args.epochs[dataset], batch_size=args.batch_size, lr=args.lr, steps_per_epoch=args.steps[dataset]
+    )
+    uri = args.tracking_uri
+    logger = make_logger(TrackingConfig(experiment="dare", run_name=f"{dataset}_{model_name}_seed{seed}"), uri)
+    recorder = RunRecorder(uri, str(logger.run_id))
+    recorder.log_params({"dataset": dataset, "model": params, "train": to_dict(cfg), "seed": seed})
+    fit = fit_labelled(
+        model,
+        data,
+        cfg,
+        generator=torch.Generator().manual_seed(seed),
+        on_epoch=lambda epoch, m: recorder.log_metrics(m, step=epoch),
+    )
+    metrics = evaluate_labelled(model, data, "val", cfg) | evaluate_labelled(model, data, "test", cfg)
+    if model_name != "din" and seed in refs:
+        test = data.split("test")
+        metrics["test/search_ndcg@20"] = search_ndcg(model, refs[seed], data, test, COMMON["top_k"], cfg.max_history)
+    recorder.log_metrics(metrics)
+    recorder.finish()
+    if model_name == "din":
+        refs[seed] = model
+    wall = time.perf_counter() - t0
+    record = base_record(f"dare_{dataset}_{model_name}_seed{seed}", args.command, started, wall)
+    record |= {
+        "dataset": f"ml-1m-half/{dataset}",
+        "model": model_name,
+        "attention": "target attention" + (" over the top-20 searched behaviours" if model_name != "din" else ""),
+        "protocol": {
+            "labelled": to_dict(load_config(LabelledConfig, DATASETS[dataset])),
+            "selection": "best validation AUC epoch",
+            "samples": data.meta["samples"],
+        },
+        "config": {"model": params, "train": to_dict(cfg), "seed": seed, "torch_threads": torch.get_num_threads()},
+        "metrics": metrics,
+        "epochs": fit.history,
+        "best_epoch": fit.best_epoch,
+        "mlflow_run_id": str(logger.run_id),
+        "load_average": {"start": list(load0), "end": list(os.getloadavg())},
+        "note": "contended: other jobs running on the same 2 cores (see load_average)",
+    }
+    write_record(OUT / f"{dataset}_{model_name}_seed{seed}.json", record)
+    log.info("%s %s seed %d: %s (%.0f s)", dataset, model_name, seed, {k: round(v, 4) for k, v in metrics.items()}, wall)
+    return record
+
+
+def _stats(values: list[float]) -> dict[str, float | int]:
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "median": statistics.median(values),
+        "n": len(values),
+    }
+
+
+def summarize(command: str) -> dict[str, Any]:
+    """Mean ± sd and median per (dataset, model) over the records' seeds, and the issue's checks."""
+    records = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
+    table: dict[str, dict[str, Any]] = {}
+    for dataset in DATASETS:
+        rows = {}
+        for model in MODELS:
+            recs = [r for r in records if r["dataset"].endswith(dataset) and r["model"] == model]
+            if not recs:
+                continue
+            keys = sorted({k for r in recs for k in r["metrics"] if k.startswith("test/")})
+            rows[model] = {"seeds": sorted(r["config"]["seed"] for r in recs)} | {
+                k: _stats([r["metrics"][k] for r in recs if k in r["metrics"]]) for k in keys
+            }
+            rows[model]["epochs"] = recs[0]["config"]["train"]["epochs"]
+            rows[model]["wall_s_mean"] = statistics.fmean(r["wall_s"] for r in recs)
+            rows[model]["load_average_1m"] = [r["load_average"]["start"][0] for r in recs]
+        checks: dict[str, Any] = {}
+        if {"dare", "twin"} <= set(rows):
+            checks["dare_minus_twin_test_auc"] = rows["dare"]["test/auc"]["mean"] - rows["twin"]["test/auc"]["mean"]
+            checks["dare_above_twin"] = checks["dare_minus_twin_test_auc"] > 0
+        if {"dare", "dare_att4"} <= set(rows):
+            gap = rows["dare"]["test/auc"]["mean"] - rows["dare_att4"]["test/auc"]["mean"]
+            checks["dare_minus_dare_att4_test_auc"] = gap
+            checks["dare_att4_within_0.1_auc_points"] = abs(gap) <= 0.001
+        table[dataset] = {"models": rows, "checks": checks}
+    summary = base_record("dare_summary", command, now_iso(), 0.0) | {"records": str(OUT.relative_to(ROOT)), "table": table}
+    write_record(SUMMARY, summary)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=sorted(DATASETS))
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs-paper", type=int, default=3)
+    parser.add_argument("--epochs-explicit", type=int, default=1)
+    parser.add_argument("--steps-explicit", type=int, default=400, help="batches per explicit epoch (of ~1520)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: best on a loaded 2-core box)")
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
+    parser.add_argument("--summary", action="store_true", help="only write bench/results/dare.json from the records")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args.command = "python " + shlex.join(["bench/dare.py", *sys.argv[1:]])
+    if args.summary:
+        summarize(args.command)
+        return
+    args.epochs = {"paper": args.epochs_paper, "explicit": args.epochs_explicit}
+    args.steps = {"paper": None, "explicit": args.steps_explicit}
+    torch.set_num_threads(args.threads)
+    os.chdir(ROOT)
+    ensure_processed("configs/data/ml-1m.yaml")
+    for dataset in args.datasets:
+        data = load_labelled(build_labelled(load_config(LabelledConfig, DATASETS[dataset])))  # seeded: same samples
+        refs: dict[int, DARE] = {}
+        for seed in args.seeds:
+            for model in args.models:
+                run_one(dataset, data, model, seed, args, refs)
+    summarize(args.command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The ranking stage after retrieval: a DARE ranker re-orders the retrieval top-N, over real HTTP,
+and the retrieval order comes back, flagged, when the ranker fails."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from serve_support import ThreadServer
+
+from recsys.data import schema as S
+from recsys.registry import build_ranker
+from recsys.retrieval.bundle import load_bundle
+from recsys.retrieval.ranking import RankingStage, load_ranker, save_ranker
+from recsys.serve.app import create_app
+from recsys.serve.settings import ServeSettings
+
+TOP_N = 6
+PARAMS: dict[str, Any] = {"variant": "dare", "d_att": 4, "d_rep": 8, "top_k": 3, "max_len": 8, "mlp": [16]}
+
+
+def _ranker_dir(root: Path, n_items: int, seed: int = 0) -> Path:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_ranker("dare", PARAMS, n_items)
+    return save_ranker(root, "dare", PARAMS, n_items, model)
+
+
+def _n_items(local_bundle: Path) -> int:
+    return int(json.loads((local_bundle.parent / "processed" / S.META_FILE).read_text())["n_items"])
+
+
+def _recommend(settings: ServeSettings, k: int) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    with ThreadServer(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        user = http.get("/info").json()["example_user_id"]
+        body = http.post("/recommend", json={"user_id": user, "k": k}).json()
+        longer = http.post("/recommend", json={"user_id": user, "k": 2}).json()
+    return user, body, longer
+
+
+@pytest.fixture(scope="module")
+def retrieval_only(local_bundle: Path) -> dict[str, Any]:
+    _, body, _ = _recommend(ServeSettings(model_uri=str(local_bundle)), TOP_N)
+    return body
+
+
+def test_off_by_default(retrieval_only: dict[str, Any]) -> None:
+    assert "ranked_by" not in retrieval_only and "ranker_fallback" not in retrieval_only
+    assert len(retrieval_only["items"]) == TOP_N
+
+
+def test_ranker_reorders_the_retrieval_items(
+    local_bundle: Path, retrieval_only: dict[str, Any], tmp_path: Path
+) -> None:
+    ranker = _ranker_dir(tmp_path / "ranker", _n_items(local_bundle))
+    settings = ServeSettings(model_uri=str(local_bundle), ranker_dir=str(ranker), ranker_top_n=TOP_N)
+    user, body, top2 = _recommend(settings, TOP_N)
+    assert body["ranked_by"] == "dare" and body["ranker_fallback"] is False
+    got = [it["item_id"] for it in body["items"]]
+    want = [it["item_id"] for it in retrieval_only["items"]]
+    assert sorted(got) == sorted(want)  # the same items, only re-ordered
+    # the scores are the ranker's, computed here offline against the user's stored history
+    bundle = load_bundle(local_bundle)
+    history = bundle.user_history(user)
+    assert history is not None
+    name, model = load_ranker(ranker)
+    offline = RankingStage(name, model, TOP_N, model.max_len).scores(
+        history, np.array([bundle.item_vocab[i] for i in got], dtype=np.int64)
+    )
+    np.testing.assert_allclose([it["score"] for it in body["items"]], offline, rtol=1e-5, atol=1e-6)
+    assert list(offline) == sorted(offline, reverse=True)
+    assert [it["item_id"] for it in top2["items"]] == got[:2]  # k < N: the ranker's best of the same top-N
+
+
+def test_ranker_failure_falls_back_to_retrieval_order(
+    local_bundle: Path, retrieval_only: dict[str, Any], tmp_path: Path
+) -> None:
+    # a ranker trained on a smaller catalog: candidate ids past its table make it raise
+    ranker = _ranker_dir(tmp_path / "ranker", 2)
+    settings = ServeSettings(model_uri=str(local_bundle), ranker_dir=str(ranker), ranker_top_n=TOP_N)
+    _, body, _ = _recommend(settings, TOP_N)
+    assert body["ranker_fallback"] is True
+    assert body["items"] == retrieval_only["items"]
+
+
+def test_rerank_is_a_stable_permutation_and_load_round_trips(tmp_path: Path) -> None:
+    name, model = load_ranker(_ranker_dir(tmp_path / "r", 20, seed=3))
+    stage = RankingStage(name, model, top_n=5, history_len=8)
+    history = np.array([3, 5, 7, 9], dtype=np.int64)
+    items = np.array([11, 2, 11, 4, 19], dtype=np.int64)  # item 11 twice: equal scores keep retrieval order
+    ranked = stage.rerank(history, items, np.zeros(5, dtype=np.float32))
+    assert not ranked.fallback and sorted(ranked.items.tolist()) == sorted(items.tolist())
+    reference = stage.scores(history, items)
+    assert ranked.items.tolist() == items[np.argsort(-reference, kind="stable")].tolist()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    flagged = stage.rerank(history, items, np.arange(5, dtype=np.float32))
+    assert flagged.fallback and flagged.items.tolist() == items.tolist()
