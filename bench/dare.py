@@ -6,11 +6,14 @@ split; configs/data/labelled/ml-1m_explicit.yaml). Every (dataset, model, seed) 
 fixed number of epochs through the shared training step, keeps its best validation-AUC epoch, and
 writes a results record to bench/results/experiments/dare/ (and an MLflow run, experiment "dare").
 
-Search-stage quality (the paper's retrieval NDCG): per test sample, the top-K history behaviours a
-model's stage-1 search returns (by its attention embeddings), scored against the attention weights of
-the trained DIN of the same seed over the whole history (the model without search) as graded
-relevance; NDCG@K. A model's own full attention ranks its behaviours exactly as its search does, so
-the reference must come from another model; DIN is the one that attends over everything.
+Search-stage quality (the paper's retrieval NDCG): per positive test sample, the top-K history
+behaviours a model's stage-1 search returns (by its attention embeddings), scored with graded
+relevance; NDCG@K. Two relevance references: `_pmi`, the positive pointwise mutual information of
+the behaviour and the target item co-occurring in users' histories (counted before any held-out
+sample; model-independent, the paper's idea of a data-derived ground truth), and `_din`, the full
+attention weights of the trained DIN of the same seed over the whole history (a model's own full
+attention ranks its behaviours exactly as its search does, so the reference must be another model;
+DIN shares TWIN's coupled table and initialisation, which favours TWIN under this reference).
 
 python bench/dare.py --datasets paper --seeds 0 1 2               # records, one process per dataset
 python bench/dare.py --datasets explicit --seeds 0 1 2
@@ -27,6 +30,7 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +42,13 @@ sys.path.insert(0, str(ROOT))
 
 from recsys.config import load_config, to_dict  # noqa: E402
 from recsys.data.item_features import load_item_features  # noqa: E402
-from recsys.data.labelled import LabelledConfig, LabelledData, build_labelled, load_labelled  # noqa: E402
+from recsys.data.labelled import (  # noqa: E402
+    LabelledBatch,
+    LabelledConfig,
+    LabelledData,
+    build_labelled,
+    load_labelled,
+)
 from recsys.models.dare import DARE, search_topk  # noqa: E402
 from recsys.registry import build_ranker  # noqa: E402
 from recsys.tracking.config import DEFAULT_TRACKING_URI, TrackingConfig  # noqa: E402
@@ -52,6 +62,7 @@ log = logging.getLogger("bench.dare")
 DATASETS = {"paper": "configs/data/labelled/ml-1m_paper.yaml", "explicit": "configs/data/labelled/ml-1m_explicit.yaml"}
 OUT = ROOT / "bench/results/experiments/dare"
 SUMMARY = ROOT / "bench/results/dare.json"
+WEIGHTS = ROOT / "bench/results/tmp/dare"  # trained weights (git-ignored), for later analysis
 N_GENRES = 19  # ML-1M: 18 genres + padding
 # DIN first: it is the search-NDCG reference of the others
 MODELS: dict[str, dict[str, Any]] = {
@@ -64,28 +75,59 @@ MODELS: dict[str, dict[str, Any]] = {
 COMMON = {"top_k": 20, "max_len": 200, "n_genres": N_GENRES, "mlp": (200, 80)}
 
 
-def search_ndcg(model: DARE, reference: DARE, data: LabelledData, rows: pl.DataFrame, k: int, max_history: int) -> float:
-    """Mean NDCG@k of `model`'s stage-1 top-k behaviours, graded by `reference`'s full attention weights."""
+def cooccurrence_pmi(data: LabelledData) -> torch.Tensor:
+    """[N + 1, N + 1] positive pointwise mutual information of two items being in one user's history,
+    counted over each user's events before their first validation or test sample (no held-out item)."""
+    heldout = data.samples.filter(pl.col("split") != 0).group_by("user_idx").agg(pl.col("position").min())
+    cutoff = torch.full((data.sequences.shape[0],), data.sequences.shape[1], dtype=torch.long)
+    cutoff[torch.tensor(heldout["user_idx"].to_list())] = torch.tensor(heldout["position"].to_list())
+    keep = torch.arange(data.sequences.shape[1])[None, :] < cutoff[:, None]
+    x = torch.zeros(data.sequences.shape[0], data.n_items + 1)
+    x.scatter_(1, data.sequences * keep, 1.0)
+    x[:, 0] = 0.0
+    counts = x.sum(0)  # [N + 1] users per item
+    joint = x.T @ x  # [N + 1, N + 1] users per item pair
+    pmi = torch.log(joint * x.shape[0] / (counts[:, None] * counts[None, :]).clamp(min=1.0))
+    pmi = pmi.nan_to_num(0.0, neginf=0.0).clamp(min=0.0)
+    pmi.fill_diagonal_(0.0)
+    return pmi
+
+
+def search_ndcg(
+    model: DARE,
+    gains_of: Callable[[LabelledBatch], torch.Tensor],
+    data: LabelledData,
+    rows: pl.DataFrame,
+    k: int,
+    max_history: int,
+) -> float:
+    """Mean NDCG@k of `model`'s stage-1 top-k behaviours under graded relevance `gains_of(batch)` [B, L]
+    (samples whose history has no relevant behaviour are left out)."""
     model.eval()
-    reference.eval()
     total, n = 0.0, 0
     discount = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)  # [k]
     with torch.no_grad():
         for start in range(0, rows.height, 1024):
             b = data.batch(rows[start : start + 1024], max_history)
-            real = (b.items != 0).sum(1) > 0
-            cand = b.candidates[:, None]
-            gain = torch.softmax(reference.attention_scores(b.items, cand)[:, 0], -1).double()  # [B, L]
-            idx, kept = search_topk(model.attention_scores(b.items, cand)[:, 0], k)  # [B, k]
-            dcg = (gain.gather(1, idx) * kept * discount[: idx.shape[1]]).sum(1)
-            ideal = (gain.sort(1, descending=True).values[:, : idx.shape[1]] * discount[: idx.shape[1]]).sum(1)
-            total += float((dcg[real] / ideal[real]).sum())
-            n += int(real.sum())
+            gain = gains_of(b).double() * (b.items != 0)  # [B, L]
+            idx, kept = search_topk(model.attention_scores(b.items, b.candidates[:, None])[:, 0], k)  # [B, k]
+            d = discount[: idx.shape[1]]
+            dcg = (gain.gather(1, idx) * kept * d).sum(1)
+            ideal = (gain.sort(1, descending=True).values[:, : idx.shape[1]] * d).sum(1)
+            ok = ideal > 0
+            total += float((dcg[ok] / ideal[ok]).sum())
+            n += int(ok.sum())
     return total / max(n, 1)
 
 
 def run_one(
-    dataset: str, data: LabelledData, model_name: str, seed: int, args: argparse.Namespace, refs: dict[int, DARE]
+    dataset: str,
+    data: LabelledData,
+    model_name: str,
+    seed: int,
+    args: argparse.Namespace,
+    refs: dict[int, DARE],
+    pmi: torch.Tensor,
 ) -> dict[str, Any]:
     """Train one (model, seed) on `dataset`, evaluate, log to MLflow and write its record."""
     started, t0, load0 = now_iso(), time.perf_counter(), os.getloadavg()
@@ -108,10 +150,25 @@ def run_one(
         generator=torch.Generator().manual_seed(seed),
         on_epoch=lambda epoch, m: recorder.log_metrics(m, step=epoch),
     )
-    metrics = evaluate_labelled(model, data, "val", cfg) | evaluate_labelled(model, data, "test", cfg)
+    best = fit.history[fit.best_epoch]
+    metrics = {k: v for k, v in best.items() if k.startswith("val/")} | evaluate_labelled(model, data, "test", cfg)
+    positives = data.split("test").filter(pl.col("label") == 1)
+    k = COMMON["top_k"]
+    metrics["test/search_ndcg@20_pmi"] = search_ndcg(
+        model, lambda b: pmi[b.items, b.candidates[:, None]], data, positives, k, cfg.max_history
+    )
     if model_name != "din" and seed in refs:
-        test = data.split("test")
-        metrics["test/search_ndcg@20"] = search_ndcg(model, refs[seed], data, test, COMMON["top_k"], cfg.max_history)
+        ref = refs[seed].eval()
+        metrics["test/search_ndcg@20_din"] = search_ndcg(
+            model,
+            lambda b: torch.softmax(ref.attention_scores(b.items, b.candidates[:, None])[:, 0], -1),
+            data,
+            positives,
+            k,
+            cfg.max_history,
+        )
+    WEIGHTS.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), WEIGHTS / f"{dataset}_{model_name}_seed{seed}.pt")
     recorder.log_metrics(metrics)
     recorder.finish()
     if model_name == "din":
@@ -136,7 +193,9 @@ def run_one(
         "note": "contended: other jobs running on the same 2 cores (see load_average)",
     }
     write_record(OUT / f"{dataset}_{model_name}_seed{seed}.json", record)
-    log.info("%s %s seed %d: %s (%.0f s)", dataset, model_name, seed, {k: round(v, 4) for k, v in metrics.items()}, wall)
+    log.info(
+        "%s %s seed %d: %s (%.0f s)", dataset, model_name, seed, {k: round(v, 4) for k, v in metrics.items()}, wall
+    )
     return record
 
 
@@ -175,7 +234,10 @@ def summarize(command: str) -> dict[str, Any]:
             checks["dare_minus_dare_att4_test_auc"] = gap
             checks["dare_att4_within_0.1_auc_points"] = abs(gap) <= 0.001
         table[dataset] = {"models": rows, "checks": checks}
-    summary = base_record("dare_summary", command, now_iso(), 0.0) | {"records": str(OUT.relative_to(ROOT)), "table": table}
+    summary = base_record("dare_summary", command, now_iso(), 0.0) | {
+        "records": str(OUT.relative_to(ROOT)),
+        "table": table,
+    }
     write_record(SUMMARY, summary)
     return summary
 
@@ -207,9 +269,10 @@ def main() -> None:
     for dataset in args.datasets:
         data = load_labelled(build_labelled(load_config(LabelledConfig, DATASETS[dataset])))  # seeded: same samples
         refs: dict[int, DARE] = {}
+        pmi = cooccurrence_pmi(data)
         for seed in args.seeds:
             for model in args.models:
-                run_one(dataset, data, model, seed, args, refs)
+                run_one(dataset, data, model, seed, args, refs, pmi)
     summarize(args.command)
 
 

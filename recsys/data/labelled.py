@@ -144,8 +144,18 @@ def sample_negatives(
     return out
 
 
-def paper_samples(sequences: list[np.ndarray], n_items: int, cfg: LabelledConfig) -> pl.DataFrame:
-    """DARE's recipe over `sequences` (index = user_idx, item indices oldest first); see the module doc."""
+def paper_samples(
+    sequences: list[np.ndarray], n_items: int, cfg: LabelledConfig, *, forbidden: list[np.ndarray] | None = None
+) -> pl.DataFrame:
+    """DARE's recipe over `sequences` (index = user_idx, item indices oldest first); see the module doc.
+
+    Args:
+        sequences: each user's items, oldest first.
+        n_items: catalog size.
+        cfg: the recipe's settings.
+        forbidden: per user, the items never drawn as negatives (default: the user's sequence); pass
+            the whole history when `sequences` are cut short of held-out items.
+    """
     rng = np.random.default_rng(cfg.seed)
     counts = item_frequencies(sequences, n_items)
     offsets = [(1, TEST), (2, VAL)] + [(3 + cfg.stride * i, TRAIN) for i in range(cfg.n_train)]
@@ -153,7 +163,8 @@ def paper_samples(sequences: list[np.ndarray], n_items: int, cfg: LabelledConfig
     for user, seq in enumerate(sequences):
         if len(seq) < cfg.min_events:
             continue
-        negatives = sample_negatives(rng, counts, seq, len(offsets) * cfg.n_negatives)
+        interacted = seq if forbidden is None else forbidden[user]
+        negatives = sample_negatives(rng, counts, interacted, len(offsets) * cfg.n_negatives)
         for j, (offset, split) in enumerate(offsets):
             position = len(seq) - offset
             candidates = [int(seq[position]), *negatives[j * cfg.n_negatives : (j + 1) * cfg.n_negatives].tolist()]

@@ -142,3 +142,12 @@ def test_build_save_load_rebuilds_histories(tmp_path: Path) -> None:
     assert batch.candidates.tolist() == [5] and batch.labels.tolist() == [1.0]
     first = data.batch(data.samples.filter((pl.col(S.USER_IDX) == 1) & (pl.col("position") == 1)), max_history=3)
     assert first.items.tolist() == [[0, 0, 2]]  # left-padded
+
+
+def test_paper_recipe_never_draws_a_forbidden_item() -> None:
+    rng = np.random.default_rng(5)
+    seqs = _sequences(rng, 6, 40)
+    held_out = [np.r_[s, np.arange(1, 11)] for s in seqs]  # items 1..10 held out of every sequence
+    cfg = LabelledConfig(processed="-", output_dir="-", min_events=50, n_train=9, stride=5, seed=0)
+    negatives = paper_samples(seqs, 40, cfg, forbidden=held_out).filter(pl.col("label") == 0)
+    assert negatives.height > 0 and negatives["item_idx"].min() > 10
