@@ -47,7 +47,8 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     seed: int = 42
     accelerator: str = "auto"  # cpu | gpu | auto
-    devices: int = 1
+    devices: int = 1  # processes (GPUs) per machine
+    num_nodes: int = 1  # machines (torchrun --nnodes, SLURM --nodes); world size = devices * num_nodes
     strategy: str = "auto"  # auto | ddp | ddp_spawn ...
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     num_threads: int | None = None  # torch CPU threads; None leaves torch's default
@@ -57,7 +58,16 @@ class TrainConfig:
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_epochs", "batch_size", "n_negatives", "patience", "val_every", "min_epochs", "devices"):
+        for name in (
+            "max_epochs",
+            "batch_size",
+            "n_negatives",
+            "patience",
+            "val_every",
+            "min_epochs",
+            "devices",
+            "num_nodes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:

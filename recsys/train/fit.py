@@ -120,6 +120,7 @@ def build_trainer(
         min_epochs=t.min_epochs,
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=t.precision,
         logger=logger,
