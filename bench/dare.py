@@ -62,6 +62,8 @@ log = logging.getLogger("bench.dare")
 DATASETS = {"paper": "configs/data/labelled/ml-1m_paper.yaml", "explicit": "configs/data/labelled/ml-1m_explicit.yaml"}
 OUT = ROOT / "bench/results/experiments/dare"
 SUMMARY = ROOT / "bench/results/dare.json"
+DOC = ROOT / "docs/dare.md"  # its results block is generated here
+DOC_START, DOC_END = "<!-- dare:start -->", "<!-- dare:end -->"
 WEIGHTS = ROOT / "bench/results/tmp/dare"  # trained weights (git-ignored), for later analysis
 N_GENRES = 19  # ML-1M: 18 genres + padding
 # DIN first: it is the search-NDCG reference of the others
@@ -229,6 +231,10 @@ def summarize(command: str) -> dict[str, Any]:
         if {"dare", "twin"} <= set(rows):
             checks["dare_minus_twin_test_auc"] = rows["dare"]["test/auc"]["mean"] - rows["twin"]["test/auc"]["mean"]
             checks["dare_above_twin"] = checks["dare_minus_twin_test_auc"] > 0
+            checks["dare_minus_twin_test_gauc"] = rows["dare"]["test/gauc"]["mean"] - rows["twin"]["test/gauc"]["mean"]
+            key = "test/search_ndcg@20_pmi"
+            if key in rows["dare"] and key in rows["twin"]:
+                checks["dare_minus_twin_search_ndcg_pmi"] = rows["dare"][key]["mean"] - rows["twin"][key]["mean"]
         if {"dare", "dare_att4"} <= set(rows):
             gap = rows["dare"]["test/auc"]["mean"] - rows["dare_att4"]["test/auc"]["mean"]
             checks["dare_minus_dare_att4_test_auc"] = gap
@@ -239,7 +245,28 @@ def summarize(command: str) -> dict[str, Any]:
         "table": table,
     }
     write_record(SUMMARY, summary)
+    if DOC.is_file():
+        text = DOC.read_text()
+        start, end = text.index(DOC_START) + len(DOC_START), text.index(DOC_END)
+        DOC.write_text(text[:start] + "\n" + render_table(table) + text[end:])
     return summary
+
+
+def render_table(table: dict[str, Any]) -> str:
+    """The summary as markdown: test AUC / GAUC / log loss and search NDCG, mean ± sd (median) over seeds."""
+    cols = ["test/auc", "test/gauc", "test/logloss", "test/search_ndcg@20_pmi", "test/search_ndcg@20_din"]
+    lines = []
+    for dataset, part in table.items():
+        lines += [f"**{dataset}**", "", "| model | seeds | epochs | " + " | ".join(cols) + " |"]
+        lines.append("|" + "---|" * (len(cols) + 3))
+        for model, row in part["models"].items():
+            cells = [
+                f"{row[c]['mean']:.4f} ± {row[c]['sd']:.4f} ({row[c]['median']:.4f})" if c in row else "-" for c in cols
+            ]
+            lines.append(f"| {model} | {len(row['seeds'])} | {row['epochs']} | " + " | ".join(cells) + " |")
+        checks = ", ".join(f"{k}: {round(v, 4) if isinstance(v, float) else v}" for k, v in part["checks"].items())
+        lines += ["", f"Checks: {checks or 'n/a'}", ""]
+    return "\n".join(lines)
 
 
 def main() -> None:
