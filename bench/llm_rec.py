@@ -1,0 +1,182 @@
+"""LLM-backed recommender (Lite-LLM4Rec style, SmolLM2-135M) on the ML-1M half next to SASRec.
+
+Leave-one-out, full ranking over the catalog, history masked: the same split and evaluator as
+configs/experiment/sasrec_ml-1m.yaml, whose records (bench/cold_start.py --split leave_one_out)
+give SASRec's row. Each LLM row is one training run (configs/experiment/llm_rec_ml-1m.yaml plus the
+row's overrides) under the same wall-clock budget (`--minutes`, `train.max_minutes`), written to
+bench/results/experiments/llm_rec/<row>_seed<s>.json with parameters, trainable parameters, time
+per epoch (fit time / epochs, validation included) and inference users/s (every user's history
+encoded and the catalog ranked, batch 256, on this machine). The summary table goes to
+bench/results/experiments/llm_rec/summary.json.
+
+python bench/llm_rec.py --rows lora_l2 random_l2 frozen_l2 lora_l1 lora_l4 --minutes 6
+python bench/llm_rec.py --summary-only   # rebuild the summary from the records
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recsys.data.datamodule import SequenceDataModule  # noqa: E402
+from recsys.eval.evaluate import evaluate  # noqa: E402
+from recsys.model_io import load_model  # noqa: E402
+from recsys.models.base import SequentialRecommender  # noqa: E402
+from recsys.tracking.config import DEFAULT_TRACKING_URI  # noqa: E402
+from recsys.tracking.mlflow import download_run_artifacts  # noqa: E402
+from recsys.tracking.records import machine_info, write_record  # noqa: E402
+from recsys.train.experiment import load_experiment  # noqa: E402
+from recsys.train.fit import ensure_processed  # noqa: E402
+from recsys.train.run import train_experiment  # noqa: E402
+
+OUT = ROOT / "bench/results/experiments/llm_rec"
+SASREC = ROOT / "bench/results/experiments/cold_start"  # sasrec_loo_seed<s>.json (bench/cold_start.py)
+EXPERIMENT = ROOT / "configs/experiment/llm_rec_ml-1m.yaml"
+# row -> overrides of the experiment (the main row: pretrained SmolLM2, first 2 blocks, LoRA r 8 on q/v)
+ROWS: dict[str, list[str]] = {
+    "lora_l2": [],
+    "random_l2": ["model.params.pretrained=false"],
+    "frozen_l2": ["model.params.tuning=frozen"],
+    "full_l2": ["model.params.tuning=full"],
+    "lora_l1": ["model.params.n_layers=1"],
+    "lora_l4": ["model.params.n_layers=4"],
+    "noid_l2": ["model.params.id_embedding=false"],
+}
+METRICS = ("test/ndcg@10", "test/hr@10", "val/ndcg@10")
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(all parameters, trainable ones) of a model as built for training."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+@torch.no_grad()
+def users_per_second(model: SequentialRecommender, max_len: int, batch: int = 256) -> float:
+    """Test users per second through the evaluator: each history encoded, the whole catalog scored
+    and ranked (history masked), batch `batch`."""
+    data_dir = ensure_processed(str(ROOT / "configs/data/ml-1m.yaml"))
+    dm = SequenceDataModule(data_dir, max_len=max_len, batch_size=batch, eval_batch_size=batch, seed=0)
+    dm.setup()
+    loader = dm.test_dataloader()
+    t0 = time.perf_counter()
+    evaluate(model.eval(), loader, split="test")
+    return len(loader.dataset) / (time.perf_counter() - t0)  # type: ignore[arg-type]
+
+
+def trained_model(record: dict[str, Any], tracking_uri: str, tmp: Path) -> SequentialRecommender:
+    return load_model(download_run_artifacts(tracking_uri, record["mlflow_run_id"], "model", tmp))
+
+
+def run_row(row: str, seed: int, minutes: float, tracking_uri: str, command: str) -> dict[str, Any]:
+    overrides = [f"train.seed={seed}", "train.progress_bar=false", f"train.max_minutes={minutes}", *ROWS[row]]
+    cfg = load_experiment(EXPERIMENT, overrides)
+    torch.manual_seed(seed)
+    outcome = train_experiment(cfg, tracking_uri=tracking_uri, command=command)
+    assert outcome is not None
+    record = outcome.record
+    model = trained_model(record, tracking_uri, OUT / "tmp" / f"{row}_{seed}")
+    params, trainable = count_parameters(model)  # a rebuilt model keeps its tuning's requires_grad flags
+    record |= {
+        "row": row,
+        "overrides": overrides,
+        "parameters": params,
+        "trainable_parameters": trainable,
+        "epoch_s": round(record["fit_s"] / max(record["epochs"], 1), 1),
+        "inference_users_per_s": round(users_per_second(model, cfg.model.params.get("max_len", 20)), 1),
+        "load_average": os.getloadavg(),
+        "budget": {
+            "max_minutes": minutes,
+            "max_len": cfg.model.params.get("max_len"),
+            "batch_size": cfg.train.batch_size,
+        },
+    }
+    write_record(OUT / f"{row}_seed{seed}.json", record)
+    return record
+
+
+def sasrec_rows(tracking_uri: str) -> list[dict[str, Any]]:
+    """SASRec's leave-one-out records (bench/cold_start.py), with its parameters and users/s measured here."""
+    rows = []
+    for path in sorted(SASREC.glob("sasrec_loo_seed*.json")):
+        record = json.loads(path.read_text())
+        row = {
+            "row": "sasrec",
+            "file": str(path.relative_to(ROOT)),
+            "seed": record.get("config", {}).get("train", {}).get("seed"),
+        }
+        row |= {k: record["metrics"].get(k) for k in METRICS}
+        row["epoch_s"] = round(record["fit_s"] / max(record["epochs"], 1), 1)
+        try:
+            model = trained_model(record, tracking_uri, OUT / "tmp" / path.stem)
+            row["parameters"], row["trainable_parameters"] = count_parameters(model)
+            row["inference_users_per_s"] = round(
+                users_per_second(model, int(record["config"]["model"]["params"]["max_len"])), 1
+            )
+        except Exception as err:  # the run may live in another store: the record still gives the metrics
+            row["note"] = f"model not loaded: {err}"
+        rows.append(row)
+    return rows
+
+
+def summary(tracking_uri: str, with_sasrec_speed: bool) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    for path in sorted(OUT.glob("*_seed*.json")):
+        r = json.loads(path.read_text())
+        rows.append(
+            {"row": r["row"], "file": str(path.relative_to(ROOT)), "seed": r["config"]["train"]["seed"]}
+            | {k: r["metrics"].get(k) for k in METRICS}
+            | {
+                k: r.get(k)
+                for k in (
+                    "parameters",
+                    "trainable_parameters",
+                    "epoch_s",
+                    "epochs",
+                    "stopped_by",
+                    "inference_users_per_s",
+                    "load_average",
+                )
+            }
+        )
+    sasrec = sasrec_rows(tracking_uri) if with_sasrec_speed else []
+    return {
+        "name": "llm_rec_ml-1m",
+        "machine": machine_info(),
+        "protocol": "ML-1M half, leave-one-out, full ranking, history masked (as sasrec_ml-1m)",
+        "rows": rows,
+        "sasrec": sasrec or "no SASRec leave-one-out record yet (bench/cold_start.py --split leave_one_out)",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="+", default=["lora_l2", "random_l2", "frozen_l2", "lora_l1", "lora_l4"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--minutes", type=float, default=6.0, help="training budget per row (train.max_minutes)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
+    parser.add_argument("--summary-only", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    command = "python " + " ".join(sys.argv)
+    if not args.summary_only:
+        for seed in args.seeds:
+            for row in args.rows:
+                r = run_row(row, seed, args.minutes, args.tracking_uri, command)
+                print(f"{row} seed {seed}: test NDCG@10 {r['metrics']['test/ndcg@10']:.4f} epochs {r['epochs']}")
+    (OUT / "summary.json").write_text(json.dumps(summary(args.tracking_uri, True), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
