@@ -74,7 +74,8 @@ MODELS: dict[str, dict[str, Any]] = {
     "twin": {"variant": "twin", "d_att": 16, "d_rep": 16},
     "twin_proj": {"variant": "twin_proj", "d_att": 16, "d_rep": 16},
 }
-COMMON = {"top_k": 20, "max_len": 200, "n_genres": N_GENRES, "mlp": (200, 80)}
+TOP_K = 20  # behaviours kept by the stage-1 search
+COMMON: dict[str, Any] = {"top_k": TOP_K, "max_len": 200, "n_genres": N_GENRES, "mlp": (200, 80)}
 
 
 def cooccurrence_pmi(data: LabelledData) -> torch.Tensor:
@@ -155,7 +156,7 @@ def run_one(
     best = fit.history[fit.best_epoch]
     metrics = {k: v for k, v in best.items() if k.startswith("val/")} | evaluate_labelled(model, data, "test", cfg)
     positives = data.split("test").filter(pl.col("label") == 1)
-    k = COMMON["top_k"]
+    k = TOP_K
     metrics["test/search_ndcg@20_pmi"] = search_ndcg(
         model, lambda b: pmi[b.items, b.candidates[:, None]], data, positives, k, cfg.max_history
     )
@@ -215,7 +216,7 @@ def summarize(command: str) -> dict[str, Any]:
     records = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     table: dict[str, dict[str, Any]] = {}
     for dataset in DATASETS:
-        rows = {}
+        rows: dict[str, dict[str, Any]] = {}
         for model in MODELS:
             recs = [r for r in records if r["dataset"].endswith(dataset) and r["model"] == model]
             if not recs:

@@ -76,7 +76,7 @@ def main() -> None:
     topn = []
     with torch.inference_mode():
         for start in range(0, len(hist), 256):
-            rows = hist[start : start + 256]
+            rows = [h.tolist() for h in hist[start : start + 256]]
             items = left_pad(rows, sasrec.max_len)
             seen = left_pad(rows, max(map(len, rows)))
             res = rank_targets(
