@@ -223,18 +223,24 @@ def dedupe(df: DataFrame, policy: DedupePolicy) -> DataFrame:
     return df.withColumn("_rank", F.row_number().over(w)).filter(F.col("_rank") == 1).drop("_rank")
 
 
-def k_core(df: DataFrame, min_user: int, min_item: int) -> tuple[DataFrame, int]:
+def k_core(df: DataFrame, min_user: int, min_item: int, *, rows: int | None = None) -> tuple[DataFrame, int, int]:
     """Iteratively drop users with < `min_user` rows and items with < `min_item` rows until stable.
 
-    Returns the surviving rows (materialised) and the number of rounds, counted as `etl.k_core_survivors`
-    counts them."""
+    Args:
+        df: the interactions (`user`, `item`, ...).
+        min_user: minimum rows per user (1 disables the user side).
+        min_item: minimum rows per item (1 disables the item side).
+        rows: the row count of `df` when known (saves a pass).
+
+    Returns the surviving rows (materialised), their count and the number of rounds, counted as
+    `etl.k_core_survivors` counts them."""
     from pyspark.sql import functions as F
 
     cur = df
+    before = df.count() if rows is None else rows
     rounds = 0
     while True:
         rounds += 1
-        before = cur.count()
         for key, k in ((S.USER, min_user), (S.ITEM, min_item)):
             if k <= 1:
                 continue
@@ -243,7 +249,8 @@ def k_core(df: DataFrame, min_user: int, min_item: int) -> tuple[DataFrame, int]
         cur = cur.localCheckpoint()  # cuts the lineage: each round reads the previous one's rows
         after = cur.count()
         if after == before or after == 0:
-            return cur, rounds
+            return cur, after, rounds
+        before = after
 
 
 def vocabulary(df: DataFrame, raw: str, idx: str, first: int) -> DataFrame:
@@ -393,8 +400,7 @@ def run_etl_spark(
     n_rated = rated.count()
     deduped = dedupe(rated, cfg.dedupe).localCheckpoint()
     n_deduped = deduped.count()
-    kept, rounds = k_core(deduped, cfg.min_user_interactions, cfg.min_item_interactions)
-    n_kept = kept.count()
+    kept, n_kept, rounds = k_core(deduped, cfg.min_user_interactions, cfg.min_item_interactions, rows=n_deduped)
     if n_kept == 0:
         raise DataError(
             f"{path}: nothing left after the k-core filter (min_user_interactions="

@@ -8,6 +8,7 @@ command); torchrun and SLURM launch the same way across machines (README, "Train
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -82,8 +83,10 @@ def test_two_processes_log_one_run_with_the_one_process_metrics(
     for key in ("val/ndcg@10", "train/loss"):
         steps = metric_history(uri_two, run["run_id"], key)["step"].tolist()
         assert steps == metric_history(uri_one, outcome.run_id, key)["step"].tolist(), key
+    diffs = {key: run["metrics"][key] - outcome.metrics[key] for key in COMPARED}
+    logging.getLogger(__name__).info("two processes minus one process: %s", diffs)
     for key in COMPARED:
-        assert run["metrics"][key] == pytest.approx(outcome.metrics[key], abs=TOLERANCE), key
+        assert abs(diffs[key]) <= TOLERANCE, (key, run["metrics"][key], outcome.metrics[key])
 
 
 @pytest.mark.slow
