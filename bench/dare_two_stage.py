@@ -39,6 +39,7 @@ from recsys.data.split import leave_one_out_split  # noqa: E402
 from recsys.eval.metrics import hit_rate_at_k, ndcg_at_k, ranks_from_topk  # noqa: E402
 from recsys.eval.ranking import rank_targets  # noqa: E402
 from recsys.model_io import load_model  # noqa: E402
+from recsys.models.base import SequentialRecommender  # noqa: E402
 from recsys.registry import build_ranker  # noqa: E402
 from recsys.retrieval.ranking import RankingStage  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
@@ -46,6 +47,48 @@ from recsys.train.labelled import LabelledTrainConfig, fit_labelled  # noqa: E40
 
 OUT = ROOT / "bench/results/dare_two_stage.json"
 PARAMS: dict[str, Any] = {"variant": "dare", "d_att": 16, "d_rep": 16, "top_k": 20, "max_len": 200, "n_genres": 19}
+
+
+def retrieve(model: SequentialRecommender, hist: list[np.ndarray], targets: torch.Tensor, n: int) -> torch.Tensor:
+    """Top-n item ids [U, n] of `model` over the whole catalog after each history, its items masked."""
+    topn = []
+    with torch.inference_mode():
+        for start in range(0, len(hist), 256):
+            rows = [h.tolist() for h in hist[start : start + 256]]
+            items = left_pad(rows, model.max_len)
+            seen = left_pad(rows, max(1, max(map(len, rows))))
+            res = rank_targets(
+                model.sequence_representation(items, items != 0),
+                model.item_embeddings(),
+                targets[start : start + 256],
+                seen,
+                topk=n,
+                item_chunk=262_144,
+            )
+            topn.append(res.topk_ids)
+    return torch.cat(topn)
+
+
+def retrieval_negatives(
+    samples: pl.DataFrame, model: SequentialRecommender, full: list[np.ndarray], n: int, rng: np.random.Generator
+) -> pl.DataFrame:
+    """`samples` with every negative replaced by an item drawn uniformly from the retrieval model's
+    top-n after the same history, never one of the user's items (the candidates a ranker sees when serving)."""
+    pos = samples.filter(pl.col("label") == 1)
+    users, positions = pos["user_idx"].to_numpy(), pos["position"].to_numpy()
+    hist = [full[u][:p] for u, p in zip(users, positions, strict=True)]
+    top = retrieve(model, hist, torch.tensor(pos["item_idx"].to_list()), n).numpy()  # [P, n]
+    negs = samples.filter(pl.col("label") == 0)
+    per = negs.height // pos.height
+    drawn = np.empty((pos.height, per), dtype=np.int64)
+    for row, (u, cands) in enumerate(zip(users, top, strict=True)):
+        allowed = cands[~np.isin(cands, full[u])]
+        drawn[row] = rng.choice(allowed, size=per, replace=len(allowed) < per)
+    # negatives follow their positive in `samples` (paper_samples writes positive, then its negatives)
+    order = samples.with_row_index("row").filter(pl.col("label") == 0)["row"].to_numpy()
+    items = samples["item_idx"].to_numpy().copy()
+    items[order] = drawn.reshape(-1)
+    return samples.with_columns(pl.Series("item_idx", items))
 
 
 def main() -> None:
@@ -59,6 +102,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--latency-requests", type=int, default=300)
+    parser.add_argument(
+        "--negatives",
+        choices=["frequency", "retrieval"],
+        default="frequency",
+        help="ranker training negatives: item frequency (the paper's) or SASRec's top-N at that history",
+    )
+    parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.chdir(ROOT)
@@ -73,22 +123,7 @@ def main() -> None:
     test = split.test.sort(S.USER_IDX)
     hist = [np.asarray(h, dtype=np.int64) for h in test[S.ITEMS].to_list()]
     targets = torch.tensor(test["target"].to_list())
-    topn = []
-    with torch.inference_mode():
-        for start in range(0, len(hist), 256):
-            rows = [h.tolist() for h in hist[start : start + 256]]
-            items = left_pad(rows, sasrec.max_len)
-            seen = left_pad(rows, max(map(len, rows)))
-            res = rank_targets(
-                sasrec.sequence_representation(items, items != 0),
-                sasrec.item_embeddings(),
-                targets[start : start + 256],
-                seen,
-                topk=args.top_n,
-                item_chunk=262_144,
-            )
-            topn.append(res.topk_ids)
-    cands = torch.cat(topn)  # [U, N]
+    cands = retrieve(sasrec, hist, targets, args.top_n)  # [U, N]
     sasrec_ranks = ranks_from_topk(cands, targets)
 
     # stage 2: DARE trained on the training sequences only
@@ -104,6 +139,8 @@ def main() -> None:
     samples = paper_samples(cut, ds.n_items, cfg_l, forbidden=full).with_columns(
         pl.col("split").replace({2: 1})  # offset 1 (validation item) selects the epoch; nothing is test here
     )
+    if args.negatives == "retrieval":
+        samples = retrieval_negatives(samples, sasrec, full, args.top_n, np.random.default_rng(args.seed))
     longest = max(map(len, full))
     seq_t = torch.zeros(len(full), longest, dtype=torch.long)
     for u, s in enumerate(full):
@@ -145,7 +182,7 @@ def main() -> None:
             "exclude_seen": True,
             "users": len(hist),
             "retrieval_top_n": args.top_n,
-            "ranker_training": to_dict(cfg_l) | {"samples": samples.height, "negatives": "frequency, never seen"},
+            "ranker_training": to_dict(cfg_l) | {"samples": samples.height, "negatives": args.negatives},
         },
         "sasrec_dir": args.sasrec_dir,
         "ranker": {"params": PARAMS, "train": to_dict(train_cfg), "best_epoch": fit.best_epoch, "fit_s": fit_s},
@@ -161,7 +198,7 @@ def main() -> None:
         "load_average": {"start": list(load0), "end": list(os.getloadavg())},
         "note": "contended: other jobs running on the same 2 cores (see load_average)",
     }
-    write_record(OUT, record)
+    write_record(Path(args.out), record)
     sys.stdout.write(f"{metrics}\nlatency p50 {record['ranker_latency_ms']['p50']:.2f} ms\n")
 
 
