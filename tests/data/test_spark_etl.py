@@ -6,6 +6,7 @@ One local[2] Spark session serves the whole module (starting one takes most of t
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +25,11 @@ from recsys.data.steps import VALUE_REASONS
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("java") is None,
-    reason="Spark needs Java 17 (Debian: apt-get install openjdk-17-jre-headless); not found on PATH",
+_JAVA_HOME = os.environ.get("JAVA_HOME", "")
+needs_java = pytest.mark.skipif(
+    shutil.which("java") is None and not (_JAVA_HOME and (Path(_JAVA_HOME) / "bin" / "java").is_file()),
+    reason="Spark needs Java 17 (`make java-deps`, or Debian: apt-get install openjdk-17-jre-headless): "
+    "no java on PATH or in $JAVA_HOME",
 )
 
 
@@ -115,6 +118,7 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SourceConfig]:
     }
 
 
+@needs_java
 @pytest.mark.parametrize(
     ("fmt", "over"),
     [
