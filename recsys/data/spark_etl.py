@@ -22,8 +22,10 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import polars as pl
 
@@ -345,8 +347,19 @@ def _sorted(df: DataFrame, cols: Sequence[str]) -> DataFrame:
     return df.orderBy(*cols).localCheckpoint()
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file:")
+def _has_scheme(path: str) -> bool:
+    return "://" in path or path.startswith("file:")
+
+
+def _local_path(path: str, base: Path) -> Path | None:
+    """The local file of `path` (a plain path, relative to `base`, or a file: URI); None for other
+    schemes (hdfs://, s3a://), which only Spark reads."""
+    if path.startswith("file:"):
+        return Path(urlparse(path).path)
+    if "://" in path:
+        return None
+    p = Path(path)
+    return p if p.is_absolute() else base / p
 
 
 # ---------------------------------------------------------------- the whole ETL
@@ -370,10 +383,21 @@ def run_etl_spark(
     base = base_dir if base_dir is not None else Path.cwd()
     session = spark if spark is not None else spark_session()
     src = cfg.source
-    remote = not _is_local(src.path)
-    path, items_path = (src.path, None) if remote else etl._source_paths(cfg, base)
-    if remote and src.items is not None:
-        items_path = Path(src.items.path)
+    local = _local_path(src.path, base)
+    if local is None and src.format != "parquet":
+        raise DataError(
+            f"{src.path}: {src.format} logs are parsed on the driver; engine spark reads only parquet there"
+        )
+    items_path: Path | None = None
+    if local is not None:  # the configured download, when the file is missing, as the polars engine does
+        local, items_path = etl._source_paths(replace(cfg, source=replace(src, path=str(local))), base)
+    elif src.items is not None:
+        items_path = _local_path(src.items.path, base)
+        if items_path is None:
+            raise DataError(f"{src.items.path}: item tables are read on the driver; give a local path")
+    # Spark reads what was configured (a URI keeps its scheme); the driver's readers read the local file
+    driver_reads = src.format != "parquet"
+    path = str(local) if local is not None and (driver_reads or not _has_scheme(src.path)) else src.path
 
     # 1. parse + validate, materialised once: rejected rows are counted before anything is filtered
     max_ts = etl._now_s() + FUTURE_SLACK_S
@@ -438,13 +462,14 @@ def run_etl_spark(
         rejects=rejects,
         k_core_rounds=rounds,
         source_files={
-            "files": [{"path": src.path}] if remote else etl._checksums(Path(path)),
-            "items_files": etl._checksums(items_path) if items_path is not None and not remote else [],
+            "files": [{"path": src.path}] if local is None else etl._checksums(local),
+            "items_files": etl._checksums(items_path) if items_path is not None else [],
             "attributes_files": etl._checksums(attributes_path) if attributes_path is not None else [],
         },
         item_features=item_features,
     )
-    out_dir = cfg.output_dir if not _is_local(cfg.output_dir) else str(etl._resolve(cfg.output_dir, base))
+    local_out = _local_path(cfg.output_dir, base)
+    out_dir = cfg.output_dir if _has_scheme(cfg.output_dir) or local_out is None else str(local_out)
     _write_processed(
         session,
         out_dir,
@@ -459,7 +484,7 @@ def run_etl_spark(
     )
     wall = time.perf_counter() - start
     log.info("processed %s on Spark: %d users, %d items, %d rows in %.2fs", cfg.name, n_users, n_items, n_kept, wall)
-    return Path(out_dir), meta, wall
+    return (local_out if local_out is not None else Path(out_dir)), meta, wall
 
 
 def _rejected_sample(bad: DataFrame, n: int) -> pl.DataFrame | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,7 +86,7 @@ def _generated_log(seed: int = 0) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=["uid", "iid", "ts", "stars"], orient="row")
 
 
-def _config(source: SourceConfig, out: Path, **over: Any) -> DataConfig:
+def _config(source: SourceConfig, out: Path | str, **over: Any) -> DataConfig:
     params: dict[str, Any] = {
         "name": "generated",
         "source": source,
@@ -130,7 +131,11 @@ def test_spark_and_polars_write_the_same_dataset(
     spark: SparkSession, logs: dict[str, SourceConfig], tmp_path: Path, fmt: str, over: dict[str, Any]
 ) -> None:
     polars_cfg = _config(logs[fmt], tmp_path / "polars", **over)
-    spark_cfg = _config(logs[fmt], tmp_path / "spark", engine="spark", **over)
+    spark_source, spark_out = logs[fmt], str(tmp_path / "spark")
+    if fmt == "parquet":  # Spark's own paths: URIs in, URI out (hdfs:// and s3a:// take the same route)
+        spark_source = replace(spark_source, path=Path(spark_source.path).as_uri())
+        spark_out = (tmp_path / "spark").as_uri()
+    spark_cfg = _config(spark_source, spark_out, engine="spark", **over)
     want = run_etl(polars_cfg).meta
     got = run_etl(spark_cfg, spark=spark).meta
 
