@@ -74,6 +74,8 @@ def spark_session(conf: dict[str, str] | None = None, app_name: str = "recsys-et
 def read_log(spark: SparkSession, cfg: DataConfig, path: str) -> DataFrame:
     """The raw log as `user, item, timestamp[, rating], row, reject_reason` (values as in the file)."""
     src = cfg.source
+    if src.format == "movielens":
+        return _read_movielens(spark, path)
     if src.format != "parquet":
         try:
             local = read_interactions(src, Path(path)).with_columns(pl.col(S.ROW).cast(pl.Int64)).collect()
@@ -81,6 +83,50 @@ def read_log(spark: SparkSession, cfg: DataConfig, path: str) -> DataFrame:
             raise DataError(f"{path}: cannot read the {src.format} log: {summarize_error(err)}") from err
         return spark.createDataFrame(local.to_arrow(compat_level=pl.CompatLevel.oldest()))
     return _read_parquet(spark, cfg, path)
+
+
+def _read_movielens(spark: SparkSession, path: str) -> DataFrame:
+    """`UserID::MovieID::Rating::Timestamp` lines read by Spark (`readers.read_movielens_ratings`'s rules):
+    blank lines skipped, `row` numbers the other lines in file order, a line without 4 fields is
+    `malformed_line`, one with bytes that are not UTF-8 `not_utf8` (those bytes become U+FFFD)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    try:
+        raw = spark.read.text(path)  # one file (gz too): its splits come in file order
+    except Exception as err:  # AnalysisException: missing path
+        raise DataError(f"{path}: cannot read the movielens log: {summarize_error(err)}") from err
+    lines = (
+        raw.select(F.make_valid_utf8("value").alias("_line"), F.is_valid_utf8("value").alias("_utf8"))
+        .filter(F.col("_line").isNotNull() & (F.regexp_replace("_line", _STRIP, "") != ""))
+        .withColumn("_part", F.spark_partition_id())
+        .withColumn("_id", F.monotonically_increasing_id())
+        .localCheckpoint()
+    )
+    sizes = sorted((r["_part"], r["count"]) for r in lines.groupBy("_part").count().collect())
+    offsets, start = [], 0
+    for part, count in sizes:
+        offsets.append((part, start))
+        start += count
+    before = spark.createDataFrame(offsets, "_part int, _offset long")
+    row = F.col("_offset") + F.row_number().over(Window.partitionBy("_part").orderBy("_id")) - 1
+    fields = F.split(F.col("_line"), "::", -1)
+    ok = F.size(fields) == 4
+    reason = (
+        F.when(~F.col("_utf8") | F.col("_line").contains("\ufffd"), F.lit("not_utf8"))
+        .when(ok, F.lit(None).cast("string"))
+        .otherwise(F.lit("malformed_line"))
+    )
+    names = [S.USER, S.ITEM, S.RATING, S.TIMESTAMP]
+    return (
+        lines.join(F.broadcast(before), on="_part")
+        .select(
+            *[F.when(ok, fields[i]).alias(n) for i, n in enumerate(names)],
+            row.cast("bigint").alias(S.ROW),
+            reason.alias(S.REJECT),
+        )
+        .select(S.USER, S.ITEM, S.TIMESTAMP, S.RATING, S.ROW, S.REJECT)
+    )
 
 
 def _read_parquet(spark: SparkSession, cfg: DataConfig, path: str) -> DataFrame:
@@ -384,7 +430,7 @@ def run_etl_spark(
     session = spark if spark is not None else spark_session()
     src = cfg.source
     local = _local_path(src.path, base)
-    if local is None and src.format != "parquet":
+    if local is None and src.format not in ("parquet", "movielens"):
         raise DataError(
             f"{src.path}: {src.format} logs are parsed on the driver; engine spark reads only parquet there"
         )
@@ -396,7 +442,7 @@ def run_etl_spark(
         if items_path is None:
             raise DataError(f"{src.items.path}: item tables are read on the driver; give a local path")
     # Spark reads what was configured (a URI keeps its scheme); the driver's readers read the local file
-    driver_reads = src.format != "parquet"
+    driver_reads = src.format not in ("parquet", "movielens")
     path = str(local) if local is not None and (driver_reads or not _has_scheme(src.path)) else src.path
 
     # 1. parse + validate, materialised once: rejected rows are counted before anything is filtered
