@@ -3,10 +3,11 @@
 Same order, reasons and tie rules (`recsys.data.steps`), same processed layout and meta.json; tested for
 identical outputs against the polars engine (tests/data/test_spark_etl.py, bench/etl_spark.py).
 
-- Parquet logs are read by Spark itself from any path it understands (local, hdfs://, s3a://); the
-  input order that ties fall back on is (file path, row in file), as polars reads a directory.
-  Text formats (movielens, s3rec, csv, tsv) are parsed by the shared readers on the driver and handed
-  to Spark: convert large text logs to parquet first.
+- Parquet logs and MovieLens ratings files are read by Spark itself from any path it understands
+  (local, file://, hdfs://, s3a://); the input order that ties fall back on is (file path, row in
+  file) for parquet, as polars reads a directory, and the line order for MovieLens. The other text
+  formats (s3rec, csv, tsv) are parsed by the shared readers on the driver and handed to Spark:
+  convert large text logs to parquet first.
 - Each output table is one parquet file, as the training side reads it: the sort runs in parallel,
   the final write of each file is one task. Files go to a temporary directory beside `output_dir`,
   renamed onto it when complete (Hadoop FileSystem calls, so any path works).
