@@ -85,7 +85,7 @@ def run_row(row: str, seed: int, minutes: float, tracking_uri: str, command: str
     outcome = train_experiment(cfg, tracking_uri=tracking_uri, command=command)
     assert outcome is not None
     record = outcome.record
-    model = trained_model(record, tracking_uri, OUT / "tmp" / f"{row}_{seed}")
+    model = trained_model(record, tracking_uri, ROOT / "bench/results/tmp/llm_rec" / f"{row}_{seed}")
     params, trainable = count_parameters(model)  # a rebuilt model keeps its tuning's requires_grad flags
     record |= {
         "row": row,
@@ -118,7 +118,7 @@ def sasrec_rows(tracking_uri: str) -> list[dict[str, Any]]:
         row |= {k: record["metrics"].get(k) for k in METRICS}
         row["epoch_s"] = round(record["fit_s"] / max(record["epochs"], 1), 1)
         try:
-            model = trained_model(record, tracking_uri, OUT / "tmp" / path.stem)
+            model = trained_model(record, tracking_uri, ROOT / "bench/results/tmp/llm_rec" / path.stem)
             row["parameters"], row["trainable_parameters"] = count_parameters(model)
             row["inference_users_per_s"] = round(
                 users_per_second(model, int(record["config"]["model"]["params"]["max_len"])), 1
