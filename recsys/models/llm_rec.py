@@ -156,16 +156,18 @@ class LLMRec(SequentialRecommender):
 
     def item_embeddings(self) -> torch.Tensor:
         """The projected item table [N + 1, D]: text vector projection (+ ID vector); row 0 zeros."""
-        table = self.project(self.item_vectors)  # [N + 1, D]
+        return self._embed(torch.arange(len(self.item_vectors), device=self.item_vectors.device))
+
+    def _embed(self, items: torch.Tensor) -> torch.Tensor:
+        """Projected vectors [..., D] of item ids `items` [...] (padding 0 -> zeros): only these rows."""
+        out: torch.Tensor = self.project(self.item_vectors[items])  # [..., D]
         if self.item_id is not None:
-            table = table + self.item_id.weight
-        real = torch.arange(len(table), device=table.device) != 0  # [N + 1]
-        out: torch.Tensor = table * real[:, None]
-        return out
+            out = out + self.item_id(items)
+        return out * (items != 0)[..., None]
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, D] of the causal backbone over the histories' projected item vectors."""
-        inputs = self.item_embeddings()[items]  # [B, L, D]
+        inputs = self._embed(items)  # [B, L, D], the history's rows only (not the whole table)
         # positions count real items only, so a history's states do not depend on its left padding
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # [B, L]
         out = self.backbone(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions)
