@@ -5,7 +5,8 @@ python bench/retrieval_scale.py --run-id ID | --model-dir DIR --data-dir DIR [--
                                 [--hnsw-budget-s 1500] [--validation-size 200000]
                                 [--workdir /tmp/recsys-retrieval-scale] [--out bench/results/retrieval_scale.json]
 python bench/retrieval_scale.py --render bench/results/retrieval_scale.json       # the docs' table
-python bench/retrieval_scale.py --choose-from bench/results/retrieval_scale.json  # the choice of a partial run
+python bench/retrieval_scale.py --choose-from bench/results/retrieval_scale.json [--merge OTHER.json ...]
+                                # the choice of a partial run, with (size, kind) rows of later runs
 
 The catalog is grown from the item table of a trained run (`recsys.retrieval.expansion`: rotated,
 jittered copies of the real table) and the queries are the run's real user vectors (the model's
@@ -396,7 +397,7 @@ def _validation_table(res: dict[str, Any]) -> list[str]:
 def _memory_note(res: dict[str, Any]) -> list[str]:
     """The service's memory at the largest size with the chosen index: index + the model's item table + baseline."""
     chosen = res.get("choice", {}).get("chosen")
-    if not chosen:
+    if not chosen or len(res["sizes"]) < 2:  # a one-size record's own choice is not the defaults' choice
         return []
     n = max(int(s) for s in res["sizes"])
     index_gb = res["sizes"][str(n)]["kinds"][chosen["kind"]]["index_bytes"] / 1e9
@@ -436,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation-size", type=int, default=200_000, help="catalog size of the generator check")
     source.add_argument("--render", type=Path, help="print the markdown table of a record and exit")
     source.add_argument("--choose-from", type=Path, help="(re)compute a record's choice, e.g. of a partial run")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="with --choose-from: records whose (size, kind) rows replace its own",
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "recsys-retrieval-scale")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/retrieval_scale.json")
     args = parser.parse_args(argv)
@@ -444,13 +452,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.choose_from is not None:
         record = json.loads(args.choose_from.read_text())
-        wanted = {s for s in args.sizes.split(",") if s in record["results"]["sizes"]}
-        considered = {
-            **record["results"],
-            "sizes": {n: e for n, e in record["results"]["sizes"].items() if n in wanted},
-        }
+        sizes_seen = {n: {**e, "kinds": dict(e["kinds"])} for n, e in record["results"]["sizes"].items()}
+        for other in args.merge:  # a later record's (size, kind) measurement replaces the earlier one
+            for n, entry in json.loads(other.read_text())["results"]["sizes"].items():
+                sizes_seen.setdefault(n, {**entry, "kinds": {}})["kinds"].update(entry["kinds"])
+        wanted = {s for s in args.sizes.split(",") if s in sizes_seen}
+        considered = {**record["results"], "sizes": {n: e for n, e in sizes_seen.items() if n in wanted}}
         record["results"]["choice"] = choose(considered, record["results"]["k"], args)
         record["results"]["choice"]["sizes_considered"] = sorted(wanted, key=int)
+        record["results"]["choice"]["merged"] = [str(p) for p in args.merge]
         record["results"]["choice"]["command"] = "python bench/retrieval_scale.py " + shlex.join(
             argv if argv is not None else sys.argv[1:]
         )
