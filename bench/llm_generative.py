@@ -1,13 +1,14 @@
 """Generative LLM baseline next to the LLM-backed recommender, on the same SmolLM2-135M and test users.
 
 The generative way (the LLM4Rec baselines Lite-LLM4Rec compares to): the history's last `--history`
-titles go into a chat prompt to SmolLM2-135M-Instruct (all 30 layers, the converted GGUF), the next
-title is generated with beam search (`--beams` beams, each a candidate), and every candidate is
-matched to the catalog: an exact (case-folded) title match, else the nearest title by
+titles go into a prompt (a numbered list, the next number open) to SmolLM2-135M-Instruct (all 30
+layers, the converted GGUF), the next title is generated with beam search (`--beams` beams, each a
+candidate), and every candidate is matched to the catalog: an exact (case-folded) title match, else the nearest title by
 all-MiniLM-L6-v2 cosine. Seen items are skipped, as the evaluator masks the history; HR@10 and
 NDCG@10 over the first 10 distinct matches. Ours: the trained LLM-backed model of a bench/llm_rec.py
 record (one forward pass over the history, the catalog scored, history masked, top-10), on the same
-users, batch 1. Latency per user is wall time per user at batch 1 on this machine, `--threads` threads.
+users, batch 1. Latency per user is wall time per user at batch 1 on this machine, `--threads` threads
+(the generative side: generation and decoding; the catalog matching afterwards is not counted).
 
 python bench/llm_generative.py --users 100 --record bench/results/experiments/llm_rec/lora_l2_seed0.json
 """
@@ -48,15 +49,10 @@ def title_of(features: Any, item: int) -> str:
 
 
 def prompt_for(tokenizer: Any, titles: list[str]) -> torch.Tensor:
-    listing = "\n".join(f"- {t}" for t in titles)
-    message = (
-        "Here are the movies a user watched, oldest first:\n"
-        f"{listing}\n"
-        "Which movie will the user watch next? Answer with the movie title and year only."
-    )
-    ids: torch.Tensor = tokenizer.apply_chat_template(
-        [{"role": "user", "content": message}], add_generation_prompt=True, return_tensors="pt", return_dict=False
-    )
+    """A completion prompt: the history as a numbered list, the next number open (the model writes a title)."""
+    listing = "".join(f"{i + 1}. {t}\n" for i, t in enumerate(titles))
+    text = f"Movies a user watched, in the order they watched them:\n{listing}{len(titles) + 1}."
+    ids: torch.Tensor = tokenizer(text, return_tensors="pt")["input_ids"]
     return ids
 
 
@@ -78,6 +74,7 @@ def main() -> None:
     parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ours-only", action="store_true", help="measure only ours (same users), no generation")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -101,6 +98,8 @@ def main() -> None:
     minilm = model_path(MINILM, CACHE)
     path = model_path(SMOLLM2, CACHE)
     tokenizer, llm = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path).eval()
+    if args.ours_only:
+        del llm
 
     gen_hr, gen_ndcg, gen_s, ours_hr, ours_ndcg, ours_s, examples = [], [], [], [], [], [], []
 
@@ -108,6 +107,8 @@ def main() -> None:
         """The record so far (written after every user, so a stopped run keeps what it measured)."""
 
         def summary(hr: list[float], ndcg: list[float], secs: list[float]) -> dict[str, float]:
+            if not secs:  # --ours-only: no generative side
+                return {}
             return {
                 "hr@10": round(float(np.mean(hr)), 4),
                 "ndcg@10": round(float(np.mean(ndcg)), 4),
@@ -137,7 +138,7 @@ def main() -> None:
             }
             | gen,
             "ours": {"record": args.record, "batch": 1} | mine,
-            "speedup_mean_latency": round(gen["latency_ms_mean"] / max(mine["latency_ms_mean"], 1e-9), 1),
+            "speedup_mean_latency": round(gen["latency_ms_mean"] / mine["latency_ms_mean"], 1) if gen else None,
             "load_average": os.getloadavg(),
             "threads": args.threads,
             "examples": examples,
@@ -150,30 +151,33 @@ def main() -> None:
         for n, row in enumerate(pick):
             items, seen, target = tests[int(row)]
             seen_set = set(seen[seen != 0].tolist())
-            history = [int(i) for i in seen[seen != 0].tolist()][-args.history :]
-            ids = prompt_for(tokenizer, [titles[i - 1] for i in history])
-            t = time.perf_counter()
-            out = llm.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                num_beams=args.beams,
-                num_return_sequences=args.beams,
-                max_new_tokens=args.max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.eos_token_id,
-            )
-            texts = [tokenizer.decode(o[ids.shape[1] :], skip_special_tokens=True).strip().split("\n")[0] for o in out]
-            exact = [by_title.get(x.strip(" .\"'").casefold()) for x in texts]
-            near = (encode_texts(texts, minilm) @ title_vectors.T).argmax(1) + 1  # [beams] item ids
-            ranked = []
-            for e, m in zip(exact, near.tolist(), strict=True):
-                item = e or m
-                if item not in seen_set and item not in ranked:
-                    ranked.append(item)
-            gen_s.append(time.perf_counter() - t)
-            hr, ndcg = metrics_at_10(ranked, target)
-            gen_hr.append(hr)
-            gen_ndcg.append(ndcg)
+            if not args.ours_only:  # the generative side
+                history = [int(i) for i in seen[seen != 0].tolist()][-args.history :]
+                ids = prompt_for(tokenizer, [titles[i - 1] for i in history])
+                t = time.perf_counter()
+                out = llm.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    num_beams=args.beams,
+                    num_return_sequences=args.beams,
+                    max_new_tokens=args.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.eos_token_id,
+                )
+                texts = [
+                    tokenizer.decode(o[ids.shape[1] :], skip_special_tokens=True).strip().split("\n")[0] for o in out
+                ]
+                gen_s.append(time.perf_counter() - t)
+                exact = [by_title.get(x.strip(" .\"'").casefold()) for x in texts]
+                near = (encode_texts(texts, minilm) @ title_vectors.T).argmax(1) + 1  # [beams] item ids
+                ranked = []
+                for e, m in zip(exact, near.tolist(), strict=True):
+                    item = e or m
+                    if item not in seen_set and item not in ranked:
+                        ranked.append(item)
+                hr, ndcg = metrics_at_10(ranked, target)
+                gen_hr.append(hr)
+                gen_ndcg.append(ndcg)
             t = time.perf_counter()
             user = ours.sequence_representation(items[None], (items != 0)[None])  # [1, D]
             scores = (user @ table.T)[0]
@@ -184,7 +188,7 @@ def main() -> None:
             hr, ndcg = metrics_at_10(top, target)
             ours_hr.append(hr)
             ours_ndcg.append(ndcg)
-            if n < 5:
+            if n < 5 and not args.ours_only:
                 examples.append(
                     {
                         "target": titles[target - 1],
@@ -193,7 +197,9 @@ def main() -> None:
                     }
                 )
             result = write(n + 1)
-            print(f"{n + 1}/{len(pick)} gen {gen_s[-1]:.2f} s ours {ours_s[-1] * 1000:.1f} ms", flush=True)
+            print(
+                f"{n + 1}/{len(pick)} gen {gen_s[-1] if gen_s else 0:.2f} s ours {ours_s[-1] * 1000:.1f} ms", flush=True
+            )
 
     print(json.dumps({"generative": result["generative"], "ours": result["ours"]}))
 
