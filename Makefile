@@ -27,7 +27,7 @@ demo: $(STAMP)
 # Run from outside the repo (no test may lean on the working directory), in a random order with a new
 # seed each run (pytest-randomly; it prints the seed: -p randomly -p "randomly_seed=N" repeats an order).
 test: $(STAMP) stack-deps java-deps
-	cd "$$(mktemp -d)" && $(abspath $(PY)) -m pytest -q $(CURDIR)/tests
+	cd "$$(mktemp -d)" && $(abspath $(PY)) -m pytest -q --durations=25 $(CURDIR)/tests
 
 # Java for the Spark ETL's tests (tests/data/test_spark_etl.py): Debian's openjdk-17-jre-headless, installed when
 # missing (as root); otherwise those tests skip and say why.
