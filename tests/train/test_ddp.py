@@ -2,7 +2,7 @@
 metrics of a one-process run of the same global batch; a two-process run resumes with one process.
 
 Both tests launch `pipelines.train` with `train.devices=2` (Lightning starts rank 1 by re-running the
-command); torchrun and SLURM launch the same way across machines (README, "Training on several machines").
+command); torchrun and SLURM launch the same way across machines (docs/scale.md, "Training on several machines").
 """
 
 from __future__ import annotations
