@@ -236,9 +236,11 @@ def _reader_client(tracking_uri: str) -> MlflowClient:
 
 def read_only_uri(tracking_uri: str) -> str:
     """`sqlite:///path` as a read-only SQLite URI (raises `RegistryError` when the file is missing);
-    any other store unchanged."""
+    any other store unchanged. Spelled `sqlite+pysqlite://`: MLflow creates the parent directory of a
+    `sqlite:///` path, which for `file:/abs/path?mode=ro` is a stray `file:` folder in the working
+    directory."""
     db = _sqlite_path(tracking_uri)
-    return tracking_uri if db is None else f"sqlite:///file:{quote(str(db))}?mode=ro&uri=true"
+    return tracking_uri if db is None else f"sqlite+pysqlite:///file:{quote(str(db))}?mode=ro&uri=true"
 
 
 def _sqlite_path(tracking_uri: str) -> Path | None:

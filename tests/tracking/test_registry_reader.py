@@ -77,3 +77,18 @@ assert "mlflow" not in sys.modules
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_read_only_client_reads_refuses_writes_and_leaves_the_working_directory_alone(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from recsys.tracking.registry import _reader_client
+
+    monkeypatch.chdir(tmp_path)
+    reader = _reader_client(store)
+    assert str(reader.get_model_version_by_alias("m", "champion").version) == "2"
+    with pytest.raises(MlflowException, match="readonly"):
+        reader.create_experiment("not-allowed")
+    assert list(tmp_path.iterdir()) == []  # a `sqlite:///file:...` spelling made a stray `file:` folder here
