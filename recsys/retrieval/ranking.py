@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import torch
 
 from recsys.models.base import SequentialRecommender
 from recsys.registry import build_ranker
+from recsys.tracking.registry import RegistryError, download_model_version, local_version_dir, resolve_model_uri
 
 log = logging.getLogger(__name__)
 RANKER_META = "ranker.json"
@@ -43,6 +46,33 @@ def load_ranker(directory: Path) -> tuple[str, SequentialRecommender]:
             model.register_buffer(name, torch.empty_like(state[name]))
     model.load_state_dict(state)
     return str(meta["name"]), model.eval()
+
+
+def fetch_ranker(
+    ranker_uri: str, tracking_uri: str, *, cache_dir: Path | None = None
+) -> tuple[str, SequentialRecommender]:
+    """The ranker `ranker_uri` points to now: `models:/name@alias`, `models:/name/3` (registered by
+    `python -m pipelines.train_ranker`) or a directory written by `save_ranker`."""
+    if not ranker_uri.startswith("models:/"):
+        folder = Path(ranker_uri)
+        if not (folder / RANKER_META).is_file():
+            raise RegistryError(
+                f"ranker URI {ranker_uri!r} is neither models:/<name>@<alias> nor a ranker directory "
+                f"(with {RANKER_META})",
+                public="the ranker URI is neither a registry URI nor a ranker directory",
+            )
+        return load_ranker(folder)
+    ref = resolve_model_uri(tracking_uri, ranker_uri)
+    in_place = local_version_dir(ref)
+    if in_place is not None:
+        return load_ranker(in_place)
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="recsys-ranker-", dir=cache_dir))
+    try:
+        return load_ranker(download_model_version(tracking_uri, ref, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -45,9 +45,10 @@ class ServeSettings(BaseModel):
     body_timeout_s: float = Field(default=10.0, gt=0.0)  # a request body must fully arrive within this: else 408
     shutdown_timeout_s: float = Field(default=10.0, gt=0.0)  # after SIGTERM, requests still running are cancelled
     keep_alive_s: float = Field(default=5.0, gt=0.0)  # idle keep-alive connections are closed after this
-    # ranking stage, off by default: a ranker directory (recsys.retrieval.ranking.save_ranker) re-orders
-    # the retrieval top-N (N = max(ranker_top_n, k)) against the user's history
-    ranker_dir: str | None = None
+    # ranking stage, off by default: a ranker (models:/<name>@<alias> registered by pipelines.train_ranker,
+    # or a directory written by recsys.retrieval.ranking.save_ranker) re-orders the retrieval top-N
+    # (N = max(ranker_top_n, k)) against the user's history; re-resolved at every model (re)load
+    ranker_uri: str | None = None
     ranker_top_n: int = Field(default=200, ge=1)
 
     @field_validator("admin_token")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from recsys.retrieval.bundle import BundleError
 from recsys.retrieval.export import current_version, fetch_bundle
-from recsys.retrieval.ranking import RankingStage, load_ranker
+from recsys.retrieval.ranking import RankingStage, fetch_ranker
 from recsys.retrieval.recommender import Recommender
 from recsys.serve.metrics import ServeMetrics
 from recsys.serve.schemas import ReloadState, ReloadStatus
@@ -120,8 +120,8 @@ class ModelHolder:
         fetched = fetch_bundle(settings.model_uri, settings.tracking_uri, cache_dir=cache)
         recommender = Recommender(fetched.bundle, history_len=settings.history_len)
         ranker = None
-        if settings.ranker_dir is not None:
-            name, model = load_ranker(Path(settings.ranker_dir))
+        if settings.ranker_uri is not None:
+            name, model = fetch_ranker(settings.ranker_uri, settings.tracking_uri, cache_dir=cache)
             ranker = RankingStage(name, model, settings.ranker_top_n, model.max_len)
         return LoadedModel(
             recommender=recommender, name=fetched.bundle.meta.name, version=fetched.version, ranker=ranker

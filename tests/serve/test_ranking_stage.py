@@ -58,7 +58,7 @@ def test_ranker_reorders_the_retrieval_items(
     local_bundle: Path, retrieval_only: dict[str, Any], tmp_path: Path
 ) -> None:
     ranker = _ranker_dir(tmp_path / "ranker", _n_items(local_bundle))
-    settings = ServeSettings(model_uri=str(local_bundle), ranker_dir=str(ranker), ranker_top_n=TOP_N)
+    settings = ServeSettings(model_uri=str(local_bundle), ranker_uri=str(ranker), ranker_top_n=TOP_N)
     user, body, top2 = _recommend(settings, TOP_N)
     assert body["ranked_by"] == "dare" and body["ranker_fallback"] is False
     got = [it["item_id"] for it in body["items"]]
@@ -82,7 +82,7 @@ def test_ranker_failure_falls_back_to_retrieval_order(
 ) -> None:
     # a ranker trained on a smaller catalog: candidate ids past its table make it raise
     ranker = _ranker_dir(tmp_path / "ranker", 2)
-    settings = ServeSettings(model_uri=str(local_bundle), ranker_dir=str(ranker), ranker_top_n=TOP_N)
+    settings = ServeSettings(model_uri=str(local_bundle), ranker_uri=str(ranker), ranker_top_n=TOP_N)
     _, body, _ = _recommend(settings, TOP_N)
     assert body["ranker_fallback"] is True
     assert body["items"] == retrieval_only["items"]
@@ -101,3 +101,64 @@ def test_rerank_is_a_stable_permutation_and_load_round_trips(tmp_path: Path) -> 
         next(model.parameters()).fill_(float("nan"))
     flagged = stage.rerank(history, items, np.arange(5, dtype=np.float32))
     assert flagged.fallback and flagged.items.tolist() == items.tolist()
+
+
+def test_a_trained_ranker_is_tracked_registered_and_served_by_alias(
+    local_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pipelines.train_ranker on labelled samples of the bundle's own processed data: one MLflow run with
+    the metrics and the ranker, a registered version with an alias, and the service re-ranks with it."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.train_ranker import main
+    from recsys.retrieval.ranking import fetch_ranker
+    from recsys.tracking.registry import RegistryError, resolve_model_uri
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    labelled = tmp_path / "labelled.yaml"
+    labelled.write_text(
+        yaml.safe_dump(
+            {
+                "processed": str(local_bundle.parent / "processed"),
+                "output_dir": str(tmp_path / "labelled"),
+                "recipe": "paper",
+                "min_events": 4,
+                "n_train": 2,
+                "stride": 1,
+                "n_negatives": 1,
+            }
+        )
+    )
+    small = ["--set", "d_att=4", "--set", "d_rep=8", "--set", "top_k=3", "--set", "max_len=8", "--set", "mlp=[16]"]
+    common = ["--data", str(labelled), "--epochs", "2", "--name", "tiny-dare", "--tracking-uri", uri]
+    assert main([*common, *small]) == 0
+
+    ref = resolve_model_uri(uri, "models:/tiny-dare@champion")
+    client = MlflowClient(tracking_uri=uri)
+    trained = client.get_run(client.get_run(str(ref.run_id)).data.tags["source_run_id"])
+    assert trained.info.status == "FINISHED"
+    assert {"test/auc", "test/gauc", "test/logloss", "best_val/auc"} <= set(trained.data.metrics)
+    assert len(client.get_metric_history(trained.info.run_id, "val/auc")) == 2  # one per epoch
+    assert {a.path for a in client.list_artifacts(trained.info.run_id, "ranker")} >= {
+        "ranker/ranker.json",
+        "ranker/ranker.pt",
+    }
+    name, model = fetch_ranker("models:/tiny-dare@champion", uri)
+    assert name == "dare" and model.max_len == 8
+
+    settings = ServeSettings(
+        model_uri=str(local_bundle), tracking_uri=uri, ranker_uri="models:/tiny-dare@champion", ranker_top_n=TOP_N
+    )
+    _, body, _ = _recommend(settings, TOP_N)
+    assert body["ranked_by"] == "dare" and body["ranker_fallback"] is False and len(body["items"]) == TOP_N
+
+    # bad input: an unknown parameter and a missing alias name the bad value; no new version is made
+    capsys.readouterr()
+    assert main([*common, "--set", "d_attention=4"]) == 1
+    assert "d_attention" in capsys.readouterr().err
+    with pytest.raises(RegistryError, match="nope"):
+        fetch_ranker("models:/tiny-dare@nope", uri)
+    with pytest.raises(RegistryError, match="ranker directory"):
+        fetch_ranker(str(tmp_path), uri)
+    assert resolve_model_uri(uri, "models:/tiny-dare@champion").version == "1"
