@@ -3,6 +3,7 @@
 python bench/serve.py [--items 1000000] [--duration 20] [--concurrency 1,4,16] [--rate 200] [--k 100]
                       [--beauty-run-id ID --beauty-tracking-uri URI] [--skip-beauty | --skip-synthetic]
                       [--llm-rec-run-id ID --llm-rec-tracking-uri URI]
+                      [--ranking-run-id ID --ranker-uri models:/NAME@ALIAS --ranking-tracking-uri URI]
                       [--out bench/results/serve.json]
 
 Cases, each against `python -m pipelines.serve` in a subprocess (uvicorn, 1 torch/FAISS thread):
@@ -17,6 +18,9 @@ Cases, each against `python -m pipelines.serve` in a subprocess (uvicorn, 1 torc
 - beauty: the latest FINISHED sasrec run tagged dataset=beauty (or --beauty-run-id), exact index;
   skipped with the reason when there is none.
 - llm_rec: only with --llm-rec-run-id, the LLM-backed model of that run (bench/llm_rec.py), exact index.
+- ranking: only with --ranking-run-id and --ranker-uri: that retrieval run (exact index) served
+  without and then with the ranker (pipelines.train_ranker) re-ordering its top --ranker-top-n, the
+  same users, k = --ranking-k and load levels; `added_ms` is the difference in p50 / p99.
 - startup: the demo's model (configs/experiment/demo.yaml's SASRec, seeded, on the processed ML-1M
   of --startup-data, or a synthetic catalog of its size) exported to a temporary registry; the serve
   command started --startup-repeats times: seconds to the first 200 from /readyz, RSS and CPU seconds
@@ -215,11 +219,11 @@ def run_levels(port: int, bodies: list[bytes], args: argparse.Namespace, **label
 
 # ----------------------------------------------------------------------------- server
 @contextmanager
-def serving(model_uri: str, tracking_uri: str, log_path: Path, threads: int):  # type: ignore[no-untyped-def]
+def serving(model_uri: str, tracking_uri: str, log_path: Path, threads: int, env_extra: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     port = free_port()
     cmd = [sys.executable, "-m", "pipelines.serve", "--model-uri", model_uri, "--tracking-uri", tracking_uri]
     cmd += ["--port", str(port), "--threads", str(threads), "--log-level", "warning"]
-    env = {**os.environ, "RECSYS_SERVE_ADMIN_TOKEN": "bench"}
+    env = {**os.environ, "RECSYS_SERVE_ADMIN_TOKEN": "bench", **(env_extra or {})}
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
@@ -460,6 +464,45 @@ def llm_rec_case(args: argparse.Namespace, root: Path, rng: np.random.Generator)
     }
 
 
+def ranking_case(args: argparse.Namespace, root: Path, rng: np.random.Generator) -> dict[str, Any]:
+    """The latency a ranking stage adds: the retrieval run --ranking-run-id (exact index) served twice,
+    without and with --ranker-uri (RECSYS_SERVE_RANKER_URI; top-N --ranker-top-n), on the same users,
+    k and load levels, one server at a time."""
+    uri = args.ranking_tracking_uri
+    ref = export_run(
+        args.ranking_run_id, tracking_uri=uri, name="bench-ranking", alias="bench", index_config=IndexConfig("flat")
+    )
+    bundle = fetch_bundle(ref.uri, uri).bundle
+    users = [str(u) for u in rng.permutation(list(bundle.user_vocab))[: args.users]]
+    del bundle
+    bodies = bodies_for_users(users, args.ranking_k)
+    out: dict[str, Any] = {"run_id": args.ranking_run_id, "model_version": ref.version, "index": "flat"}
+    out |= {"k": args.ranking_k, "ranker_uri": args.ranker_uri, "ranker_top_n": args.ranker_top_n}
+    variants = {
+        "retrieval_only": {},
+        "ranked": {"RECSYS_SERVE_RANKER_URI": args.ranker_uri, "RECSYS_SERVE_RANKER_TOP_N": str(args.ranker_top_n)},
+    }
+    for label, env in variants.items():
+        with serving(ref.uri, uri, root / f"server-{label}.log", args.threads, env) as (port, proc):
+            out[label] = run_levels(port, bodies, args, index="flat", stage=label)
+            out[f"{label}_rss_mb"] = _rss_mb(proc.pid)
+    out["added_ms"] = [
+        {
+            "mode": plain["mode"],
+            "concurrency": plain.get("concurrency"),
+            "rate_rps": plain.get("rate_rps"),
+            "p50": _diff(ranked["p50_ms"], plain["p50_ms"]),
+            "p99": _diff(ranked["p99_ms"], plain["p99_ms"]),
+        }
+        for plain, ranked in zip(out["retrieval_only"], out["ranked"], strict=True)
+    ]
+    return out
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 2)
+
+
 def startup_case(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """Time to ready and memory of the serve command for the demo's model, served from a registry."""
     import httpx
@@ -590,6 +633,11 @@ def main() -> int:
     parser.add_argument("--skip-beauty", action="store_true")
     parser.add_argument("--llm-rec-run-id", default=None, help="also serve this LLM-backed run (bench/llm_rec.py)")
     parser.add_argument("--llm-rec-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+    parser.add_argument("--ranking-run-id", default=None, help="retrieval run served without and with --ranker-uri")
+    parser.add_argument("--ranking-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+    parser.add_argument("--ranker-uri", default=None, help="a ranker (pipelines.train_ranker): models:/name@alias")
+    parser.add_argument("--ranker-top-n", type=int, default=200)
+    parser.add_argument("--ranking-k", type=int, default=10, help="k of the ranking case's requests")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-startup", action="store_true")
     parser.add_argument("--startup-data", default=str(REPO / "data/processed/ml-1m"), help="the demo's processed data")
@@ -615,6 +663,11 @@ def main() -> int:
         if args.llm_rec_run_id:
             print("llm_rec", flush=True)
             results["llm_rec"] = llm_rec_case(args, root, rng)
+        if args.ranking_run_id:
+            if not args.ranker_uri:
+                parser.error("--ranking-run-id needs --ranker-uri")
+            print("ranking stage", flush=True)
+            results["ranking"] = ranking_case(args, root, rng)
         print("startup (the demo's model)", flush=True)
         if args.skip_startup:
             results["startup"] = {"skipped": "--skip-startup"}
