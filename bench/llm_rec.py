@@ -2,14 +2,15 @@
 
 Leave-one-out, full ranking over the catalog, history masked: the same split and evaluator as
 configs/experiment/sasrec_ml-1m.yaml, whose records (bench/cold_start.py --split leave_one_out)
-give SASRec's row. Each LLM row is one training run (configs/experiment/llm_rec_ml-1m.yaml plus the
+give SASRec's converged row, and row `sasrec_budget` trains SASRec (configs/experiment/sasrec_ml-1m.yaml)
+under the LLM rows' budget. Each row is one training run (configs/experiment/llm_rec_ml-1m.yaml plus the
 row's overrides) under the same wall-clock budget (`--minutes`, `train.max_minutes`), written to
 bench/results/experiments/llm_rec/<row>_seed<s>.json with parameters, trainable parameters, time
 per epoch (fit time / epochs, validation included) and inference users/s (every user's history
 encoded and the catalog ranked, batch 256, on this machine). The summary table goes to
 bench/results/experiments/llm_rec/summary.json.
 
-python bench/llm_rec.py --rows lora_l2 random_l2 frozen_l2 lora_l1 lora_l4 --minutes 6
+python bench/llm_rec.py --rows lora_l2 random_l2 frozen_l2 lora_l1 lora_l4 sasrec_budget --minutes 6
 python bench/llm_rec.py --summary-only   # rebuild the summary from the records
 """
 
@@ -42,8 +43,12 @@ from recsys.train.run import train_experiment  # noqa: E402
 OUT = ROOT / "bench/results/experiments/llm_rec"
 SASREC = ROOT / "bench/results/experiments/cold_start"  # sasrec_loo_seed<s>.json (bench/cold_start.py)
 EXPERIMENT = ROOT / "configs/experiment/llm_rec_ml-1m.yaml"
-# row -> overrides of the experiment (the main row: pretrained SmolLM2, first 2 blocks, LoRA r 8 on q/v)
+SASREC_EXPERIMENT = ROOT / "configs/experiment/sasrec_ml-1m.yaml"
+# rows of another experiment than EXPERIMENT: SASRec under the same wall-clock budget as the LLM rows
+OTHER_EXPERIMENT: dict[str, Path] = {"sasrec_budget": SASREC_EXPERIMENT}
+# row -> overrides of its experiment (the main row: pretrained SmolLM2, first 2 blocks, LoRA r 8 on q/v)
 ROWS: dict[str, list[str]] = {
+    "sasrec_budget": [],
     "lora_l2": [],
     "random_l2": ["model.params.pretrained=false"],
     "frozen_l2": ["model.params.tuning=frozen"],
@@ -80,7 +85,7 @@ def trained_model(record: dict[str, Any], tracking_uri: str, tmp: Path) -> Seque
 
 def run_row(row: str, seed: int, minutes: float, tracking_uri: str, command: str) -> dict[str, Any]:
     overrides = [f"train.seed={seed}", "train.progress_bar=false", f"train.max_minutes={minutes}", *ROWS[row]]
-    cfg = load_experiment(EXPERIMENT, overrides)
+    cfg = load_experiment(OTHER_EXPERIMENT.get(row, EXPERIMENT), overrides)
     torch.manual_seed(seed)
     outcome = train_experiment(cfg, tracking_uri=tracking_uri, command=command)
     assert outcome is not None
