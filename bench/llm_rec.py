@@ -56,6 +56,9 @@ ROWS: dict[str, list[str]] = {
     "lora_l1": ["model.params.n_layers=1"],
     "lora_l4": ["model.params.n_layers=4"],
     "noid_l2": ["model.params.id_embedding=false"],
+    # inputs rescaled to the norm of the backbone's own token embeddings (pretrained vs random again)
+    "lora_l2_tn": ["model.params.input_scale=token_norm"],
+    "random_l2_tn": ["model.params.pretrained=false", "model.params.input_scale=token_norm"],
 }
 METRICS = ("test/ndcg@10", "test/hr@10", "val/ndcg@10")
 

@@ -30,6 +30,7 @@ from recsys.models.base import SequentialRecommender
 from recsys.nn.pretrained import MINILM, SMOLLM2, cached_text_vectors, model_path
 
 TUNING = ("lora", "full", "frozen")
+INPUT_SCALES = ("none", "token_norm")
 BACKBONE_ITEMS = "backbone"  # item_encoder value: the recommendation LLM's own checkpoint, mean-pooled
 
 
@@ -47,6 +48,9 @@ class LLMRecConfig:
     max_item_tokens: int = 32  # tokens of one item's text for the item encoder
     id_embedding: bool = True  # add a learned ID vector to each projected text vector
     max_len: int = 20  # history items read
+    # none: projected item vectors enter the backbone as they are; token_norm: each is rescaled to the
+    # mean row norm of the backbone's own token table (what its first block was trained to read)
+    input_scale: str = "none"
     cache_dir: str = "data/cache"  # converted checkpoints and item vectors (relative to the working dir)
 
     def __post_init__(self) -> None:
@@ -64,6 +68,8 @@ class LLMRecConfig:
             )
         if not self.fields:
             raise ValueError("fields must name at least one item text field")
+        if self.input_scale not in INPUT_SCALES:
+            raise ValueError(f"input_scale must be one of {INPUT_SCALES}, got {self.input_scale!r}")
 
 
 def _blocks(backbone: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -94,6 +100,7 @@ def load_backbone(cfg: LLMRecConfig) -> Any:
         backbone = AutoModel.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     _, blocks = _blocks(backbone)
     assert len(blocks) == keep, (len(blocks), keep)
+    backbone.token_norm = float(backbone.get_input_embeddings().weight.detach().norm(dim=-1).mean())
     backbone.set_input_embeddings(nn.Embedding(1, int(config.hidden_size)))  # unused: inputs_embeds only
     backbone.get_input_embeddings().weight.requires_grad_(False)
     if cfg.tuning == "lora":
@@ -119,6 +126,9 @@ class LLMRec(SequentialRecommender):
         self.max_len = cfg.max_len
         self.backbone: Any = load_backbone(cfg)
         dim = int(self.backbone.config.hidden_size)
+        self.input_norm: torch.Tensor  # [] the token table's mean row norm (only with input_scale token_norm)
+        if cfg.input_scale == "token_norm":  # no buffer otherwise: models saved before the option still load
+            self.register_buffer("input_norm", torch.tensor(self.backbone.token_norm))
         encoder = model_path(self.item_encoder_name, cfg.cache_dir)
         text_dim = int(AutoConfig.from_pretrained(encoder).hidden_size)
         self.item_vectors: torch.Tensor  # [N + 1, E] unit text vectors of the item LLM, row 0 zeros
@@ -168,6 +178,8 @@ class LLMRec(SequentialRecommender):
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, D] of the causal backbone over the histories' projected item vectors."""
         inputs = self._embed(items)  # [B, L, D], the history's rows only (not the whole table)
+        if self.cfg.input_scale == "token_norm":  # padding rows stay zero
+            inputs = inputs * (self.input_norm / inputs.norm(dim=-1, keepdim=True).clamp(min=1e-6))
         # positions count real items only, so a history's states do not depend on its left padding
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # [B, L]
         out = self.backbone(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions)

@@ -126,7 +126,31 @@ def test_item_vectors_are_cached_by_text_and_model(
     assert not other.cache_hit and len(calls) == 4 and other.item_vectors.shape[1] == 32
 
 
+def test_token_norm_inputs_have_the_token_tables_norm_and_padding_stays_out(
+    tiny_llama_backbone: Path, tiny_text_backbone: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModel
+
+    table = AutoModel.from_pretrained(tiny_llama_backbone).get_input_embeddings().weight.detach()
+    model = _model(tiny_llama_backbone, tiny_text_backbone, tmp_path, input_scale="token_norm").eval()
+    assert float(model.input_norm) == pytest.approx(float(table.norm(dim=-1).mean()), rel=1e-5)
+    seen: list[torch.Tensor] = []
+    model.backbone.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["inputs_embeds"]), with_kwargs=True)
+    items = torch.tensor([[0, 0, 3, 1, 2], [4, 5, 6, 7, 1]])
+    with torch.no_grad():
+        out = model.encode(items, items != 0)
+        alone = model.encode(items[:1, 2:], items[:1, 2:] != 0)  # the same history without its padding
+    norms = seen[0].norm(dim=-1)
+    assert torch.allclose(norms[items != 0], model.input_norm.expand(int((items != 0).sum())), rtol=1e-5)
+    assert torch.all(norms[items == 0] == 0)
+    torch.testing.assert_close(out[0, 2:], alone[0], rtol=1e-4, atol=1e-5)
+    plain = _model(tiny_llama_backbone, tiny_text_backbone, tmp_path)
+    assert "input_norm" not in plain.state_dict()  # models saved before the option still load
+
+
 def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="input_scale"):
+        LLMRecConfig(input_scale="layer_norm")
     with pytest.raises(ValueError, match="tuning"):
         LLMRecConfig(tuning="prefix")
     with pytest.raises(ValueError, match="lora_r"):
