@@ -62,7 +62,7 @@ from recsys.tracking.config import DEFAULT_TRACKING_URI, TrackingConfig
 from recsys.tracking.logger import make_logger
 from recsys.tracking.mlflow import RunRecorder
 from recsys.tracking.records import base_record, now_iso, write_record
-from recsys.tracking.registry import find_latest_run
+from recsys.tracking.registry import ModelVersionRef, find_latest_run
 
 REPO = Path(__file__).resolve().parents[1]
 # configs/experiment/demo.yaml's model: configs/model/sasrec.yaml with max_len 100
@@ -421,17 +421,21 @@ def reload_case(args: argparse.Namespace, uri: str, root: Path, bodies: list[byt
     }
 
 
+def exported_with_users(
+    run_id: str, uri: str, name: str, n_users: int, rng: np.random.Generator
+) -> tuple[ModelVersionRef, list[str]]:
+    """Run `run_id` exported with an exact index as `models:/<name>@bench`, and `n_users` of its stored users."""
+    ref = export_run(run_id, tracking_uri=uri, name=name, alias="bench", index_config=IndexConfig(kind="flat"))
+    bundle = fetch_bundle(ref.uri, uri).bundle
+    return ref, [str(u) for u in rng.permutation(list(bundle.user_vocab))[:n_users]]
+
+
 def beauty_case(args: argparse.Namespace, root: Path, rng: np.random.Generator) -> dict[str, Any]:
     uri = args.beauty_tracking_uri
     run_id = args.beauty_run_id or find_latest_run(uri, {"dataset": "beauty", "model": "sasrec"})
     if run_id is None:
         return {"skipped": f"no FINISHED sasrec run tagged dataset=beauty in {uri} (pass --beauty-run-id)"}
-    ref = export_run(
-        run_id, tracking_uri=uri, name="bench-beauty", alias="bench", index_config=IndexConfig(kind="flat")
-    )
-    bundle = fetch_bundle(ref.uri, uri).bundle
-    users = [str(u) for u in rng.permutation(list(bundle.user_vocab))[: args.users]]
-    del bundle
+    ref, users = exported_with_users(run_id, uri, "bench-beauty", args.users, rng)
     with serving("models:/bench-beauty@bench", uri, root / "server-beauty.log", args.threads) as (port, proc):
         levels = run_levels(port, bodies_for_users(users, args.k), args, index="flat")
         rss = _rss_mb(proc.pid)
@@ -449,12 +453,7 @@ def llm_rec_case(args: argparse.Namespace, root: Path, rng: np.random.Generator)
     """The LLM-backed model (bench/llm_rec.py's run --llm-rec-run-id) exported with an exact index and
     served: top-k for sampled stored users (one backbone forward pass per request, then FAISS)."""
     uri = args.llm_rec_tracking_uri
-    ref = export_run(
-        args.llm_rec_run_id, tracking_uri=uri, name="bench-llm-rec", alias="bench", index_config=IndexConfig("flat")
-    )
-    bundle = fetch_bundle(ref.uri, uri).bundle
-    users = [str(u) for u in rng.permutation(list(bundle.user_vocab))[: args.users]]
-    del bundle
+    ref, users = exported_with_users(args.llm_rec_run_id, uri, "bench-llm-rec", args.users, rng)
     with serving("models:/bench-llm-rec@bench", uri, root / "server-llm-rec.log", args.threads) as (port, proc):
         levels = run_levels(port, bodies_for_users(users, args.k), args, index="flat")
         rss = _rss_mb(proc.pid)
@@ -469,12 +468,7 @@ def ranking_case(args: argparse.Namespace, root: Path, rng: np.random.Generator)
     without and with --ranker-uri (RECSYS_SERVE_RANKER_URI; top-N --ranker-top-n), on the same users,
     k and load levels, one server at a time."""
     uri = args.ranking_tracking_uri
-    ref = export_run(
-        args.ranking_run_id, tracking_uri=uri, name="bench-ranking", alias="bench", index_config=IndexConfig("flat")
-    )
-    bundle = fetch_bundle(ref.uri, uri).bundle
-    users = [str(u) for u in rng.permutation(list(bundle.user_vocab))[: args.users]]
-    del bundle
+    ref, users = exported_with_users(args.ranking_run_id, uri, "bench-ranking", args.users, rng)
     bodies = bodies_for_users(users, args.ranking_k)
     out: dict[str, Any] = {"run_id": args.ranking_run_id, "model_version": ref.version, "index": "flat"}
     out |= {"k": args.ranking_k, "ranker_uri": args.ranker_uri, "ranker_top_n": args.ranker_top_n}

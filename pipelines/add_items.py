@@ -23,7 +23,7 @@ from recsys.retrieval.bundle import BundleError
 from recsys.retrieval.export import add_items_version
 from recsys.retrieval.recommender import CatalogError
 from recsys.tracking.config import registry_cli_setup
-from recsys.tracking.registry import RegistryError
+from recsys.tracking.registry import RegistryError, registered_line
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "ndjson", ".ndjson": "ndjson", ".parquet": "parquet"}
 
@@ -81,8 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ItemsFileError, CatalogError, RegistryError, BundleError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    alias = f" (alias {args.alias}: models:/{ref.name}@{args.alias})" if args.alias else ""
-    print(f"registered {ref.uri} with {len(items)} new items{alias}")
+    print(registered_line(ref, args.alias or None, f" with {len(items)} new items"))
     return 0
 
 

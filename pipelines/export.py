@@ -18,7 +18,7 @@ from recsys.config import ConfigError
 from recsys.retrieval.export import export_run
 from recsys.retrieval.index import INDEX_KINDS, IndexConfig
 from recsys.tracking.config import registry_cli_setup
-from recsys.tracking.registry import RegistryError
+from recsys.tracking.registry import RegistryError, registered_line
 
 USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, FileExistsError, KeyError, ValueError)
 INDEX_FLAGS = ("nlist", "nprobe", "pq_m", "pq_nbits", "refine_factor", "hnsw_m", "ef_construction", "ef_search")
@@ -50,8 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    alias = f" (alias {args.alias}: models:/{ref.name}@{args.alias})" if args.alias else ""
-    print(f"registered {ref.uri}{alias}")
+    print(registered_line(ref, args.alias or None))
     return 0
 
 

@@ -18,17 +18,14 @@ dataset, so the retrieval model must be trained on the same processed dataset.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
 
-from recsys.config import ConfigError, load_config, to_dict
+from recsys.config import ConfigError, apply_overrides, load_config, to_dict
 from recsys.data.item_features import ItemFeatures, load_item_features
 from recsys.data.labelled import LABELLED_META, LabelledConfig, build_labelled, load_labelled
 from recsys.registry import RANKERS, build_ranker
@@ -36,22 +33,16 @@ from recsys.retrieval.ranking import save_ranker
 from recsys.tracking.config import TrackingConfig, registry_cli_setup
 from recsys.tracking.logger import make_logger
 from recsys.tracking.mlflow import RunRecorder
-from recsys.tracking.registry import ModelVersionRef, RegistryError, register_directory, run_experiment_and_tags
+from recsys.tracking.registry import (
+    ModelVersionRef,
+    RegistryError,
+    register_directory,
+    registered_line,
+    run_experiment_and_tags,
+)
 from recsys.train.labelled import LabelledTrainConfig, evaluate_labelled, fit_labelled
 
-log = logging.getLogger("pipelines.train_ranker")
 USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, KeyError, ValueError, TypeError)
-
-
-def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
-    """`key=value` pairs (values read as YAML: 16 -> int, [200, 80] -> list) into ranker parameters."""
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {pair!r}: expected key=value, e.g. --set d_att=16")
-        params[key.strip()] = yaml.safe_load(value)
-    return params
 
 
 def n_genres(features: ItemFeatures) -> int:
@@ -77,15 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--experiment", default="rankers")
     parser.add_argument("--tracking-uri", default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     tracking_uri = registry_cli_setup(args.tracking_uri)
     try:
         ref = train_and_register(args, tracking_uri)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    alias = f" (alias {args.alias}: models:/{ref.name}@{args.alias})" if args.alias else ""
-    print(f"registered {ref.uri}{alias}")
+    print(registered_line(ref, args.alias or None))
     return 0
 
 
@@ -95,7 +84,7 @@ def train_and_register(args: argparse.Namespace, tracking_uri: str) -> ModelVers
     root = Path(data_cfg.output_dir)
     data = load_labelled(root if (root / LABELLED_META).is_file() else build_labelled(data_cfg))
     features = load_item_features(data_cfg.processed)
-    params = parse_sets(args.sets)
+    params = apply_overrides({}, args.sets)  # key=value, values read as YAML (16, [200, 80], twin)
     if args.ranker == "dare":  # side features the data has, unless set: genres, and ratings with explicit labels
         params.setdefault("n_genres", n_genres(features))
         params.setdefault("n_ratings", 6 if data_cfg.recipe == "explicit" else 0)

@@ -58,6 +58,12 @@ class ModelVersionRef:
         return f"models:/{self.name}/{self.version}"
 
 
+def registered_line(ref: ModelVersionRef, alias: str | None, detail: str = "") -> str:
+    """What a registry CLI prints for a new version: its URI, `detail`, and the alias URI when one moved."""
+    moved = f" (alias {alias}: models:/{ref.name}@{alias})" if alias else ""
+    return f"registered {ref.uri}{detail}{moved}"
+
+
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     """Split `models:/name@alias` or `models:/name/3` into (name, alias, version)."""
     match = _MODELS_URI.match(uri)
