@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,9 +17,8 @@ from recsys.retrieval.recommender import Recommender
 from recsys.tracking.registry import (
     ModelVersionRef,
     RegistryError,
-    download_model_version,
     experiment_id_named,
-    local_version_dir,
+    load_version,
     register_directory,
     resolve_model_uri,
     run_experiment_and_tags,
@@ -146,16 +144,7 @@ def fetch_bundle(model_uri: str, tracking_uri: str, *, cache_dir: Path | None = 
             )
         return FetchedBundle(bundle=load_bundle(local), version="local", ref=None)
     ref = resolve_model_uri(tracking_uri, model_uri)
-    in_place = local_version_dir(ref)
-    if in_place is not None:  # a local artifact store: read the files where they are
-        return FetchedBundle(bundle=load_bundle(in_place), version=ref.version, ref=ref)
-    if cache_dir is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="recsys-bundle-", dir=cache_dir))
-    try:
-        bundle = load_bundle(download_model_version(tracking_uri, ref, tmp))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    bundle = load_version(tracking_uri, ref, load_bundle, cache_dir=cache_dir)
     return FetchedBundle(bundle=bundle, version=ref.version, ref=ref)
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import torch
 
 from recsys.models.base import SequentialRecommender
 from recsys.registry import build_ranker
-from recsys.tracking.registry import RegistryError, download_model_version, local_version_dir, resolve_model_uri
+from recsys.tracking.registry import RegistryError, load_version, resolve_model_uri
 
 log = logging.getLogger(__name__)
 RANKER_META = "ranker.json"
@@ -62,17 +60,7 @@ def fetch_ranker(
                 public="the ranker URI is neither a registry URI nor a ranker directory",
             )
         return load_ranker(folder)
-    ref = resolve_model_uri(tracking_uri, ranker_uri)
-    in_place = local_version_dir(ref)
-    if in_place is not None:
-        return load_ranker(in_place)
-    if cache_dir is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="recsys-ranker-", dir=cache_dir))
-    try:
-        return load_ranker(download_model_version(tracking_uri, ref, tmp))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return load_version(tracking_uri, resolve_model_uri(tracking_uri, ranker_uri), load_ranker, cache_dir=cache_dir)
 
 
 @dataclass(frozen=True)

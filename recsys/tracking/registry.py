@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import sqlite3
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 from urllib.parse import quote, unquote, urlparse
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -130,6 +133,23 @@ def download_model_version(tracking_uri: str, ref: ModelVersionRef, dst: Path) -
             public=f"the files of model version {ref.version} cannot be downloaded",
         ) from err
     return Path(local)
+
+
+def load_version(
+    tracking_uri: str, ref: ModelVersionRef, load: Callable[[Path], T], *, cache_dir: Path | None = None
+) -> T:
+    """`load` applied to a version's directory: in place in a local artifact store, else on a download
+    into a temporary directory under `cache_dir`, removed once loaded."""
+    in_place = local_version_dir(ref)
+    if in_place is not None:
+        return load(in_place)
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="recsys-version-", dir=cache_dir))
+    try:
+        return load(download_model_version(tracking_uri, ref, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_experiment_and_tags(tracking_uri: str, run_id: str) -> tuple[str, dict[str, str]]:

@@ -16,11 +16,11 @@ from recsys.config import to_dict
 from recsys.data import schema as S
 from recsys.model_io import MODEL_JSON, load_model
 from recsys.models.sasrec import SASRecConfig
-from recsys.retrieval import export as export_module
 from recsys.retrieval.bundle import MODEL_DIR, load_bundle, read_bundle_meta, write_bundle
 from recsys.retrieval.export import current_version, export_run, fetch_bundle
 from recsys.retrieval.index import IndexConfig
 from recsys.retrieval.recommender import Recommender
+from recsys.tracking import registry as registry_module
 from recsys.tracking.config import TrackingConfig
 from recsys.tracking.logger import make_logger
 from recsys.tracking.mlflow import RunRecorder
@@ -229,7 +229,7 @@ def test_a_remote_store_is_downloaded_and_the_copy_removed(
     """The path for an MLflow server's artifacts (not `file://`): download under cache_dir, load, delete."""
     uri, run_id = training_run
     ref = export_run(run_id, tracking_uri=uri, name="tiny-remote", alias="a", index_config=IndexConfig(kind="flat"))
-    monkeypatch.setattr(export_module, "local_version_dir", lambda ref: None)
+    monkeypatch.setattr(registry_module, "local_version_dir", lambda ref: None)
     fetched = fetch_bundle("models:/tiny-remote@a", uri, cache_dir=tmp_path / "cache")
     assert fetched.version == ref.version and fetched.bundle.meta.source_run_id == run_id
     assert list((tmp_path / "cache").iterdir()) == []  # downloaded files are removed after loading
