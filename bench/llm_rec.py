@@ -65,6 +65,9 @@ ROWS: dict[str, list[str]] = {
     # inputs rescaled to the norm of the backbone's own token embeddings (pretrained vs random again)
     "lora_l2_tn": ["model.params.input_scale=token_norm"],
     "random_l2_tn": ["model.params.pretrained=false", "model.params.input_scale=token_norm"],
+    # a random window of each user's sequence per epoch instead of its last one (all of the data trains)
+    "lora_l2_rw": ["model.params.windows=random"],
+    "random_l2_rw": ["model.params.pretrained=false", "model.params.windows=random"],
 }
 METRICS = ("test/ndcg@10", "test/hr@10", "val/ndcg@10")
 

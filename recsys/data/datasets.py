@@ -91,6 +91,41 @@ class TrainSequences(Dataset[TrainBatch]):
         return TrainBatch(trim_padding(self.items[rows]))
 
 
+class RandomCuts(Dataset[TrainBatch]):
+    """One row per user: at each read, the `max_len` items before a drawn target, and the target.
+
+    Args:
+        seqs: the users' training sequences (>= 2 items each).
+        max_len: history items per row.
+        generator: draws the targets.
+    """
+
+    def __init__(self, seqs: Sequence[Sequence[int]], max_len: int, *, generator: torch.Generator) -> None:
+        self.n = torch.tensor([len(s) for s in seqs])  # [U]
+        if (self.n < 2).any():
+            raise ValueError("random cuts need training sequences of >= 2 items")
+        self.seqs = left_pad(seqs, int(self.n.max()))  # [U, S], most recent last
+        self.max_len = max_len
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.n)
+
+    def lengths(self) -> torch.Tensor:
+        return self.n.clamp(max=self.max_len + 1)
+
+    def __getitem__(self, rows: list[int]) -> TrainBatch:
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        n = self.n[idx]  # [B]
+        target = 1 + (torch.rand(len(idx), generator=self.generator) * (n - 1)).long().clamp(max=n - 2)  # in [1, n)
+        width = self.seqs.shape[1]
+        end = width - n + target  # [B] column of the target in the left-padded row
+        cols = end[:, None] - self.max_len + torch.arange(self.max_len + 1)  # [B, L + 1], the target last
+        start = (width - n)[:, None]  # first real column
+        window = self.seqs[idx[:, None], cols.clamp(min=0)] * (cols >= start)
+        return TrainBatch(trim_padding(window))
+
+
 class EvalSequences(Dataset[EvalBatch]):
     """(history, target) pairs for validation or test; indexed by a list of rows."""
 

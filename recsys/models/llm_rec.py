@@ -31,6 +31,7 @@ from recsys.nn.pretrained import MINILM, SMOLLM2, cached_text_vectors, model_pat
 
 TUNING = ("lora", "full", "frozen")
 INPUT_SCALES = ("none", "token_norm")
+WINDOWS = {"last": "next_item", "random": "random_window"}  # windows -> the objective training them
 BACKBONE_ITEMS = "backbone"  # item_encoder value: the recommendation LLM's own checkpoint, mean-pooled
 
 
@@ -51,6 +52,9 @@ class LLMRecConfig:
     # none: projected item vectors enter the backbone as they are; token_norm: each is rescaled to the
     # mean row norm of the backbone's own token table (what its first block was trained to read)
     input_scale: str = "none"
+    # last: each user trains on the last max_len + 1 items of their sequence (the default objective);
+    # random: on a window placed at random in it, drawn again each epoch (objective random_window)
+    windows: str = "last"
     cache_dir: str = "data/cache"  # converted checkpoints and item vectors (relative to the working dir)
 
     def __post_init__(self) -> None:
@@ -70,6 +74,8 @@ class LLMRecConfig:
             raise ValueError("fields must name at least one item text field")
         if self.input_scale not in INPUT_SCALES:
             raise ValueError(f"input_scale must be one of {INPUT_SCALES}, got {self.input_scale!r}")
+        if self.windows not in WINDOWS:
+            raise ValueError(f"windows must be one of {tuple(WINDOWS)}, got {self.windows!r}")
 
 
 def _blocks(backbone: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -116,7 +122,7 @@ def load_backbone(cfg: LLMRecConfig) -> Any:
 
 class LLMRec(SequentialRecommender):
     Config = LLMRecConfig
-    uses_item_features = True  # objective: the default next-item one (a loss at every position)
+    uses_item_features = True
 
     def __init__(self, cfg: LLMRecConfig, n_items: int, item_features: ItemFeatures | None = None) -> None:
         super().__init__()
@@ -124,6 +130,7 @@ class LLMRec(SequentialRecommender):
 
         self.cfg = cfg
         self.max_len = cfg.max_len
+        self.objective = WINDOWS[cfg.windows]  # next-item, a loss at every position of the window
         self.backbone: Any = load_backbone(cfg)
         dim = int(self.backbone.config.hidden_size)
         self.input_norm: torch.Tensor  # [] the token table's mean row norm (only with input_scale token_norm)

@@ -6,10 +6,12 @@ from recsys.objectives.base import LossParts, NonFiniteLossError, Objective, tra
 from recsys.objectives.cross_subsequence import CrossSubsequence, WindowViewsObjective
 from recsys.objectives.labelled import LabelledCandidates
 from recsys.objectives.masked import Masked
+from recsys.objectives.random_window import RandomWindow
 from recsys.objectives.text import TextNextItem
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "next_item": Objective,
+    "random_window": RandomWindow,
     "masked": Masked,
     "cross_subsequence": CrossSubsequence,
     "window_views": WindowViewsObjective,

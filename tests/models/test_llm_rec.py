@@ -151,6 +151,8 @@ def test_token_norm_inputs_have_the_token_tables_norm_and_padding_stays_out(
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="input_scale"):
         LLMRecConfig(input_scale="layer_norm")
+    with pytest.raises(ValueError, match="windows must be one of .*'sliding'"):
+        LLMRecConfig(windows="sliding")
     with pytest.raises(ValueError, match="tuning"):
         LLMRecConfig(tuning="prefix")
     with pytest.raises(ValueError, match="lora_r"):

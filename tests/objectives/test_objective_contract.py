@@ -30,6 +30,7 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
         "recformer",
         {"max_item_tokens": 6, "max_tokens": 40, "fields": ["title"], "pretrain_epochs": 1},
     ),
+    "random_window": ("llm_rec", {"n_layers": 1, "fields": ["title"], "windows": "random"}),
     "labelled_candidates": ("dare", {"d_att": 4, "d_rep": 8, "top_k": 3, "max_len": 6}),
 }
 SEQUENCE_OBJECTIVES = sorted(name for name, cls in OBJECTIVES.items() if cls.trains_on_sequences)
@@ -46,6 +47,10 @@ def make_model(request: pytest.FixtureRequest) -> Callable[[str], SequentialReco
         if not MODELS[model_name].uses_item_features:
             return build_model(model_name, {**TINY, **params}, N_ITEMS)
         backbone = str(request.getfixturevalue("tiny_text_backbone"))
+        if model_name == "llm_rec":  # a tiny random Llama over the tiny BERT's item vectors
+            llama, cache = request.getfixturevalue("tiny_llama_backbone"), request.getfixturevalue("tmp_path")
+            params = {**params, "item_encoder": backbone, "cache_dir": str(cache)}
+            backbone = str(llama)
         titles = [None, *[f"item {i}" for i in range(1, N_ITEMS + 1)]]
         features = ItemFeatures(N_ITEMS, [str(i) for i in range(N_ITEMS + 1)], {"title": titles}, None, 0)
         model = build_model(model_name, {"backbone": backbone, "max_len": 6, **params}, N_ITEMS, item_features=features)
