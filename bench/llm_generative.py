@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from recsys.data.datamodule import SequenceDataModule  # noqa: E402
 from recsys.data.item_features import load_item_features  # noqa: E402
 from recsys.model_io import load_model  # noqa: E402
-from recsys.nn.pretrained import MINILM, SMOLLM2, cached_text_vectors, encode_texts, model_path  # noqa: E402
+from recsys.nn.pretrained import MINILM, SMOLLM2, TextEncoder, cached_text_vectors, model_path  # noqa: E402
 from recsys.tracking.config import DEFAULT_TRACKING_URI  # noqa: E402
 from recsys.tracking.mlflow import download_run_artifacts  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
@@ -95,7 +95,7 @@ def main() -> None:
     titles = [title_of(features, i) for i in range(1, features.n_items + 1)]
     by_title = {t.casefold(): i + 1 for i, t in enumerate(titles)}
     title_vectors, _ = cached_text_vectors(titles, MINILM, CACHE)  # [N, E] unit, rows = items 1..N
-    minilm = model_path(MINILM, CACHE)
+    minilm = TextEncoder(model_path(MINILM, CACHE))  # matches generated titles to the catalog
     path = model_path(SMOLLM2, CACHE)
     tokenizer, llm = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path).eval()
     if args.ours_only:
@@ -169,7 +169,7 @@ def main() -> None:
                 ]
                 gen_s.append(time.perf_counter() - t)
                 exact = [by_title.get(x.strip(" .\"'").casefold()) for x in texts]
-                near = (encode_texts(texts, minilm) @ title_vectors.T).argmax(1) + 1  # [beams] item ids
+                near = (minilm(texts) @ title_vectors.T).argmax(1) + 1  # [beams] item ids
                 ranked = []
                 for e, m in zip(exact, near.tolist(), strict=True):
                     item = e or m

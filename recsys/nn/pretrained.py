@@ -99,28 +99,39 @@ def model_fingerprint(path: str | Path) -> list[tuple[str, int, int]]:
 
 
 @torch.no_grad()
-def encode_texts(texts: Sequence[str], path: str, *, max_tokens: int = 64, batch: int = 64) -> torch.Tensor:
-    """Unit vectors [K, D]: the mean of the last hidden states over each text's tokens (a frozen
-    encoder or decoder, loaded from `path` for this call only)."""
-    from transformers import AutoModel, AutoTokenizer
+class TextEncoder:
+    """A frozen encoder or decoder loaded once from `path`; called on texts, it returns unit vectors
+    [K, D]: the mean of the last hidden states over each text's tokens."""
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:  # decoder tokenizers often have none; masked out below anyway
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
-    out = []
-    for start in range(0, len(texts), batch):
-        enc = tokenizer(
-            list(texts[start : start + batch]),
-            padding=True,
-            truncation=True,
-            max_length=max_tokens,
-            return_tensors="pt",
-        )
-        states = model(**enc).last_hidden_state  # [b, T, D]
-        weights = enc["attention_mask"][..., None].float()
-        out.append(F.normalize((states * weights).sum(1) / weights.sum(1).clamp(min=1), dim=-1))
-    return torch.cat(out)
+    def __init__(self, path: str, *, max_tokens: int = 64, batch: int = 64) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token is None:  # decoder tokenizers often have none; masked out below anyway
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
+        self.max_tokens, self.batch = max_tokens, batch
+
+    @torch.no_grad()
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        out = []
+        for start in range(0, len(texts), self.batch):
+            enc = self.tokenizer(
+                list(texts[start : start + self.batch]),
+                padding=True,
+                truncation=True,
+                max_length=self.max_tokens,
+                return_tensors="pt",
+            )
+            states = self.model(**enc).last_hidden_state  # [b, T, D]
+            weights = enc["attention_mask"][..., None].float()
+            out.append(F.normalize((states * weights).sum(1) / weights.sum(1).clamp(min=1), dim=-1))
+        return torch.cat(out)
+
+
+def encode_texts(texts: Sequence[str], path: str, *, max_tokens: int = 64, batch: int = 64) -> torch.Tensor:
+    """`TextEncoder(path)` for this call only, over `texts`: unit vectors [K, D]."""
+    return TextEncoder(path, max_tokens=max_tokens, batch=batch)(texts)
 
 
 def cached_text_vectors(
