@@ -10,6 +10,7 @@ python bench/recformer_speed.py [--steps 8] [--threads 2] [--long-items 36]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -79,7 +80,8 @@ def main() -> None:
     ref_step, _ = step_seconds(sasrec, data_dir, batch, args.steps)
     attention_rows = []
     base = dict(cfg.model.params)
-    long = {"max_len": args.long_items, "max_tokens": min(512, 160 * args.long_items // 12)}
+    short = recformer.cfg  # the configured history; the long one keeps its tokens per item
+    long = {"max_len": args.long_items, "max_tokens": min(512, short.max_tokens * args.long_items // short.max_len)}
     for history in ({}, long):
         for attention in ("sdpa", "linear"):
             params = base | history | {"attention": attention}
@@ -89,8 +91,8 @@ def main() -> None:
             attention_rows.append(
                 {
                     "attention": attention,
-                    "max_len": params["max_len"],
-                    "max_tokens": params["max_tokens"],
+                    "max_len": model.cfg.max_len,
+                    "max_tokens": model.cfg.max_tokens,
                     "step_s": round(step, 3),
                     "epoch_min": round(step * rows / batch / 60, 1),
                 }
@@ -102,7 +104,7 @@ def main() -> None:
         "dataset": "ml-1m",
         "threads": args.threads,
         "batch_size": batch,
-        "model_params": cfg.model.params,
+        "model_params": dataclasses.asdict(recformer.cfg),
         "items_embedded_per_s": round(items_per_s, 1),
         "recformer_step_s": round(rec_step, 3),
         "recformer_epoch_min": round(rec_step * rows / batch / 60, 1),

@@ -98,7 +98,6 @@ def model_fingerprint(path: str | Path) -> list[tuple[str, int, int]]:
     return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
 
-@torch.no_grad()
 class TextEncoder:
     """A frozen encoder or decoder loaded once from `path`; called on texts, it returns unit vectors
     [K, D]: the mean of the last hidden states over each text's tokens."""
