@@ -44,4 +44,4 @@ def test_llm_rec_trains_and_reloads(
 def test_llm_rec_experiment_config_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)  # config paths (`_base:`, `data:`) are relative to the repo root, as the CLIs run
     cfg = load_experiment(REPO / "configs/experiment/llm_rec_ml-1m.yaml")
-    assert cfg.model.name == "llm_rec" and cfg.model.params == {"n_layers": 2, "max_len": 20}
+    assert cfg.model.name == "llm_rec" and cfg.model.params == {"n_layers": 2, "max_len": 20, "windows": "random"}
