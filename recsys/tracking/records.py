@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,3 +64,15 @@ def write_record(path: str | Path, record: dict[str, Any]) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
     return p
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    """Mean, sample sd (None for one value), median and the values themselves, over seeds or repeats."""
+    if not values:
+        raise ValueError("summarize needs at least one value, got none")
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else None,
+        "median": statistics.median(values),
+        "values": list(values),
+    }
