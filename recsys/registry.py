@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from recsys.config import from_dict
+from recsys.config import from_dict, to_dict
 from recsys.data.item_features import ItemFeatures
 from recsys.models.base import SequentialRecommender
 from recsys.models.bert4rec import BERT4Rec
@@ -38,22 +39,53 @@ def lookup(table: Mapping[str, Any], name: str, kind: str) -> Any:
     return table[name]
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """A registry entry with its validated config: what builds a model and what describes it on disk."""
+
+    name: str
+    cls: type[SequentialRecommender]
+    config: Any  # the model's own frozen `Config` dataclass, every field resolved
+
+    def build(self, n_items: int, item_features: ItemFeatures | None = None) -> SequentialRecommender:
+        """The model over `n_items` items; `item_features` reach models that declare `uses_item_features`
+        (they may be built without, e.g. to load saved weights)."""
+        if self.cls.uses_item_features:
+            return self.cls(self.config, n_items, item_features)
+        return self.cls(self.config, n_items)
+
+    def spec(self, n_items: int) -> dict[str, Any]:
+        """What rebuilds the model (`recsys.model_io`): registry name, resolved config, catalog size."""
+        return {"name": self.name, "config": to_dict(self.config), "n_items": int(n_items)}
+
+
+def choose_model(name: str, params: Mapping[str, Any], *, table: Mapping[str, type[Any]] | None = None) -> ModelChoice:
+    """Look up model `name` once and validate `params` into its `Config` (missing fields take defaults).
+
+    Args:
+        name: a key of `MODELS` (or of `table`).
+        params: the model's parameters, e.g. an experiment's `model.params` or a saved spec's config.
+        table: the registry table to look in; default `MODELS`.
+
+    Raises:
+        KeyError: unknown name (the valid names listed).
+        ConfigError: an unknown key, a wrong type or a bad value in `params`.
+    """
+    kind = "model" if table is None else "ranker"
+    cls = lookup(MODELS if table is None else table, name, kind)
+    return ModelChoice(name, cls, from_dict(cls.Config, params, source=f"{kind} '{name}'"))
+
+
 def model_config(name: str, cfg: Mapping[str, Any]) -> Any:
     """Validate `cfg` into model `name`'s `Config` dataclass (defaults filled in)."""
-    cls = lookup(MODELS, name, "model")
-    return from_dict(cls.Config, cfg, source=f"model '{name}'")
+    return choose_model(name, cfg).config
 
 
 def build_ranker(
     name: str, cfg: Mapping[str, Any], n_items: int, *, item_features: ItemFeatures | None = None
 ) -> SequentialRecommender:
     """Look up ranker `name` in `RANKERS`, validate `cfg` into its `Config` and construct it."""
-    cls = lookup(RANKERS, name, "ranker")
-    config = from_dict(cls.Config, cfg, source=f"ranker '{name}'")
-    model: SequentialRecommender = (
-        cls(config, n_items, item_features) if cls.uses_item_features else cls(config, n_items)
-    )
-    return model
+    return choose_model(name, cfg, table=RANKERS).build(n_items, item_features)
 
 
 def build_model(
@@ -68,11 +100,4 @@ def build_model(
         item_features: the dataset's item text and attributes, handed to models that declare
             `uses_item_features` (they may be built without, e.g. to load saved weights).
     """
-    cls = lookup(MODELS, name, "model")
-    config = model_config(name, cfg)
-    model: SequentialRecommender
-    if cls.uses_item_features:
-        model = cls(config, n_items, item_features)
-    else:
-        model = cls(config, n_items)
-    return model
+    return choose_model(name, cfg).build(n_items, item_features)
