@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from recsys.data.datasets import ViewBatch  # noqa: E402
 from recsys.model_io import load_model  # noqa: E402
 from recsys.models.icsrec import ICSRec  # noqa: E402
-from recsys.objectives import training_losses  # noqa: E402
+from recsys.objectives import build_objective, training_losses  # noqa: E402
 from recsys.registry import build_model  # noqa: E402
 from recsys.tracking.config import DEFAULT_TRACKING_URI  # noqa: E402
 from recsys.tracking.mlflow import download_run_artifacts  # noqa: E402
@@ -81,7 +81,7 @@ def main() -> None:
     cfg = load_experiment(ROOT / f"configs/experiment/{args.experiment}.yaml", args.overrides)
     torch.manual_seed(cfg.train.seed)
     probe = build_model(cfg.model.name, cfg.model.params, 1)  # max_len and objective, for the data
-    dm = datamodule_for(cfg, ensure_processed(cfg.data), probe)
+    dm = datamodule_for(cfg, ensure_processed(cfg.data), probe, build_objective(probe.objective))
     dm.setup()
     model = build_model(cfg.model.name, cfg.model.params, dm.n_items)
     if not isinstance(model, ICSRec):

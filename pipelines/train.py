@@ -37,8 +37,7 @@ from recsys.tracking.mlflow import TrackingError
 from recsys.tracking.records import write_record
 from recsys.train.experiment import ExperimentConfig, load_experiment
 from recsys.train.module import NonFiniteLossError
-from recsys.train.resume import run_checkpoint
-from recsys.train.run import TrainOutcome, finalize_from_checkpoint, train_experiment
+from recsys.train.run import train_experiment
 
 USER_ERRORS = (ConfigError, DataError, TrackingError, NonFiniteLossError, FileNotFoundError, KeyError, ValueError)
 
@@ -81,18 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(cfg.train.num_threads)
         pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
         uri = tracking_uri_for(cfg)
-        if args.finalize_run:
-            outcome: TrainOutcome | None = finalize_from_checkpoint(
-                cfg,
-                run_id=args.finalize_run,
-                checkpoint=args.checkpoint or run_checkpoint(uri, args.finalize_run, "best.ckpt"),
-                tracking_uri=uri,
-                command=command,
-            )
-        else:
-            outcome = train_experiment(
-                cfg, tracking_uri=uri, command=command, resume_run=args.resume_run, checkpoint=args.checkpoint
-            )
+        outcome = train_experiment(
+            cfg,
+            tracking_uri=uri,
+            command=command,
+            resume_run=args.resume_run,
+            finalize_run=args.finalize_run,
+            checkpoint=args.checkpoint,
+        )
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -68,8 +68,14 @@ def save_model(
     if given != spec["config"]:
         diff = sorted(k for k in spec["config"] if given.get(k) != spec["config"][k])
         raise ValueError(f"params {dict(params)} do not resolve to the model's config (fields {diff} differ)")
+    write_model(model, spec, directory)
+
+
+def write_model(model: SequentialRecommender, spec: Mapping[str, Any], directory: Path) -> None:
+    """Write `model`'s weights beside `spec` (from `model_spec` or `recsys.registry.ModelChoice.spec`,
+    so the caller vouches that it describes `model`) as a directory `load_model` reads."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / MODEL_JSON).write_text(json.dumps(spec, indent=2, sort_keys=True))
+    (directory / MODEL_JSON).write_text(json.dumps(dict(spec), indent=2, sort_keys=True))
     torch.save(model.state_dict(), directory / STATE_DICT)
 
 

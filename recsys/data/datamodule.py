@@ -19,7 +19,6 @@ from recsys.data.datasets import (
     TrainSequences,
     ViewBatch,
 )
-from recsys.data.item_features import ItemFeatures, load_item_features
 from recsys.data.processed import load_processed
 from recsys.data.schema import ITEMS
 from recsys.data.split import TARGET, SequenceSplit, SplitConfig, split_sequences
@@ -43,8 +42,6 @@ class SequenceDataModule(pl.LightningDataModule):
         rows: builds the training rows from the training sequences.
         length_pool: > 0: length-grouped training batches (see `LengthGroupedBatches`).
         split: which split; its protocol is `self.protocol` after `setup`.
-        item_features: load the dataset's `ItemFeatures` into `self.item_features` (for models that
-            declare they read item text or attributes); others never pay for them.
     """
 
     def __init__(
@@ -58,7 +55,6 @@ class SequenceDataModule(pl.LightningDataModule):
         rows: TrainRowsFactory = TrainSequences,
         length_pool: int = 0,
         split: SplitConfig | None = None,
-        item_features: bool = False,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -74,8 +70,6 @@ class SequenceDataModule(pl.LightningDataModule):
         self.n_items = 0
         self.protocol: dict[str, object] = {}
         self.sequence_split: SequenceSplit | None = None
-        self.wants_item_features = item_features
-        self.item_features: ItemFeatures | None = None
         self.rows_generator: torch.Generator | None = None  # the training rows' own draws (set up in setup)
         self._shuffle: ShardedShuffle | None = None
 
@@ -89,8 +83,6 @@ class SequenceDataModule(pl.LightningDataModule):
         del stage
         ds = load_processed(self.data_dir)
         self.n_items = ds.n_items
-        if self.wants_item_features:
-            self.item_features = load_item_features(self.data_dir)
         split = split_sequences(ds.sequences, self.split, ds.n_items)
         self.protocol = split.protocol
         self.sequence_split = split  # the frames behind the loaders (per-user results read them)

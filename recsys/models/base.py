@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import nn
 
@@ -17,6 +19,7 @@ class SequentialRecommender(nn.Module):
     the objective needs beyond this contract it asks for by a `Protocol` of its own.
     """
 
+    Config: ClassVar[type[Any]]  # the model's frozen config dataclass, defined in its own file
     objective: str = "next_item"
     uses_item_features: bool = False  # True: the DataModule loads `ItemFeatures` (text, attributes) for it
     max_len: int

@@ -20,7 +20,7 @@ from recsys.data.config import DataConfig
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.schema import META_FILE
 from recsys.models.base import SequentialRecommender
-from recsys.objectives import build_objective
+from recsys.objectives.base import Objective
 from recsys.train.callbacks import EpochSummary, ModelSpecInCheckpoint, RandomStateInCheckpoint, WeightEMA
 from recsys.train.experiment import ExperimentConfig
 
@@ -44,18 +44,19 @@ def ensure_processed(data_config_path: str) -> Path:
     return out
 
 
-def datamodule_for(cfg: ExperimentConfig, data_dir: Path, model: SequentialRecommender) -> SequenceDataModule:
-    """The experiment's DataModule over `data_dir`, with the training rows `model`'s objective needs."""
+def datamodule_for(
+    cfg: ExperimentConfig, data_dir: Path, model: SequentialRecommender, objective: Objective
+) -> SequenceDataModule:
+    """The experiment's DataModule over `data_dir`, with the training rows `objective` builds for `model`."""
     return SequenceDataModule(
         data_dir,
         max_len=model.max_len,
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.eval.batch_size,
         seed=cfg.train.seed,
-        rows=build_objective(model.objective).train_rows,
+        rows=objective.train_rows,
         length_pool=cfg.train.length_pool,
         split=cfg.split,
-        item_features=model.uses_item_features,
     )
 
 

@@ -14,7 +14,7 @@ from recsys.eval.evaluate import metrics_from_ranks, rank_batch
 from recsys.models.base import SequentialRecommender
 from recsys.nn.losses import LOSSES, in_batch_softmax
 from recsys.objectives import build_objective, training_losses
-from recsys.objectives.base import Batch, LossFn
+from recsys.objectives.base import Batch, LossFn, Objective
 from recsys.objectives.base import NonFiniteLossError as NonFiniteLossError  # re-exported for callers
 from recsys.train.experiment import EvalConfig, TrainConfig
 
@@ -41,12 +41,21 @@ class RecModule(pl.LightningModule):
         model: the plain nn.Module to train.
         train_cfg: optimiser, loss and loop settings.
         eval_cfg: validation cut-offs and seen-item masking.
+        objective: the model's objective, when the caller built it already (a run builds it once,
+            `recsys.train.run.assemble_run`); default: the one `model.objective` names.
     """
 
-    def __init__(self, model: SequentialRecommender, train_cfg: TrainConfig, eval_cfg: EvalConfig) -> None:
+    def __init__(
+        self,
+        model: SequentialRecommender,
+        train_cfg: TrainConfig,
+        eval_cfg: EvalConfig,
+        *,
+        objective: Objective | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
-        self.objective = build_objective(model.objective)
+        self.objective = objective if objective is not None else build_objective(model.objective)
         self.loss = build_loss(train_cfg)
         self.train_cfg = train_cfg
         self.eval_cfg = eval_cfg

@@ -19,7 +19,7 @@ from recsys.data.config import DataConfig
 from recsys.data.datamodule import SequenceDataModule
 from recsys.eval.evaluate import evaluate
 from recsys.eval.per_user import ITEMS_TABLE, item_stats, log_tables, per_user_results
-from recsys.model_io import resolved_config, save_model
+from recsys.model_io import resolved_config, write_model
 from recsys.models.base import SequentialRecommender
 from recsys.tracking.mlflow import RunRecorder
 from recsys.tracking.records import base_record
@@ -48,6 +48,7 @@ class RunContext:
     command: str
     started_at: str  # ISO time the run started (a resumed run: its first start)
     t0: float  # time.perf_counter() at that start (earlier than now by the time already spent)
+    model_spec: dict[str, Any]  # what rebuilds the model (`recsys.model_io`), saved with its weights
 
     @property
     def n_items(self) -> int:
@@ -145,7 +146,7 @@ def log_run(
     recorder.set_tags({"data_dir": str(ctx.data_dir.resolve()), "command": ctx.command[:5000]})
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
-        save_model(model, cfg.model.name, config["model"]["params"], ctx.n_items, model_dir)
+        write_model(model, ctx.model_spec, model_dir)
         recorder.log_dir(model_dir, "model")
         emb_path = Path(tmp) / "item_embeddings.npy"
         with torch.no_grad():

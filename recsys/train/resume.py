@@ -1,4 +1,4 @@
-"""Continuing a stopped run: where its checkpoints are, how far its fit got, and the model it trained."""
+"""A stopped run: where its checkpoints are, how far its fit got, and the model it trained."""
 
 from __future__ import annotations
 
@@ -9,13 +9,10 @@ from typing import Any
 
 import torch
 
-from recsys.config import to_dict
-from recsys.model_io import build_from_spec
-from recsys.models.base import SequentialRecommender
-from recsys.registry import build_model, model_config
+from recsys.config import from_dict, to_dict
+from recsys.registry import ModelChoice
 from recsys.tracking.mlflow import read_run, reopen_run
 from recsys.train.callbacks import checkpoint_model_spec
-from recsys.train.experiment import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +64,25 @@ def reopen(tracking_uri: str, run_id: str, checkpoint: Path | None = None) -> Re
     )
 
 
-def model_for_checkpoint(cfg: ExperimentConfig, n_items: int, state: dict[str, Any]) -> SequentialRecommender:
-    """The model a checkpoint was trained as: built from the resolved config the checkpoint stores,
-    so a default changed since the run started does not change it. A checkpoint written before
-    the config was stored falls back to the experiment's `model` section."""
+def checkpoint_choice(current: ModelChoice, state: dict[str, Any], n_items: int) -> ModelChoice:
+    """The model a checkpoint was trained as: its class is `current`'s (the experiment's model, looked
+    up once), its config the resolved one the checkpoint stores, so a default changed since the run
+    started does not change it. A checkpoint written before the config was stored keeps `current`.
+
+    Raises:
+        ValueError: the checkpoint holds another model or another catalog size than the experiment's.
+    """
     spec = checkpoint_model_spec(state)
     if spec is None:
         log.warning("the checkpoint stores no model config: the model is built from the experiment config")
-        return build_model(cfg.model.name, cfg.model.params, n_items)
-    if spec["name"] != cfg.model.name or int(spec["n_items"]) != n_items:
+        return current
+    if spec["name"] != current.name or int(spec["n_items"]) != n_items:
         raise ValueError(
             f"the checkpoint holds a {spec['name']!r} model over {spec['n_items']} items; "
-            f"the experiment asks for {cfg.model.name!r} over {n_items} items"
+            f"the experiment asks for {current.name!r} over {n_items} items"
         )
-    current = to_dict(model_config(cfg.model.name, cfg.model.params))
-    changed = sorted(k for k in current if spec["config"].get(k) != current[k])
+    now = to_dict(current.config)
+    changed = sorted(k for k in now if spec["config"].get(k) != now[k])
     if changed:
         log.warning(
             "the experiment config now resolves to other model settings than the checkpoint's in %s: "
@@ -89,4 +90,5 @@ def model_for_checkpoint(cfg: ExperimentConfig, n_items: int, state: dict[str, A
             changed,
             {k: spec["config"].get(k) for k in changed},
         )
-    return build_from_spec(spec, source="checkpoint")
+    config = from_dict(current.cls.Config, spec["config"], source="checkpoint")
+    return ModelChoice(current.name, current.cls, config)

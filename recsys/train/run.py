@@ -1,7 +1,11 @@
 """One training run end to end: processed data -> model -> fit -> full-ranking val/test -> MLflow run.
 
-The parts live beside this entry point: `fit` (data, Trainer, callbacks), `resume` (continuing a
-stopped run), `finalize` (scoring a stopped run's best checkpoint) and `record` (the results record
+`train_experiment` is the one way a run is put together; a fresh run, a resumed run
+(`resume_run`) and the scoring of a stopped run's best checkpoint (`finalize_run`) are its three
+modes. `assemble_run` builds what a run is made of once (the model, its spec, its objective and
+the item features it reads) and hands the same objects to the DataModule, the LightningModule and
+the Trainer. The parts live beside this entry point: `fit` (DataModule, Trainer, callbacks),
+`resume` (a stopped run's checkpoint and the model it trained) and `record` (the results record
 and what MLflow keeps).
 """
 
@@ -12,28 +16,60 @@ import logging
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from recsys.data.item_features import load_item_features
 from recsys.data.schema import META_FILE
-from recsys.model_io import model_spec
-from recsys.registry import MODELS, build_model, lookup
+from recsys.models.base import SequentialRecommender
+from recsys.objectives import build_objective
+from recsys.objectives.base import Objective
+from recsys.registry import choose_model
 from recsys.tracking.logger import make_logger
-from recsys.tracking.mlflow import RunRecorder
+from recsys.tracking.mlflow import RunRecorder, read_run
 from recsys.tracking.records import git_commit, now_iso
 from recsys.train.experiment import ExperimentConfig
-from recsys.train.finalize import finalize_from_checkpoint
 from recsys.train.fit import build_trainer, datamodule_for, ensure_processed
 from recsys.train.module import RecModule
 from recsys.train.record import RunContext, TrainOutcome, evaluate_and_log
-from recsys.train.resume import CHECKPOINT_DIR_TAG, load_checkpoint, model_for_checkpoint, reopen
+from recsys.train.resume import CHECKPOINT_DIR_TAG, checkpoint_choice, load_checkpoint, reopen, run_checkpoint
 
-__all__ = ["TrainOutcome", "finalize_from_checkpoint", "train_experiment"]
+__all__ = ["RunParts", "TrainOutcome", "assemble_run", "train_experiment"]
 
 log = logging.getLogger(__name__)
 
 OWN_CKPT_PREFIX = "recsys-ckpt-"  # checkpoint directories a run creates (and removes when it finishes)
+
+
+@dataclass(frozen=True)
+class RunParts:
+    """What one run is made of, each built once and shared by the DataModule, module and Trainer."""
+
+    data_dir: Path
+    meta: dict[str, Any]  # the processed dataset's meta.json
+    model: SequentialRecommender
+    spec: dict[str, Any]  # `recsys.model_io` spec of `model`, stored in every checkpoint
+    objective: Objective
+
+    @property
+    def n_items(self) -> int:
+        return int(self.meta["n_items"])
+
+
+def assemble_run(cfg: ExperimentConfig, checkpoint: dict[str, Any] | None = None) -> RunParts:
+    """The processed data, the model (one registry look-up, item features loaded once when the model
+    reads them) and its objective of an experiment; with `checkpoint`, the model is the one the
+    checkpoint was trained as (`recsys.train.resume.checkpoint_choice`)."""
+    data_dir = ensure_processed(cfg.data)
+    meta = json.loads((data_dir / META_FILE).read_text())
+    n_items = int(meta["n_items"])
+    choice = choose_model(cfg.model.name, cfg.model.params)
+    if checkpoint is not None:
+        choice = checkpoint_choice(choice, checkpoint, n_items)
+    features = load_item_features(data_dir) if choice.cls.uses_item_features else None
+    model = choice.build(n_items, features)
+    return RunParts(data_dir, meta, model, choice.spec(n_items), build_objective(model.objective))
 
 
 def train_experiment(
@@ -42,6 +78,7 @@ def train_experiment(
     tracking_uri: str,
     command: str = "",
     resume_run: str | None = None,
+    finalize_run: str | None = None,
     checkpoint: Path | None = None,
 ) -> TrainOutcome | None:
     """Train, evaluate and track one experiment. Returns None on non-zero DDP ranks.
@@ -55,28 +92,32 @@ def train_experiment(
             spent are restored (so `max_minutes` bounds the whole fit), and the model is rebuilt from
             the config the checkpoint stores; the data order and dropout draws continue from fresh
             generators, so the result is not bit-identical to an uninterrupted run.
-        checkpoint: the Lightning checkpoint to resume from; default the run's `last.ckpt`.
+        finalize_run: do not train: evaluate this stopped run's best checkpoint on val and test
+            exactly as a finished run is, log it into the same MLflow run, and record that the run
+            was interrupted and at which epoch.
+        checkpoint: the Lightning checkpoint to read; default the run's `last.ckpt` (resume) or
+            `best.ckpt` (finalize).
 
     Raises:
         FileNotFoundError: the data config's processed dataset is missing (run the ETL first:
             `python -m pipelines.prepare_data --config <cfg.data>`).
+        ValueError: both `resume_run` and `finalize_run`, or a `checkpoint` without either.
     """
+    if resume_run is not None and finalize_run is not None:
+        raise ValueError("a run is either resumed (--resume-run) or finalized (--finalize-run), not both")
+    if checkpoint is not None and resume_run is None and finalize_run is None:
+        raise ValueError("a checkpoint is only read when resuming a run (--resume-run RUN_ID) or finalizing one")
+    if finalize_run is not None:
+        return _finalize(cfg, finalize_run, checkpoint, tracking_uri, command)
     started_at, t0 = now_iso(), time.perf_counter()
-    data_dir = ensure_processed(cfg.data)
-    meta = json.loads((data_dir / META_FILE).read_text())
-    n_items = int(meta["n_items"])
     # the code this process runs: HEAD may move while a long run trains
     fields: dict[str, Any] = {"git_commit": git_commit()}
     if resume_run is None:
-        if checkpoint is not None:
-            raise ValueError("a checkpoint is only read when resuming a run (--resume-run RUN_ID)")
-        uses_features = lookup(MODELS, cfg.model.name, "model").uses_item_features
-        features = load_item_features(data_dir) if uses_features else None
-        model = build_model(cfg.model.name, cfg.model.params, n_items, item_features=features)
+        parts = assemble_run(cfg)
         ckpt_dir = Path(tempfile.mkdtemp(prefix=OWN_CKPT_PREFIX))
     else:
         point = reopen(tracking_uri, resume_run, checkpoint)
-        model = model_for_checkpoint(cfg, n_items, point.state)
+        parts = assemble_run(cfg, point.state)
         checkpoint, ckpt_dir = point.checkpoint, point.checkpoint.parent
         started_at, t0 = point.started_at, t0 - point.spent_s
         fields["resumed_after_epoch"] = point.epoch
@@ -85,17 +126,17 @@ def train_experiment(
         cfg.tracking,
         tracking_uri,
         tags={
-            "data_dir": str(data_dir.resolve()),
+            "data_dir": str(parts.data_dir.resolve()),
             "model": cfg.model.name,
-            "dataset": str(meta.get("name", "")),
+            "dataset": str(parts.meta.get("name", "")),
             CHECKPOINT_DIR_TAG: str(ckpt_dir.resolve()),
         },
         run_id=resume_run,
     )
     log.info("checkpoints of run %s: %s (resume with --resume-run)", logger.run_id, ckpt_dir)
-    dm = datamodule_for(cfg, data_dir, model)
-    module = RecModule(model, cfg.train, cfg.eval)
-    trainer, fit = build_trainer(cfg, logger, ckpt_dir, model_spec(model, cfg.model.name, n_items))
+    dm = datamodule_for(cfg, parts.data_dir, parts.model, parts.objective)
+    module = RecModule(parts.model, cfg.train, cfg.eval, objective=parts.objective)
+    trainer, fit = build_trainer(cfg, logger, ckpt_dir, parts.spec)
     recorder = None
     if trainer.global_rank == 0:
         if logger.run_id is None:
@@ -113,9 +154,35 @@ def train_experiment(
     path = fit.best.best_model_path
     best = load_checkpoint(Path(path)) if path else None
     fields |= {"epochs": trainer.current_epoch, "fit_s": round(fit_s, 1), "stopped_by": fit.stop_reason()}
-    ctx = RunContext(cfg, data_dir, meta, command, started_at=started_at, t0=t0)
+    ctx = RunContext(cfg, parts.data_dir, parts.meta, command, started_at=started_at, t0=t0, model_spec=parts.spec)
     outcome = evaluate_and_log(ctx, module, dm, best, recorder, fields)
     # only once the run is recorded: a process killed while it evaluates leaves a run that can resume
     if ckpt_dir.name.startswith(OWN_CKPT_PREFIX):  # ours; a directory the caller chose is left alone
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     return outcome
+
+
+def _finalize(
+    cfg: ExperimentConfig, run_id: str, checkpoint: Path | None, tracking_uri: str, command: str
+) -> TrainOutcome:
+    """The finalize mode of `train_experiment`: score a stopped run's best checkpoint, no training."""
+    t0 = time.perf_counter()
+    best = load_checkpoint(checkpoint or run_checkpoint(tracking_uri, run_id, "best.ckpt"))
+    parts = assemble_run(cfg, best)
+    dm = datamodule_for(cfg, parts.data_dir, parts.model, parts.objective)
+    dm.setup()
+    run = read_run(tracking_uri, run_id)
+    recorder = RunRecorder(tracking_uri, run_id)
+    elapsed_s = time.time() - run["start_ms"] / 1000
+    last_epoch = int(run["metrics"].get("epoch", best["epoch"]))
+    fields = {
+        "git_commit": git_commit(),
+        "epochs": last_epoch,
+        "fit_s": round(elapsed_s, 1),
+        "interrupted": f"fit stopped after epoch {last_epoch}",
+    }
+    ctx = RunContext(
+        cfg, parts.data_dir, parts.meta, command, started_at=run["start_time"], t0=t0 - elapsed_s, model_spec=parts.spec
+    )
+    module = RecModule(parts.model, cfg.train, cfg.eval, objective=parts.objective)
+    return evaluate_and_log(ctx, module, dm, best, recorder, fields)

@@ -16,10 +16,10 @@ import yaml
 from recsys.config import from_dict, to_dict
 from recsys.model_io import MODEL_JSON, load_model, model_spec, save_model
 from recsys.models.sasrec import SASRec, SASRecConfig
-from recsys.registry import MODELS, build_model
+from recsys.registry import MODELS, build_model, choose_model
 from recsys.train.callbacks import MODEL_SPEC_KEY
 from recsys.train.experiment import ExperimentConfig, TrainConfig, resolve_bases
-from recsys.train.resume import model_for_checkpoint
+from recsys.train.resume import checkpoint_choice
 
 REPO = Path(__file__).resolve().parents[2]
 N_ITEMS = 30
@@ -75,11 +75,12 @@ def test_a_checkpoint_is_rebuilt_as_trained_after_a_default_changes(monkeypatch:
     # what ModelSpecInCheckpoint stores beside the weights
     checkpoint = {MODEL_SPEC_KEY: model_spec(model, "sasrec", N_ITEMS), "epoch": 3}
     monkeypatch.setattr(SASRec, "Config", LaterSASRecConfig)
-    rebuilt = model_for_checkpoint(cfg, N_ITEMS, checkpoint)
+    current = choose_model(cfg.model.name, cfg.model.params)  # what the experiment resolves to today
+    rebuilt = checkpoint_choice(current, checkpoint, N_ITEMS).build(N_ITEMS)
     rebuilt.load_state_dict(model.state_dict())  # what resuming or finalizing does next
     _assert_same_model(rebuilt, model)
     with pytest.raises(ValueError, match="over 99 items"):  # the data changed under the run
-        model_for_checkpoint(cfg, 99, checkpoint)
+        checkpoint_choice(current, checkpoint, 99)
 
 
 def test_save_model_refuses_params_that_are_not_the_models(tmp_path: Path) -> None:

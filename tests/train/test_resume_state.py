@@ -41,9 +41,9 @@ def _fit(exp: Path, ckpt_dir: Path, resume_from: Path | None = None) -> tuple[St
     trainer, _ = build_trainer(cfg, False, ckpt_dir, model_spec(model, cfg.model.name, n_items))  # type: ignore[arg-type]
     probe = StateProbe()
     trainer.callbacks.append(probe)  # type: ignore[attr-defined]
-    trainer.fit(
-        RecModule(model, cfg.train, cfg.eval), datamodule=datamodule_for(cfg, data_dir, model), ckpt_path=resume_from
-    )
+    module = RecModule(model, cfg.train, cfg.eval)
+    dm = datamodule_for(cfg, data_dir, model, module.objective)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     return probe, trainer
 
 

@@ -192,8 +192,6 @@ def test_non_finite_loss_names_the_step() -> None:
 
 
 def test_finalize_a_stopped_run_from_its_checkpoint(tmp_path: Path, planted_experiment: WriteExperiment) -> None:
-    from recsys.train.run import finalize_from_checkpoint
-
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = load_experiment(planted_experiment(max_epochs=1))
     outcome = train_experiment(cfg, tracking_uri=uri)
@@ -201,7 +199,8 @@ def test_finalize_a_stopped_run_from_its_checkpoint(tmp_path: Path, planted_expe
     model = build_model("sasrec", cfg.model.params, 40)
     ckpt = tmp_path / "best.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "epoch": 0}, ckpt)
-    final = finalize_from_checkpoint(cfg, run_id=outcome.run_id, checkpoint=ckpt, tracking_uri=uri)
+    final = train_experiment(cfg, finalize_run=outcome.run_id, checkpoint=ckpt, tracking_uri=uri)
+    assert final is not None
     assert final.record["interrupted"].startswith("fit stopped after epoch")
     assert final.record["best_epoch"] == 0
     logged = metric_history(uri, outcome.run_id, "test/ndcg@10")["value"].tolist()
