@@ -1,7 +1,7 @@
 """Readers: raw files -> a LazyFrame with the raw columns `user, item, timestamp[, rating], row`.
 
 Readers only parse structure (lines, fields, columns); values stay as they are in the file (text for
-text formats) and are typed and checked by `etl.validate`. A structural problem of a single line
+text formats) and are typed and checked by `polars_etl.validate`. A structural problem of a single line
 (wrong field count) sets `reject_reason`; a structural problem of the whole file (missing, empty,
 wrong delimiter or encoding, missing columns) raises `DataError` with a one-line message naming the
 file, how it was read and what was found (polars' multi-line messages are cut to their first line).

@@ -1,4 +1,4 @@
-"""The ETL on Apache Spark (`engine: spark`): the steps of `recsys.data.etl`, as Spark DataFrame plans.
+"""The ETL on Apache Spark (`engine: spark`): the steps of `recsys.data.polars_etl`, as Spark DataFrame plans.
 
 Same order, reasons and tie rules (`recsys.data.steps`), same processed layout and meta.json; tested for
 identical outputs against the polars engine (tests/data/test_spark_etl.py, bench/etl_spark.py).
@@ -11,7 +11,7 @@ identical outputs against the polars engine (tests/data/test_spark_etl.py, bench
 - Each output table is one parquet file, as the training side reads it: the sort runs in parallel,
   the final write of each file is one task. Files go to a temporary directory beside `output_dir`,
   renamed onto it when complete (Hadoop FileSystem calls, so any path works).
-- The item side tables (movies.dat, attributes JSON) are joined on the driver (`etl._item_table`).
+- The item side tables (movies.dat, attributes JSON) are joined on the driver (`etl_common.item_table`).
 
 pyspark is imported here only (the `spark` extra), so `import recsys` stays light.
 """
@@ -33,14 +33,30 @@ import polars as pl
 from recsys.data import schema as S
 from recsys.data.config import DataConfig, DedupePolicy
 from recsys.data.errors import DataError
+from recsys.data.etl_common import (
+    EtlResult,
+    Rejects,
+    check_k_core_kept,
+    check_rejects,
+    count_rejects,
+    etl_meta,
+    file_checksums,
+    item_table,
+    latest_timestamp,
+    rejected_sample_columns,
+    resolve_path,
+    source_paths,
+)
 from recsys.data.readers import read_interactions, summarize_error
 from recsys.data.steps import (
     CHRONOLOGICAL_ORDER,
     DEDUPE_ORDER,
     FLOAT_TEXT,
-    FUTURE_SLACK_S,
     INTEGER_TEXT,
-    VALUE_REASONS,
+    MISSING_FLAG,
+    RAW_PREFIX,
+    ValueCheck,
+    value_checks,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_RAW_PREFIX = "raw_"
 _STRIP = r"(?U)^\s+|\s+$"  # Unicode whitespace at either end, as polars' strip_chars
 
 
@@ -166,7 +181,7 @@ def _read_parquet(spark: SparkSession, cfg: DataConfig, path: str) -> DataFrame:
 
 
 def validate(df: DataFrame, *, id_type: str = "int", max_timestamp: int | None = None) -> DataFrame:
-    """Type `user, item, timestamp[, rating]` and set `reject_reason` (the rules of `etl.validate`)."""
+    """Type `user, item, timestamp[, rating]` and set `reject_reason` (the rules of `polars_etl.validate`)."""
     from pyspark.sql import functions as F
 
     types = dict(df.dtypes)
@@ -180,27 +195,30 @@ def validate(df: DataFrame, *, id_type: str = "int", max_timestamp: int | None =
     if has_rating:
         typed[S.RATING] = _cast_float(S.RATING, types[S.RATING])
     blank = [_is_blank(c, types[c]) for c in (S.USER, S.ITEM, S.TIMESTAMP)]
-    checks: dict[str, Column | None] = {
-        "missing_value": F.col("_missing"),
-        "bad_user_id": F.col(S.USER).isNull(),
-        "bad_item_id": F.col(S.ITEM).isNull(),
-        "bad_timestamp": F.col(S.TIMESTAMP).isNull(),
-        "negative_timestamp": F.col(S.TIMESTAMP) < 0,
-        "future_timestamp": None if max_timestamp is None else F.col(S.TIMESTAMP) > max_timestamp,
-        "bad_rating": (F.col(S.RATING).isNull() | F.isnan(S.RATING)) if has_rating else None,
-    }
-    if tuple(checks) != VALUE_REASONS:  # the shared order (recsys/data/steps.py), first match wins
-        raise AssertionError(f"spark validate checks {tuple(checks)} != {VALUE_REASONS}")
-    reason = F.coalesce(
-        F.col(S.REJECT), *[F.when(check, F.lit(name)) for name, check in checks.items() if check is not None]
-    )
+    checks = value_checks(has_rating=has_rating, max_timestamp=max_timestamp)
+    # the reader's reason, else the first check that applies (a `when` without `otherwise` is null)
+    reason = F.coalesce(F.col(S.REJECT), *[F.when(_fails(check), F.lit(check.reason)) for check in checks])
     return (
-        df.withColumn("_missing", blank[0] | blank[1] | blank[2])
-        .select("*", *[F.col(c).alias(_RAW_PREFIX + c) for c in text])
+        df.withColumn(MISSING_FLAG, blank[0] | blank[1] | blank[2])
+        .select("*", *[F.col(c).alias(RAW_PREFIX + c) for c in text])
         .withColumns(typed)
         .withColumn(S.REJECT, reason)
-        .drop("_missing")
+        .drop(MISSING_FLAG)
     )
+
+
+def _fails(check: ValueCheck) -> Column:
+    """True where a row fails `check` (a typed column, or the missing-value flag)."""
+    from pyspark.sql import functions as F
+
+    col = F.col(check.column)
+    if check.test == "flag":
+        return col
+    if check.test == "null":
+        return col.isNull()
+    if check.test == "null_or_nan":
+        return col.isNull() | F.isnan(col)
+    return col < check.bound if check.test == "below" else col > check.bound
 
 
 def _stripped(name: str) -> Column:
@@ -282,7 +300,7 @@ def k_core(df: DataFrame, min_user: int, min_item: int, *, rows: int | None = No
         rows: the row count of `df` when known (saves a pass).
 
     Returns the surviving rows (materialised), their count and the number of rounds, counted as
-    `etl.k_core_survivors` counts them."""
+    `polars_etl.k_core_survivors` counts them."""
     from pyspark.sql import functions as F
 
     cur = df
@@ -303,7 +321,7 @@ def k_core(df: DataFrame, min_user: int, min_item: int, *, rows: int | None = No
 
 
 def vocabulary(df: DataFrame, raw: str, idx: str, first: int) -> DataFrame:
-    """Raw ids in sorted order -> dense `idx` from `first` (`etl.user_vocab` / `etl.item_vocab`).
+    """Raw ids in sorted order -> dense `idx` from `first` (`polars_etl.user_vocab` / `polars_etl.item_vocab`).
 
     Range-partitioned sort, then each id's rank inside its partition plus the ids of the partitions
     before it: no step moves all ids to one partition."""
@@ -412,18 +430,14 @@ def _local_path(path: str, base: Path) -> Path | None:
 # ---------------------------------------------------------------- the whole ETL
 
 
-def run_etl_spark(
-    cfg: DataConfig, *, base_dir: Path | None = None, spark: SparkSession | None = None
-) -> tuple[Path, dict[str, Any], float]:
-    """Run the ETL of `cfg` on Spark; returns (output directory, meta.json, wall seconds).
+def run_etl_spark(cfg: DataConfig, *, base_dir: Path | None = None, spark: SparkSession | None = None) -> EtlResult:
+    """Run the whole ETL for `cfg` on Spark and write the processed dataset directory.
 
     Args:
         cfg: the data config (`engine: spark`).
         base_dir: directory relative paths are resolved against (default: the working directory).
         spark: the session to run on (default: `spark_session()`).
     """
-    from recsys.data import etl  # the shared parts: meta.json, item table, checksums
-
     start = time.perf_counter()
     from pyspark.sql import functions as F
 
@@ -437,7 +451,7 @@ def run_etl_spark(
         )
     items_path: Path | None = None
     if local is not None:  # the configured download, when the file is missing, as the polars engine does
-        local, items_path = etl._source_paths(replace(cfg, source=replace(src, path=str(local))), base)
+        local, items_path = source_paths(replace(cfg, source=replace(src, path=str(local))), base)
     elif src.items is not None:
         items_path = _local_path(src.items.path, base)
         if items_path is None:
@@ -447,22 +461,10 @@ def run_etl_spark(
     path = str(local) if local is not None and (driver_reads or not _has_scheme(src.path)) else src.path
 
     # 1. parse + validate, materialised once: rejected rows are counted before anything is filtered
-    max_ts = etl._now_s() + FUTURE_SLACK_S
-    checked = validate(read_log(session, cfg, str(path)), id_type=src.id_type, max_timestamp=max_ts).localCheckpoint()
-    n_raw = checked.count()
-    if n_raw == 0:
-        raise DataError(f"{path}: no rows")
-    bad = checked.filter(F.col(S.REJECT).isNotNull())
-    rejects = {r[S.REJECT]: int(r["count"]) for r in bad.groupBy(S.REJECT).count().orderBy(S.REJECT).collect()}
-    n_rejected = sum(rejects.values())
-    sample = _rejected_sample(bad, cfg.reject_sample_size) if n_rejected else None
-    frac = n_rejected / n_raw
-    if frac > cfg.max_reject_fraction:
-        first = sample.row(0, named=True) if sample is not None and sample.height else None
-        raise DataError(
-            f"{path}: {n_rejected} of {n_raw} rows rejected ({frac:.2%} > max_reject_fraction "
-            f"{cfg.max_reject_fraction:.2%}); by reason: {rejects}; first: {first}"
-        )
+    log_df = read_log(session, cfg, str(path))
+    checked = validate(log_df, id_type=src.id_type, max_timestamp=latest_timestamp()).localCheckpoint()
+    rejects = _rejects(checked, cfg.reject_sample_size)
+    check_rejects(rejects, cfg.max_reject_fraction, path)
     keep = [c for c in (S.USER, S.ITEM, S.TIMESTAMP, S.RATING, S.ROW) if c in checked.columns]
     good = checked.filter(F.col(S.REJECT).isNull()).select(keep)
 
@@ -472,12 +474,7 @@ def run_etl_spark(
     deduped = dedupe(rated, cfg.dedupe).localCheckpoint()
     n_deduped = deduped.count()
     kept, n_kept, rounds = k_core(deduped, cfg.min_user_interactions, cfg.min_item_interactions, rows=n_deduped)
-    if n_kept == 0:
-        raise DataError(
-            f"{path}: nothing left after the k-core filter (min_user_interactions="
-            f"{cfg.min_user_interactions}, min_item_interactions={cfg.min_item_interactions}; "
-            f"{n_deduped} rows in)"
-        )
+    check_k_core_kept(cfg, n_kept, n_deduped, path)
 
     # 3. dense ids -> chronological order -> sequences
     users = vocabulary(kept, S.USER, S.USER_IDX, S.FIRST_USER_IDX)
@@ -491,27 +488,22 @@ def run_etl_spark(
     # items.parquet: the kept item ids (small beside the log) joined with side tables on the driver
     item_ids = pl.from_arrow(items.orderBy(S.ITEM_IDX).toArrow())
     assert isinstance(item_ids, pl.DataFrame)
-    attributes_path = etl._resolve(src.item_attributes, base) if src.item_attributes else None
-    item_table, item_features = etl._item_table(item_ids, cfg, items_path, attributes_path)
+    attributes_path = resolve_path(src.item_attributes, base) if src.item_attributes else None
+    items_out, item_features = item_table(item_ids, cfg, items_path, attributes_path)
     user_table = users.select(S.USER_IDX, F.col(S.USER).cast("string").alias(S.RAW_ID)).orderBy(S.USER_IDX)
-    meta = etl.etl_meta(
+    meta = etl_meta(
         cfg,
         n_users=n_users,
         n_items=n_items,
-        rows={
-            "read": n_raw,
-            "rejected": n_rejected,
-            "after_validation": n_raw - n_rejected,
-            "after_min_rating": n_rated,
-            "after_dedupe": n_deduped,
-            "after_k_core": n_kept,
-        },
         rejects=rejects,
+        n_after_min_rating=n_rated,
+        n_after_dedupe=n_deduped,
+        n_after_k_core=n_kept,
         k_core_rounds=rounds,
         source_files={
-            "files": [{"path": src.path}] if local is None else etl._checksums(local),
-            "items_files": etl._checksums(items_path) if items_path is not None else [],
-            "attributes_files": etl._checksums(attributes_path) if attributes_path is not None else [],
+            "files": [{"path": src.path}] if local is None else file_checksums(local),
+            "items_files": file_checksums(items_path) if items_path is not None else [],
+            "attributes_files": file_checksums(attributes_path) if attributes_path is not None else [],
         },
         item_features=item_features,
     )
@@ -523,33 +515,31 @@ def run_etl_spark(
         tables={
             S.INTERACTIONS_FILE: interactions.drop(S.ROW),
             S.SEQUENCES_FILE: sequences,
-            S.ITEMS_FILE: session.createDataFrame(item_table.to_arrow(compat_level=pl.CompatLevel.oldest())),
+            S.ITEMS_FILE: session.createDataFrame(items_out.to_arrow(compat_level=pl.CompatLevel.oldest())),
             S.USERS_FILE: user_table,
         },
         meta=meta,
-        rejected_sample=sample,
+        rejected_sample=rejects.sample,
     )
     wall = time.perf_counter() - start
     log.info("processed %s on Spark: %d users, %d items, %d rows in %.2fs", cfg.name, n_users, n_items, n_kept, wall)
-    return (local_out if local_out is not None else Path(out_dir)), meta, wall
+    return EtlResult(output_dir=local_out if local_out is not None else Path(out_dir), meta=meta, wall_s=wall)
 
 
-def _rejected_sample(bad: DataFrame, n: int) -> pl.DataFrame | None:
-    """The first `n` rejected rows by input order, raw values as text (`etl._rejected_sample`)."""
-    if n == 0:
-        return None
+def _rejects(checked: DataFrame, sample_size: int) -> Rejects:
+    """The rejected rows of the validated log: counts by reason and the first `sample_size` by input order."""
     from pyspark.sql import functions as F
 
-    rows = bad.orderBy(S.ROW).limit(n)
-    out = [F.col(S.ROW), F.col(S.REJECT)]
-    for c in (S.USER, S.ITEM, S.TIMESTAMP, S.RATING):
-        if _RAW_PREFIX + c in rows.columns:
-            out.append(F.col(_RAW_PREFIX + c).alias(c))
-        elif c in rows.columns:
-            out.append(F.col(c).cast("string").alias(c))
-    got = pl.from_arrow(rows.select(out).toArrow())
-    assert isinstance(got, pl.DataFrame)
-    return got
+    bad = checked.filter(F.col(S.REJECT).isNotNull())
+    counts = [(r[S.REJECT], r["count"]) for r in bad.groupBy(S.REJECT).count().collect()]
+    sample: pl.DataFrame | None = None
+    if counts and sample_size:
+        values = [F.col(src).cast("string").alias(name) for src, name in rejected_sample_columns(bad.columns)]
+        rows = bad.orderBy(S.ROW).limit(sample_size).select(F.col(S.ROW), F.col(S.REJECT), *values)
+        got = pl.from_arrow(rows.toArrow())
+        assert isinstance(got, pl.DataFrame)
+        sample = got
+    return count_rejects(checked.count(), counts, sample)
 
 
 def _write_processed(

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from recsys.data import schema as S
-from recsys.data.etl import (
+from recsys.data.polars_etl import (
     assign_dense_ids,
     build_sequences,
     dedupe,
@@ -18,6 +18,7 @@ from recsys.data.etl import (
     user_vocab,
     validate,
 )
+from recsys.data.steps import VALUE_REASONS, value_checks
 
 
 def _log(rows: list[tuple[object, object, object]]) -> pl.LazyFrame:
@@ -54,6 +55,20 @@ def test_validate_flags_each_bad_row_kind() -> None:
     ]
     assert out.schema[S.USER] == pl.Int64 and out.schema[S.TIMESTAMP] == pl.Int64
     assert out["raw_" + S.USER][1] == "x"  # raw text kept for the rejected sample
+
+
+def test_value_checks_keep_the_shared_order_and_drop_what_does_not_apply() -> None:
+    assert tuple(c.reason for c in value_checks(has_rating=True, max_timestamp=10)) == VALUE_REASONS
+    assert [c.reason for c in value_checks(has_rating=False, max_timestamp=None)] == list(VALUE_REASONS[:5])
+    (future,) = [c for c in value_checks(has_rating=False, max_timestamp=10) if c.reason == "future_timestamp"]
+    assert (future.test, future.bound) == ("above", 10)
+
+
+def test_validate_future_timestamp_only_with_a_bound() -> None:
+    lf = _log([(1, 1, 5), (1, 2, 50)]).with_columns(pl.lit(None, pl.String).alias(S.REJECT))
+    assert validate(lf, max_timestamp=10).collect()[S.REJECT].to_list() == [None, "future_timestamp"]
+    assert validate(lf, max_timestamp=50).collect()[S.REJECT].to_list() == [None, None]
+    assert validate(lf).collect()[S.REJECT].to_list() == [None, None]
 
 
 def test_validate_string_ids_and_datetimes() -> None:

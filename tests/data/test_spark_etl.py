@@ -19,6 +19,7 @@ import pytest
 
 from recsys.data import schema as S
 from recsys.data.config import ColumnMapping, DataConfig, SourceConfig
+from recsys.data.errors import DataError
 from recsys.data.etl import run_etl
 from recsys.data.processed import diff_processed, load_processed
 from recsys.data.steps import VALUE_REASONS
@@ -160,6 +161,22 @@ def test_spark_and_polars_write_the_same_dataset(
     assert sorted(p.name for p in (tmp_path / "spark").iterdir()) == sorted(
         p.name for p in (tmp_path / "polars").iterdir()
     )
+
+
+@needs_java
+def test_spark_and_polars_refuse_too_many_rejects_with_one_message(
+    spark: SparkSession, logs: dict[str, SourceConfig], tmp_path: Path
+) -> None:
+    """The max_reject_fraction rule is written once: both engines stop on the same log with the same words."""
+    messages = []
+    for engine in ("polars", "spark"):
+        cfg = _config(logs["movielens"], tmp_path / engine, engine=engine, max_reject_fraction=0.01)
+        with pytest.raises(DataError, match="max_reject_fraction 1.00%") as err:
+            run_etl(cfg, spark=spark)
+        messages.append(str(err.value))
+        assert not (tmp_path / engine).exists()
+    assert messages[0] == messages[1]
+    assert "'malformed_line': 1" in messages[0] and "first: {'row': " in messages[0], messages[0]
 
 
 def test_diff_processed_finds_a_changed_sequence(tmp_path: Path, logs: dict[str, SourceConfig]) -> None:
