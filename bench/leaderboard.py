@@ -47,6 +47,7 @@ class Entry:
     fit_note: str  # what the fit time covers when it is not the model's training
     machine: str
     n_items: int | None
+    note: str = ""  # said under the table
 
 
 def on_protocol(record: Mapping[str, Any]) -> bool:
@@ -64,24 +65,27 @@ def entry(record: Mapping[str, Any]) -> Entry | None:
     if not on_protocol(record):
         return None
     metrics, family = record.get("metrics") or {}, record.get("model")
-    fit_s, note = record.get("fit_s"), ""
-    if family is None:  # a two-stage record: metrics `<stage 1>+<ranker>/test/...`
+    fit_s, fit_note, note = record.get("fit_s"), "", ""
+    if family is None:  # a two-stage record: metrics `<stage 1>+<ranker>/test/...`, stage 1's alone beside them
         stages = [k.split("/", 1)[0] for k in metrics if "+" in k.split("/", 1)[0]]
         family = stages[0] if stages else None
+        stage1 = metrics.get(f"{str(family).split('+')[0]}/{TEST}")
+        note = f"stage 1 alone (a SASRec run of its own): test NDCG@10 {stage1:.4f}; see docs/dare.md" if stage1 else ""
         metrics = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{family}/")}
-        fit_s, note = (record.get("ranker") or {}).get("fit_s"), "ranker only"
+        fit_s, fit_note = (record.get("ranker") or {}).get("fit_s"), "ranker only"
     if family not in FAMILIES or TEST not in metrics or "test/hr@10" not in metrics:
         return None
     if fit_s is None and record.get("wall_s") is not None:
-        fit_s, note = record["wall_s"], "whole run"
+        fit_s, fit_note = record["wall_s"], "whole run"
     return Entry(
         family=str(family),
         group=SEED_SUFFIX.sub("", str(record["_file"]).removesuffix(".json")),
         metrics={k: float(v) for k, v in metrics.items() if k in (TEST, VAL, "test/hr@10")},
         fit_s=fit_s,
-        fit_note=note,
+        fit_note=fit_note,
         machine=machine_name(record),
         n_items=(record.get("protocol") or {}).get("n_items"),
+        note=note,
     )
 
 
@@ -125,6 +129,7 @@ def render_leaderboard(entries: list[Entry]) -> str:
         "| model | records | n | test NDCG@10 | test HR@10 | fit / run |",
         "|---|---|---|---|---|---|",
     ]
+    notes: list[str] = []
     for family, label in FAMILIES.items():
         group = best.get(family)
         if group is None:
@@ -133,12 +138,15 @@ def render_leaderboard(entries: list[Entry]) -> str:
         fits = [e.fit_s for e in group if e.fit_s is not None]
         fit = format_seconds(summarize(fits)["mean"] if fits else None)
         note = f" ({group[0].fit_note})" if fits and group[0].fit_note else ""
+        if group[0].note:
+            notes.append(group[0].note)
+            label += f" [{len(notes)}]"
         cells = [label, f"`{group[0].group}`", str(len(group))]
         cells += [mean_sd([e.metrics[m] for e in group]) for m in (TEST, "test/hr@10")]
         lines.append("| " + " | ".join([*cells, fit + note]) + " |")
     machines = sorted({e.machine for g in best.values() for e in g})
+    lines += ["", *(f"- [{i}] {note}" for i, note in enumerate(notes, 1))]
     lines += [
-        "",
         "- one row per family: its records (`<records>[_seed<N>].json` under `bench/results/`, one per seed) "
         "with the best mean validation NDCG@10; mean ± sample sd over the n seeds run",
         f"- fit / run: mean training time of one run, on {'; '.join(machines) or '—'}; *whole run*: no fit time "

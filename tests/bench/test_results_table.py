@@ -211,11 +211,17 @@ def test_leaderboard_picks_each_familys_best_validation_group_and_lists_every_fa
         },
     ]
     table = lb.render_leaderboard([e for r in records if (e := lb.entry(r)) is not None])
-    rows = {line.split(" | ")[0].removeprefix("| "): line for line in table.splitlines() if line.startswith("| ")}
+    rows = {
+        line.split(" | ")[0].removeprefix("| ").split(" [")[0]: line
+        for line in table.splitlines()
+        if line.startswith("| ")
+    }
     assert set(lb.FAMILIES.values()) <= set(rows)
     assert rows["SASRec"] == "| SASRec | `experiments/sasrec_a` | 2 | 0.1100 ± 0.0141 | 0.2200 ± 0.0283 | 60 s |"
     assert rows["popularity"].endswith("| 1 | 0.0100 | 0.0200 | < 1 s (whole run) |")
-    assert "| `dare_two_stage` | 1 | 0.0300 | 0.0700 | 10.0 min (ranker only) |" in rows[lb.FAMILIES["sasrec+dare"]]
+    two_stage = rows[lb.FAMILIES["sasrec+dare"]]
+    assert two_stage.endswith(" [1] | `dare_two_stage` | 1 | 0.0300 | 0.0700 | 10.0 min (ranker only) |")
+    assert "- [1] stage 1 alone (a SASRec run of its own): test NDCG@10 0.0600" in table
     assert rows["BERT4Rec"] == "| BERT4Rec | no record yet | | | | |"
     assert "leave-one-out, full ranking over the catalog, history items masked" in table
 
@@ -223,8 +229,9 @@ def test_leaderboard_picks_each_familys_best_validation_group_and_lists_every_fa
 def test_the_repository_leaderboard_has_a_row_for_every_family_and_records_for_the_known_ones() -> None:
     table = lb.render_leaderboard(lb.leaderboard_entries(REPO_ROOT / rt.RESULTS_DIR))
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| model ")]
-    assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == list(lb.FAMILIES.values())
-    with_records = {row.split(" | ")[0].removeprefix("| ") for row in rows if "no record yet" not in row}
+    labels = [row.split(" | ")[0].removeprefix("| ").split(" [")[0] for row in rows]
+    assert labels == list(lb.FAMILIES.values())
+    with_records = {label for label, row in zip(labels, rows, strict=True) if "no record yet" not in row}
     assert {"popularity", "SASRec", "Recformer", lb.FAMILIES["llm_rec"], lb.FAMILIES["sasrec+dare"]} <= with_records
 
 
