@@ -12,7 +12,6 @@ inputs are polars frames and arrays, RNGs are passed in.
 from __future__ import annotations
 
 import math
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,10 +21,7 @@ import polars as pl
 from recsys.data import schema as S
 from recsys.data.split import TARGET
 from recsys.eval.per_user import RANK, TOPK, TRAIN_COUNT
-
-# Overrides that do not change what a run learns (how it is run, or which seed): a run whose
-# command has only these is "at defaults" (bench/results_table.py keeps the same list for records).
-QUIET_OVERRIDES = ("train.seed", "train.progress_bar", "train.num_threads", "train.max_minutes", "tracking.")
+from recsys.tracking.overrides import behavioural_overrides
 
 
 def ndcg_per_user(ranks: np.ndarray, k: int) -> np.ndarray:
@@ -37,13 +33,6 @@ def ndcg_per_user(ranks: np.ndarray, k: int) -> np.ndarray:
 def hit_per_user(ranks: np.ndarray, k: int) -> np.ndarray:
     """1.0 where the target is within the top k, else 0.0."""
     return (np.asarray(ranks) <= k).astype(np.float64)
-
-
-def behavioural_overrides(command: str) -> list[str]:
-    """The `key=value` overrides of a `python -m pipelines.train ...` command that change what a run learns."""
-    tokens = shlex.split(command) if command else []
-    overrides = [t for t in tokens if "=" in t and not t.startswith("-")]
-    return [o for o in overrides if not o.split("=", 1)[0].startswith(QUIET_OVERRIDES)]
 
 
 def run_overview(runs: pl.DataFrame) -> pl.DataFrame:

@@ -1,4 +1,5 @@
-"""bench/results_table.py: formatting, override filtering, config rebuilding from git, grouping, the check."""
+"""bench/results_table.py and its table modules: formatting, configs read from records, grouping, the
+ML-1M half leaderboard, the check, and that none of it needs git."""
 
 from __future__ import annotations
 
@@ -24,12 +25,8 @@ def _load_script() -> Any:
 
 
 rt = _load_script()
-
-COMMAND = (
-    "python -m pipelines.train --config configs/experiment/toy.yaml model.params.dropout=0.3 train.seed=43 "
-    "train.progress_bar=false train.num_threads=1 train.max_minutes=70 tracking.experiment=beauty "
-    "--finalize-run abc123 --results-json bench/results/experiments/toy.json"
-)
+import leaderboard as lb  # noqa: E402  (bench/, put on the path by results_table)
+import run_tables as tables  # noqa: E402
 
 
 def _record(name: str, seed: int, val: float, test: float, **extra: Any) -> dict[str, Any]:
@@ -53,14 +50,9 @@ def _record(name: str, seed: int, val: float, test: float, **extra: Any) -> dict
 
 
 def _run(record: dict[str, Any], config: dict[str, Any] | None, today: dict[str, Any]) -> Any:
-    _, overrides = rt.parse_command(record["command"])
-    return rt.Run(
-        record=record,
-        experiment="configs/experiment/toy.yaml",
-        overrides=rt.behavioural_overrides(overrides),
-        config=rt.Rebuilt(config),
-        today=rt.Rebuilt(today),
-    )
+    overrides = tables.behavioural_overrides(record["command"], keep_seed=True)
+    experiment = "configs/experiment/toy.yaml"
+    return tables.Run(record, experiment, overrides, tables.Config(config), tables.Config(today))
 
 
 def test_mean_sd_is_the_sample_sd_with_n_and_one_value_has_no_sd() -> None:
@@ -68,23 +60,18 @@ def test_mean_sd_is_the_sample_sd_with_n_and_one_value_has_no_sd() -> None:
     assert rt.format_mean_sd([0.0455, 0.0456, 0.0460]) == "0.0457 ± 0.0003 (median 0.0456, n=3)"
     assert rt.format_mean_sd([0.04561]) == "0.0456 (n=1)"
     assert rt.format_mean_sd([]) == "—"
-
-
-def test_command_parsing_keeps_behavioural_overrides_and_the_seed() -> None:
-    config, overrides = rt.parse_command(COMMAND)
-    assert config == "configs/experiment/toy.yaml"
-    assert rt.behavioural_overrides(overrides) == ["model.params.dropout=0.3", "train.seed=43"]
+    assert lb.mean_sd([0.0455, 0.0456, 0.0460]) == "0.0457 ± 0.0003" and lb.mean_sd([0.04561]) == "0.0456"
 
 
 def test_end_note_and_epoch_time() -> None:
-    assert rt.end_note({"stopped_by": "early_stopping"}) == "early stopping"
-    assert rt.end_note({"stopped_by": "time_limit", "resumed_after_epoch": 43}) == "time limit; resumed after epoch 43"
-    assert rt.end_note({"interrupted": "fit stopped after epoch 13", "stopped_by": None}) == "stopped by hand"
-    assert rt.end_note({}) == "not recorded"
-    assert rt.epoch_seconds({"fit_s": 100.0, "wall_s": 130.0, "epochs": 4}) == 25.0
-    assert rt.epoch_seconds({"wall_s": 120.0, "epochs": 4}) == 30.0
-    assert rt.format_seconds(25.0) == "25 s"
-    assert rt.format_seconds(150.0) == "2.5 min"
+    assert tables.end_note({"stopped_by": "early_stopping"}) == "early stopping"
+    note = tables.end_note({"stopped_by": "time_limit", "resumed_after_epoch": 43})
+    assert note == "time limit; resumed after epoch 43"
+    assert tables.end_note({"interrupted": "fit stopped after epoch 13", "stopped_by": None}) == "stopped by hand"
+    assert tables.end_note({}) == "not recorded"
+    assert tables.epoch_seconds({"fit_s": 100.0, "wall_s": 130.0, "epochs": 4}) == 25.0
+    assert tables.epoch_seconds({"wall_s": 120.0, "epochs": 4}) == 30.0
+    assert [tables.format_seconds(s) for s in (0.4, 25.0, 150.0)] == ["< 1 s", "25 s", "2.5 min"]
 
 
 def test_summary_shows_runs_at_defaults_over_seeds() -> None:
@@ -95,18 +82,15 @@ def test_summary_shows_runs_at_defaults_over_seeds() -> None:
         _run(_record("c", 44, 0.069, 0.0460), today, today),
         _run(_record("d", 42, 0.090, 0.0600), {"model.params.dropout": 0.3}, today),  # better, not default
     ]
-    summary = rt.render_summary(runs)
-    row = next(line for line in summary.splitlines() if line.startswith("| sasrec"))
-    assert "| yes |" in row
-    assert "0.0457 ± 0.0003 (median 0.0456, n=3)" in row
-    assert "0.0914 ± 0.0005 (median 0.0912, n=3)" in row  # HR@10 = 2 x NDCG@10 in these records
-    assert "10 s" in row  # 100 s of fit over 10 epochs
+    row = next(line for line in rt.render_summary(runs).splitlines() if line.startswith("| sasrec"))
+    assert "| yes | 3 | 0.0457 ± 0.0003 |" in row
+    assert "| 0.0914 ± 0.0005 |" in row  # HR@10 = 2 x NDCG@10 in these records
+    assert row.endswith("| 10 s |")  # 100 s of fit over 10 epochs
 
 
 def test_summary_falls_back_to_the_best_validation_group_and_says_so() -> None:
     today = {"model.params.dropout": 0.5}
-    worse = {"model.params.dropout": 0.3}
-    better = {"model.params.dropout": 0.2}
+    worse, better = {"model.params.dropout": 0.3}, {"model.params.dropout": 0.2}
     runs = [
         _run(_record("a", 42, 0.060, 0.040), worse, today),
         _run(_record("b", 42, 0.070, 0.050), better, today),
@@ -114,9 +98,14 @@ def test_summary_falls_back_to_the_best_validation_group_and_says_so() -> None:
     ]
     summary = rt.render_summary(runs)
     row = next(line for line in summary.splitlines() if line.startswith("| sasrec"))
-    assert "| no [1] |" in row
-    assert "0.0510 ± 0.0014 (median 0.0510, n=2)" in row
-    assert "[1] `toy`: not at current defaults: `model.params.dropout=0.2`" in summary
+    assert "| no [1] | 2 | 0.0510 ± 0.0014 |" in row
+    assert "[1] `toy`: not at today's defaults: `model.params.dropout=0.2`" in summary
+
+
+def test_ml1m_records_go_to_the_leaderboard_not_to_a_table_of_their_own() -> None:
+    today = {"model.params.dropout": 0.5}
+    summary = rt.render_summary([_run(_record("m", 0, 0.1, 0.1, dataset="ml-1m"), today, today)])
+    assert "| sasrec" not in summary
 
 
 def test_ledger_groups_by_model_then_dataset_and_marks_runs_at_defaults() -> None:
@@ -136,21 +125,8 @@ def test_ledger_groups_by_model_then_dataset_and_marks_runs_at_defaults() -> Non
     ]
     assert "`model.params.dropout=0.3` |" in ledger
     assert "| at defaults |" in ledger
+    assert "| `train.seed=42` |" in ledger  # the ledger keeps each run's seed
     assert "stopped by hand" in ledger
-
-
-def _git(repo: Path, *args: str) -> str:
-    base = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
-    return subprocess.run([*base, *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def _write(repo: Path, files: dict[str, str]) -> str:
-    for path, text in files.items():
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
-        (repo / path).write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "step")
-    return _git(repo, "rev-parse", "HEAD")
 
 
 EXPERIMENT = """name: toy
@@ -164,118 +140,140 @@ train:
 
 @pytest.fixture
 def toy_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q")
-    return repo
+    """A directory (not a git repository) with one experiment config whose model YAML sets dropout 0.3."""
+    files = {
+        "configs/experiment/toy.yaml": EXPERIMENT,
+        "configs/model/sasrec.yaml": "name: sasrec\nparams:\n  dropout: 0.3\n",
+        "configs/train/default.yaml": "lr: 0.001\n",
+    }
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    return tmp_path
 
 
-def test_record_config_is_rebuilt_at_its_commit_with_the_defaults_of_that_time(toy_repo: Path) -> None:
-    # commit 1: the model YAML leaves `hidden` to the dataclass, whose default was then 32, and the
-    # dataclass has no `norm` yet; commit 2 introduces `norm` with the default "post"
-    old = _write(
-        toy_repo,
-        {
-            "configs/experiment/toy.yaml": EXPERIMENT,
-            "configs/model/sasrec.yaml": "name: sasrec\nparams:\n  dropout: 0.5\n",
-            "configs/train/default.yaml": "lr: 0.001\nnum_threads: 2\n",
-            "recsys/models/sasrec.py": "class SASRecConfig:\n    hidden: int = 32\n",
-        },
-    )
-    _write(toy_repo, {"recsys/models/sasrec.py": 'class SASRecConfig:\n    hidden: int = 32\n    norm: str = "post"\n'})
-    # today: hidden, dropout and norm restated as today's dataclass has them
-    _write(
-        toy_repo,
-        {"configs/model/sasrec.yaml": "name: sasrec\nparams:\n  hidden: 64\n  dropout: 0.3\n  norm: pre\n"},
-    )
-    defaults = rt.Defaults(toy_repo)
-    command = "python -m pipelines.train --config configs/experiment/toy.yaml model.params.dropout=0.3 train.seed=7"
-    record = {"_file": "r.json", "command": command + " train.num_threads=1", "git_commit": old}
-    rebuilt = defaults.record_config(record)
-    today = defaults.today("configs/experiment/toy.yaml")
-    assert rebuilt.config is not None and today.config is not None
-    assert rt.config_diff(rebuilt.config, today.config) == ["model.params.hidden=32", "model.params.norm=post"]
-
-    # the same settings written down explicitly are at today's defaults (seed and threads aside)
-    explicit = command + " model.params.hidden=64 model.params.norm=pre"
-    assert defaults.record_config({"command": explicit, "git_commit": old}).config == today.config
-
-
-def test_unknown_commits_and_removed_keys_are_not_at_defaults(toy_repo: Path) -> None:
-    old = _write(
-        toy_repo,
-        {
-            "configs/experiment/toy.yaml": EXPERIMENT,
-            "configs/model/sasrec.yaml": "name: sasrec\nparams:\n  gone_key: 1\n",
-            "configs/train/default.yaml": "lr: 0.001\n",
-        },
-    )
-    _write(toy_repo, {"configs/model/sasrec.yaml": "name: sasrec\nparams: {}\n"})
-    defaults = rt.Defaults(toy_repo)
-    command = "python -m pipelines.train --config configs/experiment/toy.yaml"
-    removed = defaults.record_config({"command": command, "git_commit": old})
-    assert removed.config is None and "gone_key" in removed.reason
-    unknown = defaults.record_config({"command": command, "git_commit": "f" * 40})
-    assert unknown.config is None and "not in commit" in unknown.reason
-
-
-def test_a_recorded_config_is_preferred_over_git(toy_repo: Path) -> None:
-    _write(
-        toy_repo,
-        {
-            "configs/experiment/toy.yaml": EXPERIMENT,
-            "configs/model/sasrec.yaml": "name: sasrec\nparams: {}\n",
-            "configs/train/default.yaml": "lr: 0.001\n",
-        },
-    )
-    defaults = rt.Defaults(toy_repo)
-    config = {
+def _config(**params: Any) -> dict[str, Any]:
+    """A resolved experiment config as a record carries it."""
+    return {
         "name": "toy",
         "data": "configs/data/toy.yaml",
-        "model": {"name": "sasrec", "params": {"dropout": 0.1}},
-        "train": {"lr": 0.001, "seed": 3},
+        "model": {"name": "sasrec", "params": {"dropout": 0.3, **params}},
+        "train": {"lr": 0.001, "seed": 3, "num_threads": 1},
         "tracking": {"experiment": "x"},
     }
-    record = {"command": "python -m pipelines.train --config configs/experiment/toy.yaml", "config": config}
-    rebuilt = defaults.record_config(record | {"git_commit": "f" * 40})  # the commit is not needed
-    today = defaults.today("configs/experiment/toy.yaml")
-    assert rebuilt.config is not None and today.config is not None
-    assert rt.config_diff(rebuilt.config, today.config) == ["model.params.dropout=0.1"]
+
+
+def test_a_record_is_compared_with_today_through_its_own_config(toy_repo: Path) -> None:
+    today = tables.today_config(toy_repo, "configs/experiment/toy.yaml")
+    same = tables.record_config({"config": _config()})  # seed and threads differ: not compared
+    other = tables.record_config({"config": _config(hidden=32)})
+    assert today.flat is not None and same.flat == today.flat
+    assert other.flat is not None and tables.config_diff(other.flat, today.flat) == ["model.params.hidden=32"]
+
+    missing = tables.record_config({"_file": "r.json"})
+    assert missing.flat is None and "no config" in missing.reason
+    removed = tables.record_config({"_file": "r.json", "config": _config(gone_key=1)})
+    assert removed.flat is None and "gone_key" in removed.reason
+
+
+def _ml1m(file: str, model: str | None, val: float, test: float, **extra: Any) -> dict[str, Any]:
+    protocol = {"split": "leave_one_out", "full_ranking": True, "exclude_seen": True, "n_users": 2999, "n_items": 3266}
+    metrics = {"val/ndcg@10": val, "test/ndcg@10": test, "test/hr@10": 2 * test}
+    record = {"_file": file, "dataset": "ml-1m", "model": model, "protocol": protocol, "metrics": metrics}
+    return record | {"fit_s": 60.0, "machine": {"cpu": "CPU", "cores": 2}} | extra
+
+
+def test_leaderboard_keeps_only_the_ml1m_half_protocol() -> None:
+    assert lb.entry(_ml1m("experiments/s.json", "sasrec", 0.2, 0.1)) is not None
+    cold = _ml1m("c.json", "sasrec", 0.2, 0.1)
+    cold["protocol"] = cold["protocol"] | {"cold_item_share": 0.1}
+    full = _ml1m("f.json", "sasrec", 0.2, 0.1)
+    full["protocol"] = full["protocol"] | {"n_users": 6040}
+    unmasked = _ml1m("u.json", "sasrec", 0.2, 0.1)
+    unmasked["protocol"] = unmasked["protocol"] | {"exclude_seen": False}
+    other = _ml1m("b.json", "sasrec", 0.2, 0.1, dataset="beauty")
+    assert [lb.entry(r) for r in (cold, full, unmasked, other)] == [None] * 4
+
+
+def test_leaderboard_picks_each_familys_best_validation_group_and_lists_every_family() -> None:
+    records = [
+        _ml1m("experiments/sasrec_a_seed0.json", "sasrec", 0.20, 0.10),
+        _ml1m("experiments/sasrec_a_seed1.json", "sasrec", 0.22, 0.12),
+        _ml1m("experiments/sasrec_b_seed0.json", "sasrec", 0.19, 0.30),  # better test, worse validation
+        _ml1m("experiments/pop_seed0.json", "pop", 0.01, 0.01, fit_s=None, wall_s=0.5),
+        {  # a two-stage record: no model, its metrics prefixed by the stages
+            "_file": "dare_two_stage.json",
+            "dataset": "ml-1m-half",
+            "protocol": {"split": "leave_one_out", "full_ranking": True, "exclude_seen": True, "users": 2999},
+            "metrics": {"sasrec/test/ndcg@10": 0.06, "sasrec+dare/test/ndcg@10": 0.03, "sasrec+dare/test/hr@10": 0.07},
+            "ranker": {"fit_s": 600.0},
+            "machine": {"cpu": "CPU", "cores": 2},
+        },
+    ]
+    table = lb.render_leaderboard([e for r in records if (e := lb.entry(r)) is not None])
+    rows = {
+        line.split(" | ")[0].removeprefix("| ").split(" [")[0]: line
+        for line in table.splitlines()
+        if line.startswith("| ")
+    }
+    assert set(lb.FAMILIES.values()) <= set(rows)
+    assert rows["SASRec"] == "| SASRec | `experiments/sasrec_a` | 2 | 0.1100 ± 0.0141 | 0.2200 ± 0.0283 | 60 s |"
+    assert rows["popularity"].endswith("| 1 | 0.0100 | 0.0200 | < 1 s (whole run) |")
+    two_stage = rows[lb.FAMILIES["sasrec+dare"]]
+    assert two_stage.endswith(" [1] | `dare_two_stage` | 1 | 0.0300 | 0.0700 | 10.0 min (ranker only) |")
+    assert "- [1] stage 1 alone (a SASRec run of its own): test NDCG@10 0.0600" in table
+    assert rows["BERT4Rec"] == "| BERT4Rec | no record yet | | | | |"
+    assert "leave-one-out, full ranking over the catalog, history items masked" in table
+
+
+def test_the_repository_leaderboard_has_a_row_for_every_family_and_records_for_the_known_ones() -> None:
+    table = lb.render_leaderboard(lb.leaderboard_entries(REPO_ROOT / rt.RESULTS_DIR))
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| model ")]
+    labels = [row.split(" | ")[0].removeprefix("| ").split(" [")[0] for row in rows]
+    assert labels == list(lb.FAMILIES.values())
+    with_records = {label for label, row in zip(labels, rows, strict=True) if "no record yet" not in row}
+    assert {"popularity", "SASRec", "Recformer", lb.FAMILIES["llm_rec"], lb.FAMILIES["sasrec+dare"]} <= with_records
+
+
+def _write_records(root: Path, records: list[dict[str, Any]]) -> Path:
+    results = root / "bench/results"
+    for record in records:
+        path = results / record.pop("_file")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+    return results
 
 
 def test_generate_writes_both_files_and_the_check_names_the_stale_one(toy_repo: Path) -> None:
-    commit = _write(
-        toy_repo,
-        {
-            "configs/experiment/toy.yaml": EXPERIMENT,
-            "configs/model/sasrec.yaml": "name: sasrec\nparams: {}\n",
-            "configs/train/default.yaml": "lr: 0.001\n",
-        },
-    )
-    records = toy_repo / "records"
-    records.mkdir()
-    for seed in (42, 43):
-        record = _record(f"toy_{seed}", seed, 0.07, 0.05) | {"git_commit": commit}
-        del record["_file"]
-        (records / f"toy_{seed}.json").write_text(json.dumps(record))
+    records = [_record(f"experiments/toy_{s}", s, 0.07, 0.05, config=_config()) for s in (42, 43)]
+    records.append(_ml1m("experiments/llm_rec/x_seed0.json", "llm_rec", 0.2, 0.1))
+    results = _write_records(toy_repo, records)
     readme, ledger = toy_repo / "README.md", toy_repo / "EXPERIMENTS.md"
     readme.write_text(f"# toy\n\n{rt.START}\nold table\n{rt.END}\n\nafter\n")
-    outputs = rt.generate(toy_repo, records, readme, ledger)
+    outputs = rt.generate(toy_repo, results, readme, ledger)
     assert rt.stale_files(outputs) == [readme, ledger]
     for path, text in outputs.items():
         path.write_text(text)
-    assert rt.stale_files(rt.generate(toy_repo, records, readme, ledger)) == []
-    assert "0.0500 ± 0.0000 (median 0.0500, n=2)" in readme.read_text() and readme.read_text().endswith("\n\nafter\n")
+    assert rt.stale_files(rt.generate(toy_repo, results, readme, ledger)) == []
+    text = readme.read_text()
+    assert "| sasrec | `toy` | sdpa | yes | 2 | 0.0500 ± 0.0000 |" in text and text.endswith("\n\nafter\n")
+    assert "| `experiments/llm_rec/x` | 1 | 0.1000 |" in text
     assert "toy_42.json" in ledger.read_text()
 
     ledger.write_text(ledger.read_text() + "edited by hand\n")
-    assert rt.stale_files(rt.generate(toy_repo, records, readme, ledger)) == [ledger]
+    assert rt.stale_files(rt.generate(toy_repo, results, readme, ledger)) == [ledger]
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="markers"):
-        rt.generate(toy_repo, records, readme, ledger)
+        rt.generate(toy_repo, results, readme, ledger)
 
 
-def test_the_repository_readme_and_ledger_are_in_sync() -> None:
-    outputs = rt.generate(REPO_ROOT, REPO_ROOT / rt.RECORDS_DIR, REPO_ROOT / rt.README, REPO_ROOT / rt.LEDGER)
+def test_the_check_never_calls_git_and_the_repository_files_are_in_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_subprocess(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"the results tables started a process: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess.Popen, "__init__", no_subprocess)
+    tables.today_config.cache_clear()  # read today's configs again, under the patch
+    outputs = rt.generate(REPO_ROOT, REPO_ROOT / rt.RESULTS_DIR, REPO_ROOT / rt.README, REPO_ROOT / rt.LEDGER)
     stale = [str(p.relative_to(REPO_ROOT)) for p in rt.stale_files(outputs)]
     assert not stale, f"stale: {stale}; run `python bench/results_table.py` and commit the result"

@@ -9,7 +9,6 @@ import polars as pl
 import pytest
 
 from recsys.eval.analysis import (
-    behavioural_overrides,
     best_per_group,
     catalog_coverage,
     embedding_map,
@@ -114,12 +113,6 @@ def test_seed_summary_and_best_per_model() -> None:
     assert a1["test/ndcg@10 sd"] == pytest.approx(math.sqrt(0.02))
     best = best_per_group(summary, "model", "test/ndcg@10 mean")
     assert best["config"].to_list() == ["a2", "b1"]
-
-
-def test_behavioural_overrides_ignore_seed_and_run_mechanics() -> None:
-    cmd = "python -m pipelines.train --config x.yaml train.seed=43 train.num_threads=2 train.lr=0.01"
-    assert behavioural_overrides(cmd) == ["train.lr=0.01"]
-    assert behavioural_overrides("python -m pipelines.train --config x.yaml") == []
 
 
 def test_nearest_items_and_map() -> None:
