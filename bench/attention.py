@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -40,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recsys.nn.attention import AttentionFn, get_attention  # noqa: E402
 from recsys.nn.linear_attention import linear_attention  # noqa: E402
-from recsys.tracking.records import machine_info  # noqa: E402
+from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
 
 H, DH = 2, 64
 BACKENDS = ("eager", "sdpa", "linear")
@@ -103,14 +102,13 @@ def _eager_gb(L: int) -> float:
     return 6 * H * L * L * 4 / 2**30
 
 
-def _git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def _attention_code_changed() -> bool:
+    """Whether recsys/nn or this script differ from the commit (the record's commit then gets `-dirty`)."""
     mine = ["git", "status", "--porcelain", "--", "recsys/nn", "bench/attention.py"]
-    dirty = subprocess.run(mine, capture_output=True, text=True).stdout.strip()
-    return sha + ("-dirty" if dirty else "")
+    try:
+        return bool(subprocess.run(mine, capture_output=True, text=True).stdout.strip())
+    except OSError:
+        return False
 
 
 def _gpu_section(lengths: list[int], chunk_size: int) -> dict:
@@ -163,7 +161,7 @@ def main() -> None:
         print(json.dumps(peak_memory(backend, mode, int(L), args.chunk_size)))
         return
 
-    started, t_start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
+    started, t_start = now_iso(), time.perf_counter()
     load_start = os.getloadavg()
     lengths = [int(x) for x in args.lengths.split(",")]
     extra = [int(x) for x in args.linear_extra.split(",") if x]
@@ -213,18 +211,13 @@ def main() -> None:
                     "linear_mem_ratio_vs_sdpa": round(r.get("peak_mem_mb", 0) / max(s.get("peak_mem_mb", 0), 0.1), 2),
                 }
             )
-    result = {
-        "name": "attention_backends",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "git_commit": _git_commit(),
-        "machine": {
-            **machine_info(),
-            "torch": torch.__version__,
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg(),
-        },
-        "started_at": started,
-        "wall_s": None,
+    gpu = _gpu_section(lengths + extra, args.chunk_size)
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    result = base_record("attention_backends", command, started, time.perf_counter() - t_start)
+    if result["git_commit"] and _attention_code_changed():
+        result["git_commit"] += "-dirty"
+    result["machine"] |= {"torch": torch.__version__, "loadavg_start": load_start, "loadavg_end": os.getloadavg()}
+    result |= {
         "config": {
             "batch": 1,
             "heads": H,
@@ -237,12 +230,9 @@ def main() -> None:
         "memory_method": "peak RSS growth per case in a fresh subprocess (ru_maxrss after - RSS before)",
         "rows": rows,
         "linear_vs_sdpa": ratios,
-        "gpu": _gpu_section(lengths + extra, args.chunk_size),
+        "gpu": gpu,
     }
-    result["wall_s"] = round(time.perf_counter() - t_start, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_record(args.out, result)
     print(json.dumps(ratios, indent=2))
 
 

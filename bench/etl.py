@@ -8,7 +8,6 @@ streaming ETL in a child process: wall time and peak RSS.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gzip
 import json
 import resource
@@ -29,7 +28,7 @@ from recsys.config import load_config  # noqa: E402
 from recsys.data.config import DataConfig  # noqa: E402
 from recsys.data.etl import run_etl  # noqa: E402
 from recsys.data.processed import load_processed  # noqa: E402
-from recsys.tracking.records import git_commit, machine_info  # noqa: E402
+from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
 
 
 def pandas_reference(ratings: Path, movies: Path, min_user: int, min_item: int) -> dict[str, pd.DataFrame]:
@@ -173,7 +172,7 @@ def main() -> int:
     parser.add_argument("--workdir", default=None, help="temp dir for the generated log (default: system temp)")
     parser.add_argument("--out", default=str(REPO / "bench/results/etl.json"))
     args = parser.parse_args()
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    started = now_iso()
     t0 = time.perf_counter()
     results: dict[str, object] = {}
     if not args.skip_ml1m:
@@ -183,19 +182,10 @@ def main() -> int:
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             results["large_streaming"] = bench_large(args.rows, args.users, args.items, Path(tmp))
         print(json.dumps(results["large_streaming"], indent=2))
-    record = {
-        "name": "etl",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "git_commit": git_commit(),
-        "machine": machine_info() | {"polars": pl.__version__, "pandas": pd.__version__},
-        "started_at": started,
-        "wall_s": round(time.perf_counter() - t0, 2),
-        "results": results,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    record = base_record("etl", command, started, time.perf_counter() - t0) | {"results": results}
+    record["machine"] |= {"polars": pl.__version__, "pandas": pd.__version__}
+    print(f"wrote {write_record(args.out, record)}")
     return 0
 
 

@@ -15,7 +15,6 @@ driver JVM (in local mode the driver is the executor).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ from recsys.config import load_config  # noqa: E402
 from recsys.data.config import DataConfig  # noqa: E402
 from recsys.data.processed import diff_processed  # noqa: E402
 from recsys.data.steps import STEPS  # noqa: E402
-from recsys.tracking.records import git_commit, machine_info  # noqa: E402
+from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
 
 DATASETS = {"ml-1m": "configs/data/ml-1m.yaml", "beauty": "configs/data/beauty.yaml"}
 
@@ -183,7 +182,7 @@ def main() -> int:
         return child(args)
     args.users = args.users or max(1, args.rows // 50)
     args.items = args.items or max(1, args.rows // 50)
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    started = now_iso()
     t0 = time.perf_counter()
     results: dict[str, Any] = {"steps": list(STEPS)}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -200,21 +199,15 @@ def main() -> int:
             print(json.dumps(results["large"], indent=2), flush=True)
     import pyspark
 
-    record = {
-        "name": "etl_spark",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "git_commit": git_commit(),
-        "machine": machine_info() | {"polars": pl.__version__, "pyspark": pyspark.__version__},
-        "started_at": started,
-        "wall_s": round(time.perf_counter() - t0, 2),
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    record = base_record("etl_spark", command, started, time.perf_counter() - t0)
+    record["machine"] |= {"polars": pl.__version__, "pyspark": pyspark.__version__}
+    record |= {
         "load_avg_at_end": _load(),
         "spark": {"master": args.spark_master, "driver_memory": args.spark_memory},
         "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_record(args.out, record)}")
     return 0
 
 

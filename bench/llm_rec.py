@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from recsys.model_io import load_model  # noqa: E402
 from recsys.models.base import SequentialRecommender  # noqa: E402
 from recsys.tracking.config import DEFAULT_TRACKING_URI  # noqa: E402
 from recsys.tracking.mlflow import download_run_artifacts  # noqa: E402
-from recsys.tracking.records import machine_info, write_record  # noqa: E402
+from recsys.tracking.records import base_record, now_iso, summarize, write_record  # noqa: E402
 from recsys.train.experiment import load_experiment  # noqa: E402
 from recsys.train.fit import ensure_processed  # noqa: E402
 from recsys.train.run import train_experiment  # noqa: E402
@@ -153,7 +152,8 @@ def sasrec_rows(tracking_uri: str) -> list[dict[str, Any]]:
     return rows
 
 
-def summary(tracking_uri: str, with_sasrec_speed: bool) -> dict[str, Any]:
+def summary(tracking_uri: str, with_sasrec_speed: bool, command: str, started: str, t0: float) -> dict[str, Any]:
+    """The summary record: every row's record, `by_row` over seeds, and SASRec's converged rows."""
     rows: list[dict[str, Any]] = []
     for path in sorted(OUT.glob("*_seed*.json")):
         r = json.loads(path.read_text())
@@ -174,9 +174,7 @@ def summary(tracking_uri: str, with_sasrec_speed: bool) -> dict[str, Any]:
             }
         )
     sasrec = sasrec_rows(tracking_uri) if with_sasrec_speed else []
-    return {
-        "name": "llm_rec_ml-1m",
-        "machine": machine_info(),
+    return base_record("llm_rec_ml-1m", command, started, time.perf_counter() - t0) | {
         "protocol": "ML-1M half, leave-one-out, full ranking, history masked (as sasrec_ml-1m)",
         "rows": rows,
         "by_row": by_row(rows),
@@ -194,7 +192,7 @@ def by_row(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
         def median(key: str, runs: list[dict[str, Any]] = runs) -> float | None:
             values = [float(r[key]) for r in runs if r.get(key) is not None]
-            return statistics.median(values) if values else None
+            return summarize(values)["median"] if values else None
 
         out.append(
             {
@@ -251,13 +249,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     command = "python " + " ".join(sys.argv)
+    started, t0 = now_iso(), time.perf_counter()
     if not args.summary_only:
         for seed in args.seeds:
             for row in args.rows:
                 r = run_row(row, seed, args.minutes, args.tracking_uri, command)
                 print(f"{row} seed {seed}: test NDCG@10 {r['metrics']['test/ndcg@10']:.4f} epochs {r['epochs']}")
-    result = summary(args.tracking_uri, True)
-    (OUT / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = summary(args.tracking_uri, True, command, started, t0)
+    write_record(OUT / "summary.json", result)
     table = markdown(result)
     (OUT / "summary.md").write_text(table)
     doc = DOC.read_text()
