@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.utils import is_body_allowed_for_status_code
@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from recsys.retrieval.recommender import Recommendations, ResolvedHistory
 from recsys.serve.auth import ADMIN_RESPONSES, AdminAuth
 from recsys.serve.batcher import MicroBatcher
+from recsys.serve.deps import Batcher, CurrentModel, Holder, Settings
 from recsys.serve.items import items_router
 from recsys.serve.metrics import ServeMetrics
 from recsys.serve.middleware import BodyLimitMiddleware, GuardMiddleware
@@ -42,31 +43,6 @@ from recsys.serve.settings import ServeSettings
 from recsys.serve.state import LoadedModel, ModelHolder
 
 log = logging.getLogger(__name__)
-
-
-def _settings(request: Request) -> ServeSettings:
-    return request.app.state.settings  # type: ignore[no-any-return]
-
-
-def _holder(request: Request) -> ModelHolder:
-    return request.app.state.holder  # type: ignore[no-any-return]
-
-
-def _batcher(request: Request) -> MicroBatcher:
-    return request.app.state.batcher  # type: ignore[no-any-return]
-
-
-async def _current_model(holder: Annotated[ModelHolder, Depends(_holder)]) -> LoadedModel:
-    model = holder.current
-    if model is None:
-        raise HTTPException(status_code=503, detail="no model loaded yet")
-    return model
-
-
-Settings = Annotated[ServeSettings, Depends(_settings)]
-Holder = Annotated[ModelHolder, Depends(_holder)]
-CurrentModel = Annotated[LoadedModel, Depends(_current_model)]
-Batcher = Annotated[MicroBatcher, Depends(_batcher)]
 
 
 def _error(description: str) -> dict[str, Any]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 
 from recsys.retrieval.recommender import CatalogError
 from recsys.serve.auth import ADMIN_RESPONSES, AdminAuth
+from recsys.serve.deps import CurrentModel, Holder
 from recsys.serve.schemas import ErrorResponse
-from recsys.serve.state import LoadedModel, ModelHolder
+from recsys.serve.state import LoadedModel
 
 # bounds that keep the largest valid body (every character a JSON escape) under the default body
 # limit even when the operator sets small history limits
@@ -45,11 +46,6 @@ class AddItemResponse(BaseModel):
     model_version: str
 
 
-def _holder(request: Request) -> ModelHolder:
-    holder: ModelHolder = request.app.state.holder
-    return holder
-
-
 items_router = APIRouter(prefix="/admin", dependencies=[AdminAuth], responses=ADMIN_RESPONSES, tags=["admin"])
 
 
@@ -63,11 +59,8 @@ items_router = APIRouter(prefix="/admin", dependencies=[AdminAuth], responses=AD
         503: {"model": ErrorResponse, "description": "No model loaded yet"},
     },
 )
-async def add_item(req: AddItemRequest, holder: Annotated[ModelHolder, Depends(_holder)]) -> AddItemResponse:
+async def add_item(req: AddItemRequest, current: CurrentModel, holder: Holder) -> AddItemResponse:
     """Embed a new item from its text and add it to the live index and vocabulary."""
-    current = holder.current
-    if current is None:
-        raise HTTPException(status_code=503, detail="no model loaded yet")
     fields = _model_fields(current)
     if not fields:
         raise HTTPException(
