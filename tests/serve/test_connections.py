@@ -50,7 +50,7 @@ def _closed_by_server(metrics: str, reason: str) -> float:
 
 
 def test_half_sent_heads_are_closed_at_the_deadline_while_a_normal_client_is_served(local_bundle: Path) -> None:
-    timeout_s = 3.0
+    timeout_s = 4.0
     app = create_app(ServeSettings(model_uri=str(local_bundle), header_timeout_s=timeout_s, max_connections=32))
     with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=15) as client:
         t0 = time.monotonic()
@@ -71,7 +71,7 @@ def test_half_sent_heads_are_closed_at_the_deadline_while_a_normal_client_is_ser
         assert 0.9 * timeout_s < waited < timeout_s + 10.0, waited
         for head, (status, raw) in zip([*HALF_HEADS * 5, HALF_HEADS[2]], answers, strict=True):
             if head:  # part of a head arrived: answered 408, then closed
-                assert status == 408 and b"did not arrive within 3 s" in raw and b"connection: close" in raw, raw
+                assert status == 408 and b"did not arrive within 4 s" in raw and b"connection: close" in raw, raw
             else:  # nothing arrived: closed without an answer
                 assert raw == b""
         assert client.post("/recommend", json={"user_id": "user2"}).status_code == 200  # still serving
