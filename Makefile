@@ -51,9 +51,11 @@ stack-deps:
 		apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	else echo "PostgreSQL is not installed and this user cannot install it: its integration test will be skipped"; fi
 
-# PostgreSQL + an MLflow server on it, on 127.0.0.1 (UI and API on :5000), until Ctrl-C; data in .stack/
+# PostgreSQL + an MLflow server on it, on 127.0.0.1 (UI and API on :5000), until Ctrl-C; data in $(STACK_DIR)
+# (under root, PostgreSQL's cluster goes under the postgres user's home when it cannot enter STACK_DIR)
+STACK_DIR ?= .stack
 stack: $(STAMP) stack-deps
-	$(PY) -m pipelines.stack --dir .stack --port 5000
+	$(PY) -m pipelines.stack --dir "$(STACK_DIR)" --port 5000
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

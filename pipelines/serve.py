@@ -3,9 +3,10 @@
 python -m pipelines.serve --model-uri models:/<name>@champion [--tracking-uri URI] [--host 127.0.0.1 --port 8000]
 
 Settings not given as flags come from RECSYS_SERVE_<FIELD> variables (see recsys/serve/settings.py)
-and MLFLOW_TRACKING_URI. The model is loaded before the port is bound: an unknown alias, an
-unreachable registry or a missing, corrupted or truncated bundle file ends the process with exit
-code 2 and one line on stderr naming what is wrong. SIGTERM stops it gracefully (exit 0).
+and MLFLOW_TRACKING_URI. The open-file limit is raised (up to the hard limit) to fit max_connections.
+The model is loaded before the port is bound: an unknown alias, an unreachable registry, a missing,
+corrupted or truncated bundle file, or a hard open-file limit below max_connections ends the process
+with exit code 2 and one line on stderr naming what is wrong. SIGTERM stops it gracefully (exit 0).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 
 from recsys.retrieval.index import set_search_threads
 from recsys.serve.app import create_app
-from recsys.serve.server import make_server
+from recsys.serve.server import fit_fd_limit, make_server
 from recsys.serve.settings import ServeSettings
 
 
@@ -47,6 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValidationError as err:
         print(f"error: invalid settings: {_one_line(err)}", file=sys.stderr)
+        return 2
+    try:
+        fit_fd_limit(settings.max_connections)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     torch.set_num_threads(settings.torch_threads)
     set_search_threads(settings.torch_threads)

@@ -3,8 +3,9 @@
 python -m pipelines.stack [--dir .stack] [--port 5000] [--pg-port PORT]
 
 The same two services as docker-compose.yml's `postgres` and `mlflow`, without Docker. PostgreSQL's
-cluster (`<dir>/postgres`) and the artifacts (`<dir>/mlartifacts`) are kept across restarts; the
-server's log is `<dir>/mlflow.log`. Point the pipelines at it with
+cluster (`<dir>/postgres`; under root, a link to a directory under the `postgres` user's home when
+that user cannot enter <dir>) and the artifacts (`<dir>/mlartifacts`) are kept across restarts; the
+server's log is `<dir>/mlflow.log`. `make stack STACK_DIR=<dir>` passes --dir. Point the pipelines at it with
 `export MLFLOW_TRACKING_URI=http://127.0.0.1:<port>`; the MLflow UI is the same address.
 """
 

@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.utils import is_body_allowed_for_status_code
@@ -24,10 +24,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from recsys.retrieval.recommender import Recommendations, ResolvedHistory
 from recsys.serve.auth import ADMIN_RESPONSES, AdminAuth
 from recsys.serve.batcher import MicroBatcher
+from recsys.serve.deps import Batcher, CurrentModel, Holder, Settings
 from recsys.serve.items import items_router
 from recsys.serve.metrics import ServeMetrics
 from recsys.serve.middleware import BodyLimitMiddleware, GuardMiddleware
 from recsys.serve.schemas import (
+    JSON_BODY_RESPONSES,
     ErrorResponse,
     FieldError,
     Health,
@@ -37,6 +39,8 @@ from recsys.serve.schemas import (
     RecommendRequest,
     RecommendResponse,
     ReloadStatus,
+    Responses,
+    error_response,
 )
 from recsys.serve.settings import ServeSettings
 from recsys.serve.state import LoadedModel, ModelHolder
@@ -44,42 +48,13 @@ from recsys.serve.state import LoadedModel, ModelHolder
 log = logging.getLogger(__name__)
 
 
-def _settings(request: Request) -> ServeSettings:
-    return request.app.state.settings  # type: ignore[no-any-return]
-
-
-def _holder(request: Request) -> ModelHolder:
-    return request.app.state.holder  # type: ignore[no-any-return]
-
-
-def _batcher(request: Request) -> MicroBatcher:
-    return request.app.state.batcher  # type: ignore[no-any-return]
-
-
-async def _current_model(holder: Annotated[ModelHolder, Depends(_holder)]) -> LoadedModel:
-    model = holder.current
-    if model is None:
-        raise HTTPException(status_code=503, detail="no model loaded yet")
-    return model
-
-
-Settings = Annotated[ServeSettings, Depends(_settings)]
-Holder = Annotated[ModelHolder, Depends(_holder)]
-CurrentModel = Annotated[LoadedModel, Depends(_current_model)]
-Batcher = Annotated[MicroBatcher, Depends(_batcher)]
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"model": ErrorResponse, "description": description}
-
-
-Responses = dict[int | str, dict[str, Any]]
-NOT_READY: Responses = {503: _error("No model loaded yet")}
-INVALID: Responses = {422: _error("Malformed request: wrong types, a missing field, a value out of its limits")}
+NOT_READY: Responses = {503: error_response("No model loaded yet, or the server shut down before the request finished")}
+INVALID: Responses = {422: error_response("Malformed request: wrong types, a missing field, a value out of its limits")}
 # answered by the middlewares and FastAPI itself, on any route
 APP_RESPONSES: Responses = {
-    413: _error("Request body over the limit (max_body_bytes)"),
-    500: _error("Unhandled error (logged by the server; no details are sent)"),
+    413: error_response("Request body over the limit (max_body_bytes)"),
+    500: error_response("Unhandled error (logged by the server; no details are sent)"),
+    503: error_response("The server shut down before the request finished (shutdown_timeout_s passed)"),
 }
 
 router = APIRouter()
@@ -92,9 +67,8 @@ admin_router = APIRouter(prefix="/admin", dependencies=[AdminAuth], responses=AD
     response_model=RecommendResponse,
     response_model_exclude_none=True,
     responses={
-        400: _error("The body is not UTF-8 JSON"),
-        404: _error("Nothing to recommend from: the user is unknown and no history item is in the catalog"),
-        408: _error("The request body did not arrive within body_timeout_s"),
+        **JSON_BODY_RESPONSES,
+        404: error_response("Nothing to recommend from: the user is unknown and no history item is in the catalog"),
         **INVALID,
         **NOT_READY,
     },
@@ -164,7 +138,7 @@ async def metrics(request: Request) -> Response:
     status_code=202,
     responses={
         200: {"model": ReloadStatus, "description": "With wait=true: the reload has finished"},
-        409: _error("A reload is already running"),
+        409: error_response("A reload is already running"),
         **INVALID,
     },
 )
@@ -247,8 +221,8 @@ async def _poll(holder: ModelHolder, interval_s: float, max_interval_s: float) -
 
 def _check_limits(req: RecommendRequest, settings: ServeSettings) -> None:
     """The limits that come from the settings (the schema states them; pydantic checks the rest)."""
-    if req.k > settings.max_k:
-        raise HTTPException(status_code=422, detail=f"k={req.k} is above the limit max_k={settings.max_k}")
+    if req.k > settings.max_k:  # not echoed: k may have thousands of digits
+        raise HTTPException(status_code=422, detail=f"k is above the limit max_k={settings.max_k}")
     if len(req.history) > settings.max_history_items:
         raise HTTPException(
             status_code=422,
@@ -300,12 +274,19 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 naming each problem by location, without echoing the (possibly large) input back."""
-    del request
+    """400 for a body that is not JSON, 415 for one sent as another media type, else 422; each names the
+    problem by location, without echoing the (possibly large, possibly unencodable) input back."""
+    if isinstance(exc.body, bytes):  # FastAPI parses JSON only when the content type says JSON
+        sent_as = request.headers.get("content-type") or "no Content-Type"
+        detail = f"the body must be JSON sent as Content-Type: application/json (it came as {_clip(sent_as)})"
+        return JSONResponse(ErrorResponse(detail=detail).model_dump(exclude_none=True), status_code=415)
     errors = [
-        FieldError(loc=[p if isinstance(p, int) else str(p) for p in e.get("loc", ())], msg=_message(e), type=e["type"])
+        FieldError(loc=[p if isinstance(p, int) else _clip(str(p)) for p in e["loc"]], msg=_message(e), type=e["type"])
         for e in exc.errors()
     ]
+    if any(e.type == "json_invalid" for e in errors):
+        body = ErrorResponse(detail=f"the body is not valid JSON: {errors[0].msg}", errors=errors)
+        return JSONResponse(body.model_dump(), status_code=400)
     where = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors[:5])
     body = ErrorResponse(detail=f"invalid request: {where}", errors=errors)
     return JSONResponse(body.model_dump(), status_code=422)
@@ -313,9 +294,17 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 def _message(error: Any) -> str:
     msg = str(error["msg"])
+    if error["type"] == "json_invalid":  # loc ends with the character offset
+        return f"{error.get('ctx', {}).get('error', msg)} at character {error['loc'][-1]}"
     if error["type"] == "string_type" and error.get("loc", ())[:2] in (("body", "history"), ("body", "user_id")):
         return f'{msg}: ids are strings, so send 42 as "42"'
     return msg
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    """A client's string (a key of its JSON, a header) made safe to echo: short, and valid UTF-8."""
+    short = text if len(text) <= limit else text[: limit - 3] + "..."
+    return short.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _empty_history_message(req: RecommendRequest) -> str:

@@ -10,20 +10,21 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from recsys.retrieval.recommender import CatalogError
 from recsys.serve.auth import ADMIN_RESPONSES, AdminAuth
-from recsys.serve.schemas import ErrorResponse
-from recsys.serve.state import LoadedModel, ModelHolder
+from recsys.serve.deps import CurrentModel, Holder
+from recsys.serve.schemas import JSON_BODY_RESPONSES, Text, error_response
+from recsys.serve.state import LoadedModel
 
 # bounds that keep the largest valid body (every character a JSON escape) under the default body
 # limit even when the operator sets small history limits
 MAX_ID_CHARS, MAX_FIELDS, MAX_FIELD_NAME_CHARS, MAX_VALUE_CHARS = 64, 4, 16, 100
 
-FieldName = Annotated[StrictStr, StringConstraints(min_length=1, max_length=MAX_FIELD_NAME_CHARS)]
-FieldValue = Annotated[StrictStr, StringConstraints(max_length=MAX_VALUE_CHARS)]
+FieldName = Annotated[Text, StringConstraints(min_length=1, max_length=MAX_FIELD_NAME_CHARS)]
+FieldValue = Annotated[Text, StringConstraints(max_length=MAX_VALUE_CHARS)]
 
 
 class AddItemRequest(BaseModel):
@@ -31,9 +32,7 @@ class AddItemRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: StrictStr = Field(
-        min_length=1, max_length=MAX_ID_CHARS, description="The new item's raw id (not in the catalog)"
-    )
+    id: Text = Field(min_length=1, max_length=MAX_ID_CHARS, description="The new item's raw id (not in the catalog)")
     fields: dict[FieldName, FieldValue] = Field(
         min_length=1, max_length=MAX_FIELDS, description="Text fields by name (e.g. title, year, genres)"
     )
@@ -45,11 +44,6 @@ class AddItemResponse(BaseModel):
     model_version: str
 
 
-def _holder(request: Request) -> ModelHolder:
-    holder: ModelHolder = request.app.state.holder
-    return holder
-
-
 items_router = APIRouter(prefix="/admin", dependencies=[AdminAuth], responses=ADMIN_RESPONSES, tags=["admin"])
 
 
@@ -57,17 +51,14 @@ items_router = APIRouter(prefix="/admin", dependencies=[AdminAuth], responses=AD
     "/items",
     response_model=AddItemResponse,
     responses={
-        400: {"model": ErrorResponse, "description": "The body is not UTF-8 JSON"},
-        409: {"model": ErrorResponse, "description": "An id is already in the catalog, or the model reads no text"},
-        422: {"model": ErrorResponse, "description": "Malformed items or text fields the model does not read"},
-        503: {"model": ErrorResponse, "description": "No model loaded yet"},
+        **JSON_BODY_RESPONSES,
+        409: error_response("An id is already in the catalog, or the model reads no text"),
+        422: error_response("Malformed items or text fields the model does not read"),
+        503: error_response("No model loaded yet, or the server shut down before the request finished"),
     },
 )
-async def add_item(req: AddItemRequest, holder: Annotated[ModelHolder, Depends(_holder)]) -> AddItemResponse:
+async def add_item(req: AddItemRequest, current: CurrentModel, holder: Holder) -> AddItemResponse:
     """Embed a new item from its text and add it to the live index and vocabulary."""
-    current = holder.current
-    if current is None:
-        raise HTTPException(status_code=503, detail="no model loaded yet")
     fields = _model_fields(current)
     if not fields:
         raise HTTPException(

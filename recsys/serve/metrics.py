@@ -8,7 +8,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 
 
 
 class ServeMetrics:
-    """Request count by route/method/status, latency by route, unhandled errors, model version, reloads."""
+    """Request count by route/method/status, latency by route, unhandled errors, model version, reloads,
+    connections the server closed before a request."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -31,6 +32,12 @@ class ServeMetrics:
             "recsys_model_info", "The model version serving (value 1)", ["name", "version"], registry=self.registry
         )
         self.reloads = Counter("recsys_model_reloads", "Model reloads by outcome", ["outcome"], registry=self.registry)
+        self.connections_closed = Counter(
+            "recsys_http_connections_closed",
+            "Connections closed by the server before a request: header_timeout or max_connections",
+            ["reason"],
+            registry=self.registry,
+        )
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

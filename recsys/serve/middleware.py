@@ -15,11 +15,16 @@ from recsys.serve.metrics import ServeMetrics
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR = b'{"detail":"internal server error"}'
+SHUT_DOWN = b'{"detail":"the server shut down before the request finished; retry"}'
 
 
 class GuardMiddleware:
     """Outermost layer: times every request, counts it by route template and status, and turns any
-    exception that escapes the app into a generic 500 (logged here; no stack trace reaches the client)."""
+    exception that escapes the app into a generic 500 (logged here; no stack trace reaches the client).
+
+    A request still running when the graceful shutdown times out is cancelled by the server; it is
+    answered 503 here (uvicorn would send a plain-text 500).
+    """
 
     def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
         self.app = app
@@ -41,6 +46,13 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, receive, send_tracked)
+        except asyncio.CancelledError:  # only the server cancels a request's task: the shutdown timeout
+            log.warning("%s %s cancelled: the shutdown timeout passed", scope.get("method"), scope.get("path"))
+            status = 503
+            if started:
+                raise
+            # answered, and not re-raised: uvicorn would log the expected cancellation as an app error
+            await _send_json(send, 503, SHUT_DOWN, close=True)
         except Exception:
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             self.metrics.errors.labels(_route(scope)).inc()

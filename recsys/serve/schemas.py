@@ -5,13 +5,39 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictStr,
+    model_validator,
+)
 
 # the request must name someone or something: a user id, or at least one history item
 _NEEDS_USER_OR_HISTORY: list[JsonValue] = [
     {"required": ["user_id"], "properties": {"user_id": {"type": "string"}}},
     {"required": ["history"], "properties": {"history": {"type": "array", "minItems": 1}}},
 ]
+
+
+def _encodable(text: str) -> str:
+    """JSON's `\\ud800` escape decodes to a lone UTF-16 surrogate: not text, and not writable as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = ord(text[err.start])
+        raise ValueError(
+            f"not valid text: an unpaired UTF-16 surrogate (U+{bad:04X}) at character {err.start}; "
+            "send characters outside the BMP as a surrogate pair or as UTF-8"
+        ) from None
+    return text
+
+
+# a string the service can write back (in unknown_items, in the log): valid Unicode, so valid UTF-8
+Text = Annotated[StrictStr, AfterValidator(_encodable)]
 
 
 def _whole_number(value: Any) -> Any:
@@ -29,8 +55,8 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": _NEEDS_USER_OR_HISTORY})
 
-    user_id: StrictStr | None = Field(default=None, min_length=1)
-    history: list[StrictStr] = Field(default_factory=list)
+    user_id: Text | None = Field(default=None, min_length=1)
+    history: list[Text] = Field(default_factory=list)
     k: Annotated[int, BeforeValidator(_whole_number)] = Field(default=10, ge=1, strict=True)
     exclude_seen: bool = Field(default=True, strict=True)
 
@@ -67,6 +93,22 @@ class ErrorResponse(BaseModel):
 
     detail: str
     errors: list[FieldError] | None = None
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def error_response(description: str) -> dict[str, Any]:
+    """One status code's entry in a route's `responses`: an `ErrorResponse` body, and why."""
+    return {"model": ErrorResponse, "description": description}
+
+
+# what any route that reads a JSON body can answer before its own code runs
+JSON_BODY_RESPONSES: Responses = {
+    400: error_response("The body is not valid JSON (or not UTF-8)"),
+    408: error_response("The request body did not arrive within body_timeout_s"),
+    415: error_response("The body was not sent as Content-Type: application/json"),
+}
 
 
 class Health(BaseModel):

@@ -45,6 +45,11 @@ class ServeSettings(BaseModel):
     body_timeout_s: float = Field(default=10.0, gt=0.0)  # a request body must fully arrive within this: else 408
     shutdown_timeout_s: float = Field(default=10.0, gt=0.0)  # after SIGTERM, requests still running are cancelled
     keep_alive_s: float = Field(default=5.0, gt=0.0)  # idle keep-alive connections are closed after this
+    # a request line and headers must fully arrive within this (from the connection's opening, or from the
+    # first byte of a later request on it): else the connection is closed (408 if part of them arrived)
+    header_timeout_s: float = Field(default=10.0, gt=0.0)
+    # open connections at most (each an open file): past it a new one gets 503 and is closed at once
+    max_connections: int = Field(default=512, ge=1)
     # ranking stage, off by default: a ranker (models:/<name>@<alias> registered by pipelines.train_ranker,
     # or a directory written by recsys.retrieval.ranking.save_ranker) re-orders the retrieval top-N
     # (N = max(ranker_top_n, k)) against the user's history; re-resolved at every model (re)load

@@ -7,7 +7,9 @@ with artifacts proxied by the server into a directory beside it. The same two se
 `postgres` and `mlflow` services of docker-compose.yml, without Docker.
 
 PostgreSQL refuses to run as root: under root, its server commands run as the `postgres` system user
-(`runuser`), which then owns the cluster directory.
+(`runuser`), which then owns the cluster directory. That user cannot enter a mode-700 home such as
+/root, where a root user usually clones: there the cluster goes into a directory of its own under the
+`postgres` user's home, and `<stack dir>/postgres` is a symbolic link to it (`cluster_directory`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -194,17 +197,59 @@ class Stack:
     server: MlflowServer
 
 
+def cluster_directory(stack_dir: Path, server_user: pwd.struct_passwd | None) -> Path:
+    """Where the stack's PostgreSQL cluster lives: `<stack_dir>/postgres`, unless the server user cannot
+    reach it; then a new directory under that user's home, which `<stack_dir>/postgres` links to.
+
+    Args:
+        stack_dir: the stack's directory (`make stack STACK_DIR=...`, `pipelines.stack --dir`).
+        server_user: the system user PostgreSQL runs as when we are root; None when it runs as us.
+
+    Raises:
+        StackError: the server user can reach neither the stack directory nor its own home.
+    """
+    link = stack_dir.resolve() / "postgres"
+    if server_user is None or link.is_symlink():  # not root, or placed by an earlier start
+        return link.resolve()
+    blocked = _blocking_parent(link)
+    if blocked is None:
+        return link
+    where = f"{blocked} (mode {stat.filemode(blocked.stat().st_mode)})"
+    home = Path(server_user.pw_dir)
+    if link.exists() or not home.is_dir() or _blocking_parent(home / "recsys-stack") is not None:
+        raise StackError(
+            f"PostgreSQL runs as '{server_user.pw_name}', which cannot enter {where}: choose a stack directory "
+            "it can reach, e.g. `make stack STACK_DIR=/var/tmp/recsys-stack` (or `python -m pipelines.stack --dir`)"
+        )
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(stack_dir.resolve()).strip("/"))[-40:]
+    target = home / "recsys-stack" / f"{slug}-{secrets.token_hex(4)}"
+    target.mkdir(parents=True, mode=0o700)
+    target.parent.chmod(0o755)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target, target_is_directory=True)
+    log.info(
+        "PostgreSQL runs as '%s', which cannot enter %s: its cluster lives in %s (%s links to it)",
+        server_user.pw_name,
+        where,
+        target,
+        link,
+    )
+    return target
+
+
 @contextmanager
 def local_stack(directory: Path, *, mlflow_port: int | None = None, pg_port: int | None = None) -> Iterator[Stack]:
     """Start PostgreSQL and an MLflow server on it (files under `directory`); both stop on exit.
 
     Args:
-        directory: holds `postgres/` (the cluster), `mlartifacts/` and `mlflow.log`; reused on restart.
+        directory: holds `postgres/` (the cluster, or a link to it: `cluster_directory`), `mlartifacts/`
+            and `mlflow.log`; reused on restart.
         mlflow_port: the server's port (default: a free one).
         pg_port: PostgreSQL's port (default: a free one).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    postgres = PostgresCluster(directory.resolve() / "postgres", pg_port or free_port())
+    server_user = _system_user() if os.geteuid() == 0 else None
+    postgres = PostgresCluster(cluster_directory(directory, server_user), pg_port or free_port())
     postgres.start()
     server = MlflowServer(postgres.uri, directory / "mlartifacts", mlflow_port or free_port(), directory / "mlflow.log")
     try:
@@ -225,14 +270,23 @@ def _system_user() -> pwd.struct_passwd:
         ) from err
 
 
+def _blocking_parent(path: Path) -> Path | None:
+    """The first existing directory above `path` that other users cannot enter, if any."""
+    for parent in reversed(path.resolve().parents):
+        if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
+            return parent
+    return None
+
+
 def _check_reachable(directory: Path) -> None:
     """The server user must be able to enter every directory above its cluster."""
-    for parent in directory.resolve().parents:
-        if not parent.stat().st_mode & stat.S_IXOTH:
-            raise StackError(
-                f"PostgreSQL runs as '{PG_SYSTEM_USER}', which cannot enter {parent} (mode "
-                f"{stat.filemode(parent.stat().st_mode)}): put the stack's directory somewhere it can reach"
-            )
+    blocked = _blocking_parent(directory)
+    if blocked is not None:
+        raise StackError(
+            f"PostgreSQL runs as '{PG_SYSTEM_USER}', which cannot enter {blocked} (mode "
+            f"{stat.filemode(blocked.stat().st_mode)}): choose a stack directory it can reach, e.g. "
+            "`make stack STACK_DIR=/var/tmp/recsys-stack`"
+        )
 
 
 def _tail(path: Path, lines: int = 15) -> str:

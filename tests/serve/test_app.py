@@ -165,13 +165,69 @@ def test_whole_numbers_count_as_integers(client: httpx.Client) -> None:
     assert resp.status_code == 200 and len(resp.json()["items"]) == 3
 
 
-def test_malformed_json_is_422(client: httpx.Client) -> None:
+def _declared(client: httpx.Client, path: str) -> set[str]:
+    """The statuses the OpenAPI document declares for POST `path`."""
+    return set(client.get("/openapi.json").json()["paths"][path]["post"]["responses"])
+
+
+def test_a_body_that_is_not_json_is_400(client: httpx.Client) -> None:
+    assert "400" in _declared(client, "/recommend") and "400" in _declared(client, "/admin/items")
     resp = client.post(
         "/recommend", content=b'{"user_id": "user1", "k": ', headers={"content-type": "application/json"}
     )
-    assert resp.status_code == 422 and "JSON decode error" in resp.text
-    resp = client.post("/recommend", content=b"\xff\xfe", headers={"content-type": "application/json"})
-    assert resp.status_code in (400, 422) and isinstance(resp.json()["detail"], str)
+    assert (
+        resp.status_code == 400
+        and resp.json()["detail"] == "the body is not valid JSON: Expecting value at character 26"
+    )
+    assert resp.json()["errors"] == [
+        {"loc": ["body", 26], "msg": "Expecting value at character 26", "type": "json_invalid"}
+    ]
+    for not_utf8 in (b"\xff\xfe", b'{"user_id": "\xff"}'):
+        resp = client.post("/recommend", content=not_utf8, headers={"content-type": "application/json"})
+        assert resp.status_code == 400 and isinstance(resp.json()["detail"], str)
+
+
+def test_a_body_not_sent_as_json_is_415_and_says_so(client: httpx.Client) -> None:
+    assert "415" in _declared(client, "/recommend") and "415" in _declared(client, "/admin/items")
+    body = json.dumps({"user_id": "user1"}).encode()
+    resp = client.post("/recommend", content=body, headers={"content-type": "text/plain"})
+    assert resp.status_code == 415
+    assert resp.json() == {
+        "detail": "the body must be JSON sent as Content-Type: application/json (it came as text/plain)"
+    }
+    resp = client.post("/recommend", content=body)  # no Content-Type at all
+    assert resp.status_code == 415 and "(it came as no Content-Type)" in resp.json()["detail"]
+    resp = client.post("/admin/items", content=body, headers={"X-Admin-Token": "secret", "content-type": "text/csv"})
+    assert resp.status_code == 415 and "text/csv" in resp.json()["detail"]
+
+
+def test_ids_that_are_not_valid_text_are_422_naming_the_field(client: httpx.Client) -> None:
+    """A lone UTF-16 surrogate is valid JSON (an escape) but no text: refused wherever an id is taken."""
+    cases = [
+        ("/recommend", {"history": ["\ud800", "it01"]}, "body.history.0"),
+        ("/recommend", {"user_id": "user1", "history": ["it01", "a\udfffb"]}, "body.history.1"),
+        ("/recommend", {"user_id": "\ud800"}, "body.user_id"),
+        ("/admin/items", {"id": "new\ud800", "fields": {"title": "x"}}, "body.id"),
+        ("/admin/items", {"id": "new", "fields": {"\udc00": "x"}}, "body.fields"),
+        ("/admin/items", {"id": "new", "fields": {"title": "\udbff"}}, "body.fields.title"),
+    ]
+    for path, body, where in cases:
+        raw = json.dumps(body).encode()  # ensure_ascii: the surrogate travels as a \\uXXXX escape
+        resp = client.post(path, content=raw, headers={"content-type": "application/json", "X-Admin-Token": "secret"})
+        assert resp.status_code == 422, (body, resp.text)
+        detail = resp.json()["detail"]
+        assert where in detail and ("surrogate" in detail or "unicode string" in detail), detail
+    # a surrogate pair is one character outside the BMP, and valid
+    resp = client.post(
+        "/recommend", content=b'{"history": ["\\ud83d\\ude00", "it01"]}', headers={"content-type": "application/json"}
+    )
+    assert resp.status_code == 200 and resp.json()["unknown_items"] == ["\U0001f600"]
+
+
+def test_a_huge_k_is_refused_without_echoing_it(client: httpx.Client) -> None:
+    raw = b'{"user_id": "user1", "k": ' + b"9" * 4000 + b"}"
+    resp = client.post("/recommend", content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code == 422 and resp.json() == {"detail": "k is above the limit max_k=1000"}
 
 
 def test_oversized_bodies_are_413(client: httpx.Client) -> None:

@@ -83,10 +83,30 @@ def test_a_stalled_upload_delays_sigterm_by_at_most_the_shutdown_timeout(local_b
         stalled = open_upload(server.port, BODY, 1)  # headers and one byte, then nothing
         time.sleep(0.5)
         code, waited = server.stop(timeout_s=30)
+        status, raw = read_response(stalled)
         stalled.close()
     assert code == 0, log.read_text()[-2000:]
     assert 1.5 < waited < 2.0 + 6.0, waited  # the timeout, plus the app's shutdown and interpreter exit
     assert "timeout graceful shutdown exceeded" in log.read_text()
+    assert status == 503 and b"the server shut down before the request finished" in raw, raw  # the JSON body
+    assert "Exception in ASGI application" not in log.read_text()
+
+
+def test_a_request_cancelled_by_the_shutdown_timeout_gets_a_json_503(local_bundle: Path) -> None:
+    app = create_app(ServeSettings(model_uri=str(local_bundle), shutdown_timeout_s=0.5, body_timeout_s=60))
+    with ThreadServer(app) as server:
+        stalled = open_upload(server.port, BODY, 1)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+    # leaving the block shut the server down: it waited shutdown_timeout_s for the stalled upload, then cancelled it
+    status, raw = read_response(stalled)
+    stalled.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert status == 503 and b"content-type: application/json" in head.lower(), raw
+    assert json.loads(body) == {"detail": "the server shut down before the request finished; retry"}
+    assert time.monotonic() - t0 < 10.0
+    metrics = app.state.metrics.render().decode()
+    assert 'recsys_http_requests_total{method="POST",route="/recommend",status="503"} 1.0' in metrics
 
 
 def test_a_stalled_upload_gets_408_after_the_body_timeout(local_bundle: Path) -> None:
