@@ -46,7 +46,7 @@ class ServeSettings(BaseModel):
     shutdown_timeout_s: float = Field(default=10.0, gt=0.0)  # after SIGTERM, requests still running are cancelled
     keep_alive_s: float = Field(default=5.0, gt=0.0)  # idle keep-alive connections are closed after this
     # ranking stage, off by default: a ranker (models:/<name>@<alias> registered by pipelines.train_ranker,
-    # or a directory written by recsys.retrieval.ranking.save_ranker) re-orders the retrieval top-N
+    # or a directory written by recsys.model_io.save_model) re-orders the retrieval top-N
     # (N = max(ranker_top_n, k)) against the user's history; re-resolved at every model (re)load
     ranker_uri: str | None = None
     ranker_top_n: int = Field(default=200, ge=1)
