@@ -15,11 +15,12 @@ import torch
 
 from recsys.data.item_features import ItemFeatures
 from recsys.data.labelled import LabelledData
+from recsys.model_io import load_model, save_model
 from recsys.models.dare import DARE, DAREConfig
-from recsys.models.ranker import Ranker, unknown_stage1_scores
+from recsys.models.ranker import Ranker, RankerData, unknown_stage1_scores
 from recsys.models.twin import TWINConfig
 from recsys.nn.target_attention import attention_logits, genre_table, search_topk, search_topk_reference
-from recsys.registry import RANKERS, build_ranker
+from recsys.registry import RANKERS, build_ranker, choose_model
 from recsys.train.labelled import LabelledTrainConfig, evaluate_labelled, fit_labelled
 
 # the four settings of issue 31, once variants of one DARE class: (registry name, their own params)
@@ -205,3 +206,23 @@ def test_a_tiny_config_learns_the_planted_pattern(name: str, extra: dict[str, An
     losses = [h["train/loss"] for h in fit.history]
     assert losses[-1] < 0.6 * losses[0]
     assert evaluate_labelled(model, data, "test", cfg)["test/auc"] > 0.9
+
+
+@pytest.mark.parametrize(("recipe", "levels"), [("explicit", 6), ("paper", 0)])
+def test_auto_side_features_resolve_from_the_data(recipe: str, levels: int, tmp_path: Path) -> None:
+    """`n_ratings: auto` -> ratings 1..5 + none under explicit labels (0 under the implicit paper
+    recipe); `n_genres: auto` -> the item features' genres + padding. The resolved numbers are the
+    config the model keeps and saves, so it rebuilds without the data."""
+    data = _planted()
+    data = LabelledData(
+        data.samples, data.sequences, data.sequences % 5 + 1, data.n_items, {"config": {"recipe": recipe}}
+    )
+    features = _golden_features(data.n_items)
+    choice = choose_model("din", {"d_rep": 8, "mlp": [16]}, table=RANKERS).resolved(
+        RankerData.of_labelled(data, features)
+    )
+    assert (choice.config.n_genres, choice.config.n_ratings) == (5, levels)
+    model = choice.build(data.n_items, features)
+    assert model.cfg == choice.config and choice.spec(data.n_items)["config"]["n_ratings"] == levels
+    save_model(model, "din", {"d_rep": 8, "mlp": [16]}, data.n_items, tmp_path)  # auto matches what it resolved to
+    assert load_model(tmp_path, kind="ranker").cfg == model.cfg
