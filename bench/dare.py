@@ -49,8 +49,13 @@ from recsys.data.labelled import (  # noqa: E402
     build_labelled,
     load_labelled,
 )
-from recsys.models.dare import DARE, search_topk  # noqa: E402
-from recsys.registry import build_ranker  # noqa: E402
+from recsys.model_io import resolved_config, save_model  # noqa: E402
+from recsys.models.dare import DARE  # noqa: E402
+from recsys.models.din import DIN  # noqa: E402
+from recsys.models.ranker import RankerData  # noqa: E402
+from recsys.models.twin import TWIN  # noqa: E402
+from recsys.nn.target_attention import search_topk  # noqa: E402
+from recsys.registry import RANKERS, choose_model  # noqa: E402
 from recsys.tracking.config import DEFAULT_TRACKING_URI, TrackingConfig  # noqa: E402
 from recsys.tracking.logger import make_logger  # noqa: E402
 from recsys.tracking.mlflow import RunRecorder  # noqa: E402
@@ -64,18 +69,19 @@ OUT = ROOT / "bench/results/experiments/dare"
 SUMMARY = ROOT / "bench/results/dare.json"
 DOC = ROOT / "docs/dare.md"  # its results block is generated here
 DOC_START, DOC_END = "<!-- dare:start -->", "<!-- dare:end -->"
-WEIGHTS = ROOT / "bench/results/tmp/dare"  # trained weights (git-ignored), for later analysis
-N_GENRES = 19  # ML-1M: 18 genres + padding
-# DIN first: it is the search-NDCG reference of the others
-MODELS: dict[str, dict[str, Any]] = {
-    "din": {"variant": "din", "d_att": 16, "d_rep": 16},
-    "dare": {"variant": "dare", "d_att": 16, "d_rep": 16},
-    "dare_att4": {"variant": "dare", "d_att": 4, "d_rep": 16},  # d_att = d_rep / 4
-    "twin": {"variant": "twin", "d_att": 16, "d_rep": 16},
-    "twin_proj": {"variant": "twin_proj", "d_att": 16, "d_rep": 16},
-}
+WEIGHTS = ROOT / "bench/results/tmp/dare"  # trained models (git-ignored, recsys.model_io dirs), for later analysis
 TOP_K = 20  # behaviours kept by the stage-1 search
-COMMON: dict[str, Any] = {"top_k": TOP_K, "max_len": 200, "n_genres": N_GENRES, "mlp": (200, 80)}
+# row -> (registered ranker, its params); DIN first: it is the search-NDCG reference of the others.
+# The side features are the configs' `auto`: ML-1M's 18 genres + padding, ratings 1..5 with explicit labels.
+MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "din": ("din", {"d_rep": 16}),
+    "dare": ("dare", {"d_att": 16, "d_rep": 16, "top_k": TOP_K}),
+    "dare_att4": ("dare", {"d_att": 4, "d_rep": 16, "top_k": TOP_K}),  # d_att = d_rep / 4
+    "twin": ("twin", {"d_rep": 16, "top_k": TOP_K}),
+    "twin_proj": ("twin", {"d_rep": 16, "d_proj": 16, "top_k": TOP_K}),  # TWIN with projection
+}
+COMMON: dict[str, Any] = {"max_len": 200, "mlp": (200, 80)}
+SearchRanker = DARE | TWIN | DIN  # the rankers with `attention_scores` (the search logits)
 
 
 def cooccurrence_pmi(data: LabelledData) -> torch.Tensor:
@@ -97,7 +103,7 @@ def cooccurrence_pmi(data: LabelledData) -> torch.Tensor:
 
 
 def search_ndcg(
-    model: DARE,
+    model: SearchRanker,
     gains_of: Callable[[LabelledBatch], torch.Tensor],
     data: LabelledData,
     rows: pl.DataFrame,
@@ -129,16 +135,18 @@ def run_one(
     model_name: str,
     seed: int,
     args: argparse.Namespace,
-    refs: dict[int, DARE],
+    refs: dict[int, SearchRanker],
     pmi: torch.Tensor,
 ) -> dict[str, Any]:
     """Train one (model, seed) on `dataset`, evaluate, log to MLflow and write its record."""
     started, t0, load0 = now_iso(), time.perf_counter(), os.getloadavg()
     torch.manual_seed(seed)
-    params = {**COMMON, **MODELS[model_name], "n_ratings": 6 if dataset == "explicit" else 0}
+    ranker, own = MODELS[model_name]
     feats = load_item_features(data.meta["config"]["processed"])
-    model = build_ranker("dare", params, data.n_items, item_features=feats)
-    assert isinstance(model, DARE)
+    choice = choose_model(ranker, {**COMMON, **own}, table=RANKERS).resolved(RankerData.of_labelled(data, feats))
+    model = choice.build(data.n_items, feats)
+    assert isinstance(model, DARE | TWIN | DIN)
+    params = resolved_config(model)
     cfg = LabelledTrainConfig(
         epochs=args.epochs[dataset], batch_size=args.batch_size, lr=args.lr, steps_per_epoch=args.steps[dataset]
     )
@@ -170,8 +178,7 @@ def run_one(
             k,
             cfg.max_history,
         )
-    WEIGHTS.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), WEIGHTS / f"{dataset}_{model_name}_seed{seed}.pt")
+    save_model(model, ranker, params, data.n_items, WEIGHTS / f"{dataset}_{model_name}_seed{seed}")
     recorder.log_metrics(metrics)
     recorder.finish()
     if model_name == "din":
@@ -187,7 +194,12 @@ def run_one(
             "selection": "best validation AUC epoch",
             "samples": data.meta["samples"],
         },
-        "config": {"model": params, "train": to_dict(cfg), "seed": seed, "torch_threads": torch.get_num_threads()},
+        "config": {
+            "model": {"name": ranker, "params": params},
+            "train": to_dict(cfg),
+            "seed": seed,
+            "torch_threads": torch.get_num_threads(),
+        },
         "metrics": metrics,
         "epochs": fit.history,
         "best_epoch": fit.best_epoch,
@@ -296,7 +308,7 @@ def main() -> None:
     ensure_processed("configs/data/ml-1m.yaml")
     for dataset in args.datasets:
         data = load_labelled(build_labelled(load_config(LabelledConfig, DATASETS[dataset])))  # seeded: same samples
-        refs: dict[int, DARE] = {}
+        refs: dict[int, SearchRanker] = {}
         pmi = cooccurrence_pmi(data)
         for seed in args.seeds:
             for model in args.models:

@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recsys.models.dare import search_topk, search_topk_reference  # noqa: E402
+from recsys.nn.target_attention import search_topk, search_topk_reference  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
 
 OUT = ROOT / "bench/results/dare_search.json"

@@ -46,7 +46,7 @@ from recsys.tracking.records import base_record, now_iso, write_record  # noqa: 
 from recsys.train.labelled import LabelledTrainConfig, fit_labelled  # noqa: E402
 
 OUT = ROOT / "bench/results/dare_two_stage.json"
-PARAMS: dict[str, Any] = {"variant": "dare", "d_att": 16, "d_rep": 16, "top_k": 20, "max_len": 200, "n_genres": 19}
+PARAMS: dict[str, Any] = {"d_att": 16, "d_rep": 16, "top_k": 20, "max_len": 200, "n_genres": 19}
 
 
 def retrieve(model: SequentialRecommender, hist: list[np.ndarray], targets: torch.Tensor, n: int) -> torch.Tensor:

@@ -1,7 +1,8 @@
-"""Train a ranker (DARE, TWIN, TWIN + projections, DIN) on a labelled-candidate dataset, track it in MLflow
-and register it, so the service can re-rank retrieval candidates with `models:/<name>@<alias>`.
+"""Train a ranker (DARE, TWIN, DIN; TWIN + projections is twin with d_proj > 0) on a labelled-candidate
+dataset, track it in MLflow and register it, so the service can re-rank retrieval candidates with
+`models:/<name>@<alias>`.
 
-python -m pipelines.train_ranker [--data configs/data/labelled/ml-1m_paper.yaml] [--ranker dare]
+python -m pipelines.train_ranker [--data configs/data/labelled/ml-1m_paper.yaml] [--ranker dare|twin|din]
                                  [--set d_att=16 --set d_rep=16 ...] [--epochs 3] [--batch-size 256]
                                  [--lr 1e-3] [--steps-per-epoch N] [--seed 0]
                                  [--name dare] [--alias champion] [--experiment rankers] [--tracking-uri URI]
@@ -9,7 +10,7 @@ python -m pipelines.train_ranker [--data configs/data/labelled/ml-1m_paper.yaml]
 The labelled dataset is built from its processed dataset when missing (seeded: the same samples every
 time). One MLflow run (experiment --experiment) gets the parameters, each epoch's train loss and
 validation AUC / GAUC / log loss, the test metrics of the best-validation epoch and the ranker
-(`ranker/`: registry name, parameters, catalog size, weights); the same directory is registered as
+(`ranker/`, saved by `recsys.model_io`: model.json + state_dict.pt); the same directory is registered as
 the next version of model --name, --alias moved to it. Serve it after a retrieval model with
 `RECSYS_SERVE_RANKER_URI=models:/<name>@<alias>`. The ranker's item ids are those of the processed
 dataset, so the retrieval model must be trained on the same processed dataset.
@@ -26,10 +27,11 @@ from pathlib import Path
 import torch
 
 from recsys.config import ConfigError, apply_overrides, load_config, to_dict
-from recsys.data.item_features import ItemFeatures, load_item_features
+from recsys.data.item_features import load_item_features
 from recsys.data.labelled import LABELLED_META, LabelledConfig, build_labelled, load_labelled
-from recsys.registry import RANKERS, build_ranker
-from recsys.retrieval.ranking import save_ranker
+from recsys.model_io import resolved_config, save_model
+from recsys.models.ranker import RankerData
+from recsys.registry import RANKERS, choose_model
 from recsys.tracking.config import TrackingConfig, registry_cli_setup
 from recsys.tracking.logger import make_logger
 from recsys.tracking.mlflow import RunRecorder
@@ -43,13 +45,6 @@ from recsys.tracking.registry import (
 from recsys.train.labelled import LabelledTrainConfig, evaluate_labelled, fit_labelled
 
 USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, KeyError, ValueError, TypeError)
-
-
-def n_genres(features: ItemFeatures) -> int:
-    """Genre vocabulary + 1 (padding) of the items' `genres` text ("A, B"); 0 when the data has none."""
-    values = features.text.get("genres") or []
-    names = {g for v in values for g in (v or "").split(", ") if g}
-    return len(names) + 1 if names else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,24 +79,23 @@ def train_and_register(args: argparse.Namespace, tracking_uri: str) -> ModelVers
     root = Path(data_cfg.output_dir)
     data = load_labelled(root if (root / LABELLED_META).is_file() else build_labelled(data_cfg))
     features = load_item_features(data_cfg.processed)
-    params = apply_overrides({}, args.sets)  # key=value, values read as YAML (16, [200, 80], twin)
-    if args.ranker == "dare":  # side features the data has, unless set: genres, and ratings with explicit labels
-        params.setdefault("n_genres", n_genres(features))
-        params.setdefault("n_ratings", 6 if data_cfg.recipe == "explicit" else 0)
+    params = apply_overrides({}, args.sets)  # key=value, values read as YAML (16, [200, 80])
+    # `auto` side features (genres, history ratings) resolved from the data
+    choice = choose_model(args.ranker, params, table=RANKERS).resolved(RankerData.of_labelled(data, features))
     torch.manual_seed(args.seed)
-    model = build_ranker(args.ranker, params, data.n_items, item_features=features)
+    model = choice.build(data.n_items, features)
     train_cfg = LabelledTrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         steps_per_epoch=args.steps_per_epoch,
-        max_history=int(getattr(model, "max_len", 200)),
+        max_history=model.max_len,
     )
     logger = make_logger(
         TrackingConfig(experiment=args.experiment, run_name=f"{args.ranker}_seed{args.seed}"), tracking_uri
     )
     recorder = RunRecorder(tracking_uri, str(logger.run_id))
-    resolved = to_dict(model.config) if hasattr(model, "config") else params
+    resolved = resolved_config(model)
     recorder.log_params(
         {
             "data": to_dict(data_cfg),
@@ -124,7 +118,8 @@ def train_and_register(args: argparse.Namespace, tracking_uri: str) -> ModelVers
         | {"best_epoch": float(fit.best_epoch)}
     )
     with tempfile.TemporaryDirectory(prefix="recsys-ranker-") as tmp:
-        folder = save_ranker(Path(tmp) / "ranker", args.ranker, resolved, data.n_items, model)
+        folder = Path(tmp) / "ranker"
+        save_model(model, args.ranker, resolved, data.n_items, folder)
         recorder.log_dir(folder, "ranker")
         recorder.finish()
         experiment_id, _ = run_experiment_and_tags(tracking_uri, str(logger.run_id))

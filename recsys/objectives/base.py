@@ -16,6 +16,7 @@ import torch
 from recsys.data.datasets import TrainBatch, TrainRows, TrainSequences, ViewBatch
 from recsys.data.labelled import LabelledBatch
 from recsys.models.base import SequentialRecommender
+from recsys.models.ranker import AnyModel
 
 # (hidden [T, D], item_emb [N + 1, D], targets [T]) -> scalar, a loss of recsys.nn.losses
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -65,7 +66,7 @@ class Objective:
 
     def loss_terms(
         self,
-        model: SequentialRecommender,
+        model: AnyModel,
         batch: Batch,
         loss: LossFn,
         *,
@@ -80,6 +81,7 @@ class Objective:
             targets_per_batch: with length-grouped batches, the expected targets per batch: the main
                 term becomes the batch's summed loss over it (see `expected_targets_per_batch`).
         """
+        model = retrieval_model(model, self)
         inputs, targets = self.inputs_and_targets(model, batch)  # [B, L], [B, L] (0 = no target)
         hidden = model.encode(inputs, inputs != 0)  # [B, L, D]
         where = targets != 0
@@ -104,8 +106,18 @@ class Objective:
         return float(targets.sum()) / len(rows) * batch_size
 
 
+def retrieval_model(model: AnyModel, objective: Objective) -> SequentialRecommender:
+    """`model`, which `objective` trains through `encode` / `item_embeddings`; a ranker raises `TypeError`."""
+    if not isinstance(model, SequentialRecommender):
+        raise TypeError(
+            f"objective {type(objective).__name__} trains a retrieval model (encode, item_embeddings); "
+            f"{type(model).__name__} is a ranker"
+        )
+    return model
+
+
 def training_losses(
-    model: SequentialRecommender,
+    model: AnyModel,
     objective: Objective,
     batch: Batch,
     loss: LossFn,

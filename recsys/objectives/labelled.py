@@ -1,33 +1,28 @@
 """Labelled candidates: each row is a history, one candidate item and a 0/1 label (click-through style).
 
 The rows come from a labelled dataset (`recsys.data.labelled`), not from the training sequences, and
-the loss is binary cross-entropy on the model's candidate logits (`recsys.nn.losses.labelled_bce`).
-The model asks nothing beyond a `logits(items, candidates, ratings)` method (`CandidateScorer`).
+the loss is binary cross-entropy on the ranker's candidate logits (`recsys.nn.losses.labelled_bce`).
+The model is a `recsys.models.ranker.Ranker`: the objective calls its `score`, with the rows' history
+ratings and no stage-1 scores (labelled rows have none: all zeros).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
 import torch
 
 from recsys.data.datasets import TrainRows
 from recsys.data.labelled import LabelledBatch
-from recsys.models.base import SequentialRecommender
+from recsys.models.ranker import AnyModel, Ranker, unknown_stage1_scores
 from recsys.nn.losses import labelled_bce
 from recsys.objectives.base import REC, Batch, LossFn, Objective
 
 
-@runtime_checkable
-class CandidateScorer(Protocol):
-    """A model that scores given candidates against a history (with optional per-event ratings)."""
-
-    def logits(
-        self, items: torch.Tensor, candidates: torch.Tensor, ratings: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Logits [B, C] of `candidates` [B, C] after left-padded histories `items` [B, L]."""
-        ...
+def labelled_logits(model: Ranker, batch: LabelledBatch) -> torch.Tensor:
+    """The ranker's logits [B] of each row's one candidate after its history."""
+    candidates = batch.candidates[:, None]  # [B, 1]
+    return model.score(batch.items, candidates, unknown_stage1_scores(candidates), ratings=batch.ratings)[:, 0]
 
 
 class LabelledCandidates(Objective):
@@ -44,7 +39,7 @@ class LabelledCandidates(Objective):
 
     def loss_terms(
         self,
-        model: SequentialRecommender,
+        model: AnyModel,
         batch: Batch,
         loss: LossFn,
         *,
@@ -53,9 +48,9 @@ class LabelledCandidates(Objective):
         del loss, targets_per_batch  # one label per row, and the loss is BCE by definition
         if not isinstance(batch, LabelledBatch):
             raise TypeError(f"objective 'labelled_candidates' needs a LabelledBatch, got {type(batch).__name__}")
-        if not isinstance(model, CandidateScorer):
+        if not isinstance(model, Ranker):
             raise TypeError(
-                f"objective 'labelled_candidates' needs a model with logits(); {type(model).__name__} has none"
+                f"objective 'labelled_candidates' needs a ranker (recsys.models.ranker.Ranker); "
+                f"{type(model).__name__} is not"
             )
-        logits = model.logits(batch.items, batch.candidates[:, None], batch.ratings)[:, 0]  # [B]
-        return {REC: labelled_bce(logits, batch.labels)}
+        return {REC: labelled_bce(labelled_logits(model, batch), batch.labels)}

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 
 from recsys.data.datasets import RandomCuts, TrainRows
 from recsys.models.base import SequentialRecommender
+from recsys.models.ranker import AnyModel
 from recsys.nn.losses import paired_softmax
-from recsys.objectives.base import REC, Batch, LossFn, Objective
+from recsys.objectives.base import REC, Batch, LossFn, Objective, retrieval_model
 
 MLM = "mlm"
 
@@ -70,9 +71,10 @@ class TextNextItem(Objective):
         return inputs, targets
 
     def loss_terms(
-        self, model: SequentialRecommender, batch: Batch, loss: LossFn, *, targets_per_batch: float | None = None
+        self, model: AnyModel, batch: Batch, loss: LossFn, *, targets_per_batch: float | None = None
     ) -> dict[str, torch.Tensor]:
         del targets_per_batch  # one target per row
+        model = retrieval_model(model, self)
         text = _text(model)
         history, targets = batch.items[:, :-1], batch.items[:, -1]
         if text.pretraining:

@@ -8,59 +8,43 @@ returned unchanged with `fallback=True`, and the error is logged.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from recsys.models.base import SequentialRecommender
-from recsys.registry import build_ranker
+from recsys.model_io import MODEL_JSON, build_from_spec, load_weights, read_spec
+from recsys.models.ranker import Ranker
 from recsys.tracking.registry import RegistryError, load_version, resolve_model_uri
 
 log = logging.getLogger(__name__)
-RANKER_META = "ranker.json"
-RANKER_WEIGHTS = "ranker.pt"
 
 
-def save_ranker(directory: Path, name: str, params: dict[str, Any], n_items: int, model: SequentialRecommender) -> Path:
-    """Write a ranker (its registry name, resolved params, catalog size and weights) to `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / RANKER_META).write_text(json.dumps({"name": name, "params": params, "n_items": n_items}, indent=2))
-    torch.save(model.state_dict(), directory / RANKER_WEIGHTS)
-    return directory
+def _load_named_ranker(directory: Path) -> tuple[str, Ranker]:
+    """The ranker saved in `directory` by `recsys.model_io.save_model`, in eval mode, with its registry name."""
+    spec = read_spec(directory)
+    model = build_from_spec(spec, source=str(directory / MODEL_JSON), kind="ranker")
+    return str(spec["name"]), load_weights(model, directory)
 
 
-def load_ranker(directory: Path) -> tuple[str, SequentialRecommender]:
-    """The ranker saved in `directory` by `save_ranker`, in eval mode, with its registry name."""
-    meta = json.loads((directory / RANKER_META).read_text())
-    model = build_ranker(meta["name"], meta["params"], int(meta["n_items"]))
-    state = torch.load(directory / RANKER_WEIGHTS, map_location="cpu", weights_only=True)
-    for name, buffer in model.named_buffers():  # side tables (item genres) take their saved shape
-        if name in state and state[name].shape != buffer.shape:
-            model.register_buffer(name, torch.empty_like(state[name]))
-    model.load_state_dict(state)
-    return str(meta["name"]), model.eval()
-
-
-def fetch_ranker(
-    ranker_uri: str, tracking_uri: str, *, cache_dir: Path | None = None
-) -> tuple[str, SequentialRecommender]:
+def fetch_ranker(ranker_uri: str, tracking_uri: str, *, cache_dir: Path | None = None) -> tuple[str, Ranker]:
     """The ranker `ranker_uri` points to now: `models:/name@alias`, `models:/name/3` (registered by
-    `python -m pipelines.train_ranker`) or a directory written by `save_ranker`."""
+    `python -m pipelines.train_ranker`) or a directory written by `recsys.model_io.save_model`."""
     if not ranker_uri.startswith("models:/"):
         folder = Path(ranker_uri)
-        if not (folder / RANKER_META).is_file():
+        try:
+            return _load_named_ranker(folder)
+        except FileNotFoundError as err:
             raise RegistryError(
                 f"ranker URI {ranker_uri!r} is neither models:/<name>@<alias> nor a ranker directory "
-                f"(with {RANKER_META})",
+                f"(with {MODEL_JSON})",
                 public="the ranker URI is neither a registry URI nor a ranker directory",
-            )
-        return load_ranker(folder)
-    return load_version(tracking_uri, resolve_model_uri(tracking_uri, ranker_uri), load_ranker, cache_dir=cache_dir)
+            ) from err
+    return load_version(
+        tracking_uri, resolve_model_uri(tracking_uri, ranker_uri), _load_named_ranker, cache_dir=cache_dir
+    )
 
 
 @dataclass(frozen=True)
@@ -71,7 +55,7 @@ class Ranked:
 
 
 class RankingStage:
-    """Scores retrieval candidates with a ranker's `score(history, candidates)`.
+    """Scores retrieval candidates with a ranker's `score(history, candidates, stage1_scores)`.
 
     Args:
         name: the ranker's registry name (reported in responses).
@@ -80,7 +64,7 @@ class RankingStage:
         history_len: history events fed to the ranker (the most recent ones).
     """
 
-    def __init__(self, name: str, model: SequentialRecommender, top_n: int, history_len: int) -> None:
+    def __init__(self, name: str, model: Ranker, top_n: int, history_len: int) -> None:
         if top_n < 1 or history_len < 1:
             raise ValueError(f"top_n and history_len must be >= 1, got {top_n}, {history_len}")
         self.name = name
@@ -88,14 +72,17 @@ class RankingStage:
         self.top_n = top_n
         self.history_len = history_len
 
-    def scores(self, history: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Ranker logits [C] of `candidates` [C] after `history` (item indices, oldest first)."""
+    def scores(self, history: np.ndarray, candidates: np.ndarray, stage1: np.ndarray | None = None) -> np.ndarray:
+        """Ranker logits [C] of `candidates` [C] after `history` (item indices, oldest first), given
+        the retrieval scores `stage1` [C] of the candidates (None: unknown, zeros)."""
         tail = np.ascontiguousarray(history[-self.history_len :])
         items = torch.zeros((1, self.history_len), dtype=torch.long)  # [1, L] left-padded
         if len(tail):
             items[0, self.history_len - len(tail) :] = torch.from_numpy(tail)
+        cands = torch.from_numpy(np.ascontiguousarray(candidates))[None]  # [1, C]
+        first = torch.zeros(cands.shape) if stage1 is None else torch.tensor(stage1, dtype=torch.float32)[None]
         with torch.inference_mode():
-            out = self.model.score(items, torch.from_numpy(np.ascontiguousarray(candidates))[None])  # [1, C]
+            out = self.model.score(items, cands, first)  # [1, C]
         return out[0].float().numpy()
 
     def rerank(self, history: np.ndarray, items: np.ndarray, scores: np.ndarray) -> Ranked:
@@ -104,7 +91,7 @@ class RankingStage:
         if not len(items):
             return Ranked(items, scores, fallback=False)
         try:
-            ranked = self.scores(history, items)
+            ranked = self.scores(history, items, scores)
             if ranked.shape != items.shape or not np.isfinite(ranked).all():
                 raise ValueError(f"ranker returned {ranked.shape} scores, finite: {bool(np.isfinite(ranked).all())}")
         except Exception:  # any ranker failure: serve the retrieval order, flagged

@@ -51,7 +51,7 @@ class ServeSettings(BaseModel):
     # open connections at most (each an open file): past it a new one gets 503 and is closed at once
     max_connections: int = Field(default=512, ge=1)
     # ranking stage, off by default: a ranker (models:/<name>@<alias> registered by pipelines.train_ranker,
-    # or a directory written by recsys.retrieval.ranking.save_ranker) re-orders the retrieval top-N
+    # or a directory written by recsys.model_io.save_model) re-orders the retrieval top-N
     # (N = max(ranker_top_n, k)) against the user's history; re-resolved at every model (re)load
     ranker_uri: str | None = None
     ranker_top_n: int = Field(default=200, ge=1)

@@ -20,8 +20,9 @@ import torch
 
 from recsys.data.labelled import LabelledData
 from recsys.eval.labelled import labelled_metrics
-from recsys.models.base import SequentialRecommender
+from recsys.models.ranker import Ranker
 from recsys.objectives import build_objective, training_losses
+from recsys.objectives.labelled import labelled_logits
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +56,15 @@ class LabelledFit:
 
 
 def predict_labelled(
-    model: SequentialRecommender, data: LabelledData, rows: pl.DataFrame, cfg: LabelledTrainConfig
+    model: Ranker, data: LabelledData, rows: pl.DataFrame, cfg: LabelledTrainConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, probabilities, user_idx), each [S], of the sample `rows` under `model` in eval mode."""
-    logits = getattr(model, "logits", None)
-    if logits is None:
-        raise TypeError(f"{type(model).__name__} has no logits(items, candidates, ratings)")
     model.eval()
     probs = []
     with torch.no_grad():
         for start in range(0, rows.height, cfg.eval_batch_size):
             b = data.batch(rows[start : start + cfg.eval_batch_size], cfg.max_history)
-            probs.append(torch.sigmoid(logits(b.items, b.candidates[:, None], b.ratings)[:, 0]))
+            probs.append(torch.sigmoid(labelled_logits(model, b)))
     model.train()
     return (
         rows["label"].to_numpy(),
@@ -75,16 +73,14 @@ def predict_labelled(
     )
 
 
-def evaluate_labelled(
-    model: SequentialRecommender, data: LabelledData, split: str, cfg: LabelledTrainConfig
-) -> dict[str, float]:
+def evaluate_labelled(model: Ranker, data: LabelledData, split: str, cfg: LabelledTrainConfig) -> dict[str, float]:
     """`{split}/auc`, `{split}/gauc`, `{split}/logloss` of `model` on one split of `data`."""
     labels, probs, users = predict_labelled(model, data, data.split(split), cfg)
     return labelled_metrics(labels, probs, users, split)
 
 
 def fit_labelled(
-    model: SequentialRecommender,
+    model: Ranker,
     data: LabelledData,
     cfg: LabelledTrainConfig,
     *,

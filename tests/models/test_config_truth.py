@@ -16,7 +16,7 @@ import yaml
 from recsys.config import from_dict, to_dict
 from recsys.model_io import MODEL_JSON, load_model, model_spec, save_model
 from recsys.models.sasrec import SASRec, SASRecConfig
-from recsys.registry import MODELS, build_model, choose_model
+from recsys.registry import build_model, choose_model, model_class
 from recsys.train.callbacks import MODEL_SPEC_KEY
 from recsys.train.experiment import ExperimentConfig, TrainConfig, resolve_bases
 from recsys.train.resume import checkpoint_choice
@@ -111,7 +111,7 @@ def _model_yaml_keys() -> list[Any]:
 @pytest.mark.parametrize(("file", "key"), _model_yaml_keys())
 def test_model_yaml_restates_the_dataclass_defaults(file: str, key: str) -> None:
     spec = yaml.safe_load((REPO / "configs/model" / file).read_text())
-    config_cls = MODELS[spec["name"]].Config
+    config_cls = model_class(spec["name"]).Config
     assert key in {f.name for f in dataclasses.fields(config_cls)}, f"{file}: {key} is no field of the config"
     value = getattr(from_dict(config_cls, {key: spec["params"][key]}, source=file), key)  # as YAML loads it
     default = getattr(config_cls(), key)

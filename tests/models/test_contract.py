@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,15 +10,20 @@ from typing import Any
 import pytest
 import torch
 
+from recsys.config import ConfigError
+from recsys.data import schema as S
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.item_features import ItemFeatures, load_item_features
+from recsys.data.labelled import LabelledBatch
+from recsys.data.processed import load_processed
 from recsys.eval.evaluate import evaluate
 from recsys.model_io import load_model, resolved_config, save_model
 from recsys.models.base import SequentialRecommender, representation_by_length
+from recsys.models.ranker import Ranker, unknown_stage1_scores
 from recsys.objectives import OBJECTIVES, build_objective, training_losses
-from recsys.registry import MODELS, build_model
-from recsys.train.experiment import EvalConfig, TrainConfig
-from recsys.train.module import RecModule
+from recsys.registry import MODELS, RANKERS, build_model, build_ranker, choose_model, model_class
+from recsys.train.experiment import EvalConfig, TrainConfig, resolve_bases
+from recsys.train.module import RecModule, build_loss
 
 ODD = {"hidden": 32, "n_heads": 4, "max_len": 7, "dropout": 0.1, "attn_dropout": 0.1}
 N_ITEMS = 99
@@ -235,3 +241,166 @@ def test_representation_does_not_depend_on_left_padding(
     one_item = torch.tensor([[9]])
     assert torch.isfinite(model.sequence_representation(full, full != 0)).all()
     assert torch.isfinite(model.sequence_representation(one_item, one_item != 0)).all()
+
+
+# ---- rankers (recsys.models.ranker.Ranker): the same contract checks, through `score` ----
+
+RANKER_ODD: dict[str, dict[str, Any]] = {  # odd sizes: d_rep 12, d_att / d_proj 5, K 3 of L 7, N 99
+    "dare": {"d_att": 5, "top_k": 3},
+    "twin": {"top_k": 3},
+    "din": {},
+}
+RANKER_VARIANTS = [(n, {}) for n in sorted(RANKERS)] + [("twin", {"d_proj": 5})]  # + TWIN with projection
+
+
+def _genre_features(n_items: int) -> ItemFeatures:
+    genres = [None, *[["Drama", "Comedy, Drama", "Horror", None][i % 4] for i in range(1, n_items + 1)]]
+    return ItemFeatures(n_items, ["", *map(str, range(1, n_items + 1))], {"genres": genres}, None, 0)
+
+
+def _odd_ranker(name: str, extra: dict[str, Any], features: ItemFeatures | None = None) -> Ranker:
+    torch.manual_seed(0)
+    params = {"d_rep": 12, "max_len": 7, "mlp": [24], "n_ratings": 6, **RANKER_ODD[name], **extra}
+    return build_ranker(name, params, N_ITEMS, item_features=features or _genre_features(N_ITEMS))
+
+
+def _ranker_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """items [5, 7] (left-padded, one empty), candidates [5, 3], stage-1 scores [5, 3], ratings [5, 7]."""
+    items, _ = _batch()
+    items[4] = 0
+    gen = torch.Generator().manual_seed(1)
+    candidates = torch.randint(1, N_ITEMS + 1, (5, 3), generator=gen)
+    ratings = torch.randint(1, 6, items.shape, generator=gen) * (items != 0)
+    return items, candidates, torch.randn(5, 3, generator=gen), ratings
+
+
+def test_the_registry_tables_share_no_name_and_unknown_names_list_both() -> None:
+    assert not set(MODELS) & set(RANKERS)
+    with pytest.raises(KeyError, match=r"dare.*din") as err:
+        model_class("dar")
+    assert "sasrec" in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "extra"), RANKER_VARIANTS)
+def test_ranker_shapes_on_odd_sizes(name: str, extra: dict[str, Any]) -> None:
+    model = _odd_ranker(name, extra).eval()
+    assert isinstance(model, Ranker) and model.objective in OBJECTIVES and model.max_len == 7
+    assert model.cfg.n_genres == 4  # auto: Comedy, Drama, Horror + padding
+    items, candidates, stage1, ratings = _ranker_inputs()
+    for kwargs in ({}, {"ratings": ratings}):
+        logits = model.score(items, candidates, stage1, **kwargs)
+        assert logits.shape == (5, 3) and torch.isfinite(logits).all()
+    one = model.score(items[:1], candidates[:1, :1], stage1[:1, :1])  # one history, one candidate
+    assert one.shape == (1, 1)
+
+
+@pytest.mark.parametrize("name", sorted(RANKERS))
+def test_ranker_yaml_loads_and_a_wrong_key_is_one_line_naming_it(name: str) -> None:
+    root = Path(__file__).resolve().parents[2]
+    model = resolve_bases({"model": {"_base": str(root / f"configs/model/{name}.yaml")}}, "exp")["model"]
+    assert model["name"] == name
+    choose_model(name, model["params"], table=RANKERS)  # the shipped YAML is a valid config
+    with pytest.raises(ConfigError, match="d_rpe") as err:
+        choose_model(name, {**model["params"], "d_rpe": 8}, table=RANKERS)
+    assert "\n" not in str(err.value) and f"ranker '{name}'" in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "extra"), RANKER_VARIANTS)
+def test_ranker_save_load_round_trip(name: str, extra: dict[str, Any], tmp_path: Path) -> None:
+    """Saved with its resolved config (auto fields as numbers) and rebuilt without item features:
+    the genre table comes back from the weights, the scores are identical."""
+    model = _odd_ranker(name, extra).eval()
+    save_model(model, name, {**RANKER_ODD[name], **extra, "d_rep": 12, "max_len": 7, "mlp": [24]}, N_ITEMS, tmp_path)
+    spec = json.loads((tmp_path / "model.json").read_text())
+    assert spec["config"]["n_genres"] == 4 and spec["config"]["n_ratings"] == 6
+    loaded = load_model(tmp_path, kind="ranker")
+    items, candidates, stage1, ratings = _ranker_inputs()
+    torch.testing.assert_close(
+        loaded.score(items, candidates, stage1, ratings=ratings),
+        model.score(items, candidates, stage1, ratings=ratings),
+    )
+    with pytest.raises(TypeError, match="ranker"):
+        load_model(tmp_path)  # a ranker is not a retrieval model
+
+
+def _planted_rankings(dataset: Path) -> tuple[list[list[int]], int]:
+    ds = load_processed(dataset / "processed")
+    return ds.sequences.sort(S.USER_IDX)[S.ITEMS].to_list(), ds.n_items
+
+
+def _left(history: list[int], width: int = 7) -> list[int]:
+    return [0] * (width - len(history[-width:])) + history[-width:]
+
+
+def _labelled_planted(seqs: list[list[int]], n_items: int) -> Callable[[torch.Generator], LabelledBatch]:
+    """Labelled rows of the planted walks: every training prefix (the last item held out) with its
+    next item as the positive and 4 unseen items as negatives, drawn afresh for each batch."""
+    hist: list[list[int]] = []
+    pos: list[int] = []
+    rows: list[torch.Tensor] = []  # [N + 1] 1 = an unseen item (a possible negative)
+    for s in seqs:
+        for t in range(1, len(s) - 1):
+            hist.append(_left(s[:t]))
+            pos.append(s[t])
+            mask = torch.ones(n_items + 1)
+            mask[[0, *s[: t + 1]]] = 0.0
+            rows.append(mask)
+    items, positives, unseen = torch.tensor(hist), torch.tensor(pos), torch.stack(rows)
+
+    def draw(gen: torch.Generator) -> LabelledBatch:
+        negatives = torch.multinomial(unseen, 4, generator=gen)  # [P, 4]
+        candidates = torch.cat([positives[:, None], negatives], 1).reshape(-1)  # [P * 5]
+        labels = torch.zeros(len(positives), 5)
+        labels[:, 0] = 1.0
+        batch_items = items.repeat_interleave(5, 0)
+        users = torch.zeros(len(candidates), dtype=torch.long)
+        return LabelledBatch(batch_items, torch.zeros_like(batch_items), candidates, labels.reshape(-1), users)
+
+    return draw
+
+
+def _trained_ranker(name: str, dataset: Path, steps: int) -> tuple[Ranker, list[float]]:
+    """`steps` full-batch Adam steps on labelled rows of the planted walks (one thread: tiny ops)."""
+    seqs, n_items = _planted_rankings(dataset)
+    draw = _labelled_planted(seqs, n_items)
+    torch.manual_seed(0)
+    params = {"d_rep": 16, "max_len": 7, "mlp": [32], **({"d_att": 8} if name == "dare" else {})}
+    model = build_ranker(name, params | ({"top_k": 3} if "top_k" in RANKER_ODD[name] else {}), n_items)
+    objective, gen = build_objective(model.objective), torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(steps):
+            loss = training_losses(model.train(), objective, draw(gen), build_loss(TrainConfig())).total
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval(), losses
+
+
+@pytest.mark.parametrize("name", sorted(RANKERS))
+def test_ranker_loss_decreases_in_20_steps(name: str, planted_dataset: Path) -> None:
+    _, losses = _trained_ranker(name, planted_dataset, 20)
+    assert sum(losses[-5:]) < 0.9 * sum(losses[:5])
+
+
+@pytest.mark.parametrize("name", sorted(RANKERS))
+def test_ranker_ranks_the_planted_next_item_first(name: str, planted_dataset: Path) -> None:
+    """Every unseen item is a candidate after each user's held-out history; the walk's next item is
+    the only one whose predecessor is in the history (the rankers have no positions to go by)."""
+    model, _ = _trained_ranker(name, planted_dataset, 200)
+    seqs, n_items = _planted_rankings(planted_dataset)
+    items = torch.tensor([_left(s[:-1]) for s in seqs])
+    candidates = torch.arange(n_items + 1).expand(len(seqs), -1)  # [U, N + 1]
+    seen = torch.zeros(len(seqs), n_items + 1, dtype=torch.bool)
+    for user, s in enumerate(seqs):
+        seen[user, [0, *s[:-1]]] = True
+    with torch.no_grad():
+        logits = model.score(items, candidates, unknown_stage1_scores(candidates)).masked_fill(seen, float("-inf"))
+    hit = (logits.argmax(1) == torch.tensor([s[-1] for s in seqs])).float().mean()
+    assert hit >= 0.9, float(hit)

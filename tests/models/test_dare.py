@@ -1,8 +1,12 @@
-"""DARE and its baselines: stage-1 search against a sort, padding, config checks, and a few training steps."""
+"""DARE and its baselines TWIN and DIN: stage-1 search against a sort, padding, config checks, the
+scores of the implementation before they were split into three rankers, and a few training steps."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -11,11 +15,18 @@ import torch
 
 from recsys.data.item_features import ItemFeatures
 from recsys.data.labelled import LabelledData
-from recsys.models.dare import DARE, DAREConfig, genre_table, search_topk, search_topk_reference
-from recsys.registry import RANKERS, build_ranker
+from recsys.model_io import load_model, save_model
+from recsys.models.dare import DARE, DAREConfig
+from recsys.models.ranker import Ranker, RankerData, unknown_stage1_scores
+from recsys.models.twin import TWINConfig
+from recsys.nn.target_attention import attention_logits, genre_table, search_topk, search_topk_reference
+from recsys.registry import RANKERS, build_ranker, choose_model
 from recsys.train.labelled import LabelledTrainConfig, evaluate_labelled, fit_labelled
 
-VARIANTS = [("dare", 4), ("twin", 8), ("twin_proj", 4), ("din", 8)]
+# the four settings of issue 31, once variants of one DARE class: (registry name, their own params)
+VARIANTS = [("dare", {"d_att": 4}), ("twin", {}), ("twin", {"d_proj": 4}), ("din", {})]
+VARIANT_IDS = ["dare", "twin", "twin_proj", "din"]
+GOLDEN = json.loads((Path(__file__).parent / "ranker_golden.json").read_text())
 
 
 def _padded_scores(g: torch.Generator, ties: bool) -> torch.Tensor:
@@ -61,50 +72,84 @@ def test_padding_is_never_selected() -> None:
         assert (idx[b][real[b]] >= 17 - n).all()  # every kept position holds a real behaviour
 
 
-def _model(variant: str, d_att: int, **kw: object) -> DARE:
+def _model(name: str, extra: dict[str, Any], n_items: int = 99, **kw: Any) -> Ranker:
     torch.manual_seed(0)
-    cfg = {"variant": variant, "d_att": d_att, "d_rep": 8, "top_k": 3, "max_len": 7, "mlp": (16,), **kw}
-    model = build_ranker("dare", cfg, 99)
-    assert isinstance(model, DARE)
-    return model
+    search = {"top_k": 3} if name != "din" else {}  # DIN attends over the whole history
+    cfg = {"d_rep": 8, "max_len": 7, "mlp": (16,), **search, **extra, **kw}
+    return build_ranker(name, cfg, n_items)
 
 
-@pytest.mark.parametrize(("variant", "d_att"), VARIANTS)
-def test_logits_shape_and_padding_invariance(variant: str, d_att: int) -> None:
-    model = _model(variant, d_att, n_ratings=6).eval()
+def _score(
+    model: Ranker, items: torch.Tensor, candidates: torch.Tensor, ratings: torch.Tensor | None = None
+) -> torch.Tensor:
+    return model.score(items, candidates, unknown_stage1_scores(candidates), ratings=ratings)
+
+
+@pytest.mark.parametrize(("name", "extra"), VARIANTS, ids=VARIANT_IDS)
+def test_logits_shape_and_padding_invariance(name: str, extra: dict[str, Any]) -> None:
+    model = _model(name, extra, n_ratings=6).eval()
     items = torch.tensor([[0, 0, 0, 5, 9, 12, 40], [0, 0, 0, 0, 0, 0, 3], [0] * 7])  # the last history is empty
     candidates = torch.tensor([[1, 2, 98], [4, 4, 4], [7, 8, 9]])
     ratings = torch.randint(1, 6, items.shape) * (items != 0)
-    out = model.logits(items, candidates, ratings)
+    out = _score(model, items, candidates, ratings)
     assert out.shape == (3, 3) and torch.isfinite(out).all()
     wider = torch.cat([torch.zeros(3, 4, dtype=torch.long), items], 1)  # more left padding, same histories
     model.max_len = 11
     assert torch.allclose(
-        model.logits(wider, candidates, torch.cat([torch.zeros(3, 4, dtype=torch.long), ratings], 1)), out, atol=1e-6
+        _score(model, wider, candidates, torch.cat([torch.zeros(3, 4, dtype=torch.long), ratings], 1)), out, atol=1e-6
     )
+
+
+def _golden_features(n_items: int) -> ItemFeatures:
+    names = ["Action", "Comedy", "Drama", "Horror"]
+    genres = [None] + [
+        ", ".join(sorted({names[i % 4], names[(i * 7) % 4]})) if i % 5 else None for i in range(1, n_items + 1)
+    ]
+    return ItemFeatures(n_items, [str(i) for i in range(n_items + 1)], {"genres": genres}, None, 0)
+
+
+@pytest.mark.parametrize(("name", "extra", "variant"), [(*v, i) for v, i in zip(VARIANTS, VARIANT_IDS, strict=True)])
+def test_scores_match_the_implementation_before_the_split(name: str, extra: dict[str, Any], variant: str) -> None:
+    """The same seed builds the same weights under the same state_dict keys (old weights load) and
+    gives the logits the single DARE class with `variant` gave (tests/models/ranker_golden.json)."""
+    d_att = 4 if variant in ("dare", "twin_proj") else 8
+    params = {**extra, "d_rep": 8, "max_len": 7, "mlp": (16,), "n_ratings": 6} | ({"top_k": 3} if name != "din" else {})
+    torch.manual_seed(0)
+    model = build_ranker(name, params, 29, item_features=_golden_features(29)).eval()  # n_genres: auto -> 5
+    assert model.cfg.n_genres == 5 and (variant != "dare" or model.cfg.d_att == d_att)
+    assert sorted(model.state_dict()) == GOLDEN["state_dict_keys"][variant]
+    items = torch.tensor([[0, 0, 3, 5, 9, 12, 28], [0, 0, 0, 0, 0, 0, 3], [0] * 7, [1, 2, 3, 4, 5, 6, 7]])
+    cands = torch.tensor([[1, 2, 28], [4, 4, 4], [7, 8, 9], [3, 6, 29]])
+    ratings = torch.tensor([[0, 0, 5, 1, 3, 4, 2], [0, 0, 0, 0, 0, 0, 5], [0] * 7, [1, 2, 3, 4, 5, 4, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(_score(model, items, cands, ratings), torch.tensor(GOLDEN["logits"][variant]))
+        torch.testing.assert_close(_score(model, items, cands), torch.tensor(GOLDEN["logits"][f"{variant}_noratings"]))
 
 
 def test_dare_with_top_k_covering_history_equals_full_attention() -> None:
     """With K >= the history length, the search keeps every behaviour: DARE's stage 2 then is target
     attention over the whole history, computed here the slow way."""
-    model = _model("dare", 4, top_k=7).eval()
+    model = _model("dare", {"d_att": 4}, top_k=7).eval()
+    assert isinstance(model, DARE)
     items = torch.tensor([[0, 0, 3, 5, 9, 12, 40]])
     cand = torch.tensor([[17, 2]])
     with torch.no_grad():
-        q, k, v = model._tables()
-        w = torch.softmax(model._scores(q[cand], k[items], items), -1)  # [1, 2, L]
-        agg = torch.einsum("bcl,blr->bcr", w, v[items])
-        c = v[cand]
+        att, rep = model.att(model.item_genres), model.rep(model.item_genres)
+        w = torch.softmax(attention_logits(att[cand], att[items], items), -1)  # [1, 2, L]
+        agg = torch.einsum("bcl,blr->bcr", w, rep[items])
+        c = rep[cand]
         want = model.mlp(torch.cat([c, agg, c * agg], -1)).squeeze(-1)
-        assert torch.allclose(model.logits(items, cand), want, atol=1e-6)
+        assert torch.allclose(_score(model, items, cand), want, atol=1e-6)
 
 
 def test_config_errors_name_the_field() -> None:
-    with pytest.raises(ValueError, match="d_att"):
-        DAREConfig(variant="twin", d_att=4, d_rep=16)
+    with pytest.raises(ValueError, match="d_proj"):
+        TWINConfig(d_proj=-1)
     with pytest.raises(ValueError, match="top_k"):
         DAREConfig(top_k=0)
-    assert "dare" in RANKERS
+    with pytest.raises(ValueError, match="n_genres"):
+        DAREConfig(n_genres="many")  # type: ignore[arg-type]
+    assert set(RANKERS) == {"dare", "twin", "din"}
 
 
 def test_genre_table_from_item_features() -> None:
@@ -150,14 +195,34 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize(("variant", "d_att"), [("dare", 4), ("din", 8)])
+@pytest.mark.parametrize(("name", "extra"), [("dare", {"d_att": 4, "top_k": 5}), ("din", {})])
 @pytest.mark.usefixtures("one_thread")
-def test_a_tiny_config_learns_the_planted_pattern(variant: str, d_att: int) -> None:
+def test_a_tiny_config_learns_the_planted_pattern(name: str, extra: dict[str, Any]) -> None:
     data = _planted()
-    model = _model(variant, d_att, top_k=5)
+    model = _model(name, extra)
     model.max_len = 30
     cfg = LabelledTrainConfig(epochs=5, batch_size=32, lr=1e-2, max_history=30)
     fit = fit_labelled(model, data, cfg, generator=torch.Generator().manual_seed(0))
     losses = [h["train/loss"] for h in fit.history]
     assert losses[-1] < 0.6 * losses[0]
     assert evaluate_labelled(model, data, "test", cfg)["test/auc"] > 0.9
+
+
+@pytest.mark.parametrize(("recipe", "levels"), [("explicit", 6), ("paper", 0)])
+def test_auto_side_features_resolve_from_the_data(recipe: str, levels: int, tmp_path: Path) -> None:
+    """`n_ratings: auto` -> ratings 1..5 + none under explicit labels (0 under the implicit paper
+    recipe); `n_genres: auto` -> the item features' genres + padding. The resolved numbers are the
+    config the model keeps and saves, so it rebuilds without the data."""
+    data = _planted()
+    data = LabelledData(
+        data.samples, data.sequences, data.sequences % 5 + 1, data.n_items, {"config": {"recipe": recipe}}
+    )
+    features = _golden_features(data.n_items)
+    choice = choose_model("din", {"d_rep": 8, "mlp": [16]}, table=RANKERS).resolved(
+        RankerData.of_labelled(data, features)
+    )
+    assert (choice.config.n_genres, choice.config.n_ratings) == (5, levels)
+    model = choice.build(data.n_items, features)
+    assert model.cfg == choice.config and choice.spec(data.n_items)["config"]["n_ratings"] == levels
+    save_model(model, "din", {"d_rep": 8, "mlp": [16]}, data.n_items, tmp_path)  # auto matches what it resolved to
+    assert load_model(tmp_path, kind="ranker").cfg == model.cfg

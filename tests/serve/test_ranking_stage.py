@@ -14,21 +14,24 @@ import torch
 from serve_support import ThreadServer
 
 from recsys.data import schema as S
+from recsys.model_io import load_model, save_model
+from recsys.models.ranker import Ranker
 from recsys.registry import build_ranker
 from recsys.retrieval.bundle import load_bundle
-from recsys.retrieval.ranking import RankingStage, load_ranker, save_ranker
+from recsys.retrieval.ranking import RankingStage
 from recsys.serve.app import create_app
 from recsys.serve.settings import ServeSettings
 
 TOP_N = 6
-PARAMS: dict[str, Any] = {"variant": "dare", "d_att": 4, "d_rep": 8, "top_k": 3, "max_len": 8, "mlp": [16]}
+PARAMS: dict[str, Any] = {"d_att": 4, "d_rep": 8, "top_k": 3, "max_len": 8, "mlp": [16]}
 
 
 def _ranker_dir(root: Path, n_items: int, seed: int = 0) -> Path:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = build_ranker("dare", PARAMS, n_items)
-    return save_ranker(root, "dare", PARAMS, n_items, model)
+    save_model(model, "dare", PARAMS, n_items, root)
+    return root
 
 
 def _n_items(local_bundle: Path) -> int:
@@ -68,8 +71,8 @@ def test_ranker_reorders_the_retrieval_items(
     bundle = load_bundle(local_bundle)
     history = bundle.user_history(user)
     assert history is not None
-    name, model = load_ranker(ranker)
-    offline = RankingStage(name, model, TOP_N, model.max_len).scores(
+    model = load_model(ranker, kind="ranker")
+    offline = RankingStage("dare", model, TOP_N, model.max_len).scores(
         history, np.array([bundle.item_vocab[i] for i in got], dtype=np.int64)
     )
     np.testing.assert_allclose([it["score"] for it in body["items"]], offline, rtol=1e-5, atol=1e-6)
@@ -89,8 +92,8 @@ def test_ranker_failure_falls_back_to_retrieval_order(
 
 
 def test_rerank_is_a_stable_permutation_and_load_round_trips(tmp_path: Path) -> None:
-    name, model = load_ranker(_ranker_dir(tmp_path / "r", 20, seed=3))
-    stage = RankingStage(name, model, top_n=5, history_len=8)
+    model = load_model(_ranker_dir(tmp_path / "r", 20, seed=3), kind="ranker")
+    stage = RankingStage("dare", model, top_n=5, history_len=8)
     history = np.array([3, 5, 7, 9], dtype=np.int64)
     items = np.array([11, 2, 11, 4, 19], dtype=np.int64)  # item 11 twice: equal scores keep retrieval order
     ranked = stage.rerank(history, items, np.zeros(5, dtype=np.float32))
@@ -101,6 +104,50 @@ def test_rerank_is_a_stable_permutation_and_load_round_trips(tmp_path: Path) -> 
         next(model.parameters()).fill_(float("nan"))
     flagged = stage.rerank(history, items, np.arange(5, dtype=np.float32))
     assert flagged.fallback and flagged.items.tolist() == items.tolist()
+
+
+class _EchoStage1(Ranker):
+    """A ranker whose logits are the negated stage-1 scores it is given (it records them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.max_len = 8
+        self.seen: list[torch.Tensor] = []
+
+    def score(
+        self,
+        items: torch.Tensor,
+        candidates: torch.Tensor,
+        stage1_scores: torch.Tensor,
+        *,
+        ratings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        del items, ratings
+        assert stage1_scores.shape == candidates.shape and stage1_scores.dtype == torch.float32
+        self.seen.append(stage1_scores)
+        return -stage1_scores
+
+
+def test_the_retrieval_scores_reach_the_ranker_as_stage1_scores() -> None:
+    ranker = _EchoStage1()
+    stage = RankingStage("echo", ranker, top_n=4, history_len=8)
+    items, retrieval = np.array([7, 3, 9, 5]), np.array([4.0, 3.0, 2.0, 1.0], dtype=np.float32)
+    ranked = stage.rerank(np.array([1, 2]), items, retrieval)
+    assert ranker.seen[-1].tolist() == [retrieval.tolist()]
+    assert ranked.items.tolist() == [5, 9, 3, 7]  # this ranker reverses them; nothing else changes the order
+    assert stage.scores(np.array([1, 2]), items).tolist() == [0.0] * 4  # no retrieval scores: all zeros
+
+
+def test_an_old_format_ranker_directory_says_how_to_reexport_it(tmp_path: Path) -> None:
+    from recsys.retrieval.ranking import fetch_ranker
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "ranker.json").write_text(json.dumps({"name": "dare", "params": PARAMS, "n_items": 5}))
+    torch.save({}, old / "ranker.pt")
+    with pytest.raises(ValueError, match="old format") as err:
+        fetch_ranker(str(old), f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert "\n" not in str(err.value) and "python -m pipelines.train_ranker" in str(err.value)
 
 
 def test_a_trained_ranker_is_tracked_registered_and_served_by_alias(
@@ -141,8 +188,8 @@ def test_a_trained_ranker_is_tracked_registered_and_served_by_alias(
     assert {"test/auc", "test/gauc", "test/logloss", "best_val/auc"} <= set(trained.data.metrics)
     assert len(client.get_metric_history(trained.info.run_id, "val/auc")) == 2  # one per epoch
     assert {a.path for a in client.list_artifacts(trained.info.run_id, "ranker")} >= {
-        "ranker/ranker.json",
-        "ranker/ranker.pt",
+        "ranker/model.json",
+        "ranker/state_dict.pt",
     }
     name, model = fetch_ranker("models:/tiny-dare@champion", uri)
     assert name == "dare" and model.max_len == 8
