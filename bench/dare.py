@@ -3,8 +3,9 @@
 Two labelled datasets built from the processed ML-1M half (recsys.data.labelled): the DARE paper's
 recipe (configs/data/labelled/ml-1m_paper.yaml) and explicit labels (rating >= 4, global temporal
 split; configs/data/labelled/ml-1m_explicit.yaml). Every (dataset, model, seed) trains for the same
-fixed number of epochs through the shared training step, keeps its best validation-AUC epoch, and
-writes a results record to bench/results/experiments/dare/ (and an MLflow run, experiment "dare").
+fixed number of epochs through the one run path (`recsys.train.run.train_experiment`), keeps its best
+validation-AUC epoch, and writes a results record to bench/results/experiments/dare/ (and an MLflow run,
+experiment "dare").
 
 Search-stage quality (the paper's retrieval NDCG): per positive test sample, the top-K history
 behaviours a model's stage-1 search returns (by its attention embeddings), scored with graded
@@ -35,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytorch_lightning as lightning
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recsys.config import load_config, to_dict  # noqa: E402
-from recsys.data.item_features import load_item_features  # noqa: E402
+from recsys.config import from_dict, load_config, to_dict  # noqa: E402
 from recsys.data.labelled import (  # noqa: E402
     LabelledBatch,
     LabelledConfig,
@@ -49,19 +50,18 @@ from recsys.data.labelled import (  # noqa: E402
     build_labelled,
     load_labelled,
 )
-from recsys.model_io import resolved_config, save_model  # noqa: E402
+from recsys.model_io import load_model, resolved_config, save_model  # noqa: E402
 from recsys.models.dare import DARE  # noqa: E402
 from recsys.models.din import DIN  # noqa: E402
-from recsys.models.ranker import RankerData  # noqa: E402
 from recsys.models.twin import TWIN  # noqa: E402
 from recsys.nn.target_attention import search_topk  # noqa: E402
-from recsys.registry import RANKERS, choose_model  # noqa: E402
-from recsys.tracking.config import DEFAULT_TRACKING_URI, TrackingConfig  # noqa: E402
-from recsys.tracking.logger import make_logger  # noqa: E402
-from recsys.tracking.mlflow import RunRecorder  # noqa: E402
+from recsys.tracking.config import DEFAULT_TRACKING_URI  # noqa: E402
+from recsys.tracking.mlflow import download_run_artifacts  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
+from recsys.tracking.records import summarize as summarize_values  # noqa: E402
+from recsys.train.experiment import ExperimentConfig  # noqa: E402
 from recsys.train.fit import ensure_processed  # noqa: E402
-from recsys.train.labelled import LabelledTrainConfig, evaluate_labelled, fit_labelled  # noqa: E402
+from recsys.train.run import train_experiment  # noqa: E402
 
 log = logging.getLogger("bench.dare")
 DATASETS = {"paper": "configs/data/labelled/ml-1m_paper.yaml", "explicit": "configs/data/labelled/ml-1m_explicit.yaml"}
@@ -80,7 +80,7 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "twin": ("twin", {"d_rep": 16, "top_k": TOP_K}),
     "twin_proj": ("twin", {"d_rep": 16, "d_proj": 16, "top_k": TOP_K}),  # TWIN with projection
 }
-COMMON: dict[str, Any] = {"max_len": 200, "mlp": (200, 80)}
+COMMON: dict[str, Any] = {"max_len": 200, "mlp": [200, 80]}
 SearchRanker = DARE | TWIN | DIN  # the rankers with `attention_scores` (the search logits)
 
 
@@ -140,33 +140,37 @@ def run_one(
 ) -> dict[str, Any]:
     """Train one (model, seed) on `dataset`, evaluate, log to MLflow and write its record."""
     started, t0, load0 = now_iso(), time.perf_counter(), os.getloadavg()
-    torch.manual_seed(seed)
     ranker, own = MODELS[model_name]
-    feats = load_item_features(data.meta["config"]["processed"])
-    choice = choose_model(ranker, {**COMMON, **own}, table=RANKERS).resolved(RankerData.of_labelled(data, feats))
-    model = choice.build(data.n_items, feats)
+    train = {
+        "max_epochs": args.epochs[dataset],
+        "patience": args.epochs[dataset],
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "steps_per_epoch": args.steps[dataset],
+        "grad_clip": None,
+        "seed": seed,
+        "progress_bar": False,
+    }
+    experiment = {
+        "name": f"dare_{dataset}_{model_name}_seed{seed}",
+        "data": DATASETS[dataset],
+        "model": {"name": ranker, "params": {**COMMON, **own}},
+        "train": train,
+        "tracking": {"experiment": "dare", "run_name": f"{dataset}_{model_name}_seed{seed}"},
+    }
+    cfg = from_dict(ExperimentConfig, experiment, source="bench/dare.py")
+    lightning.seed_everything(seed, verbose=False)
+    outcome = train_experiment(cfg, tracking_uri=args.tracking_uri, command=args.command)
+    assert outcome is not None
+    model = load_model(download_run_artifacts(args.tracking_uri, outcome.run_id, "model"), kind="ranker")
     assert isinstance(model, DARE | TWIN | DIN)
     params = resolved_config(model)
-    cfg = LabelledTrainConfig(
-        epochs=args.epochs[dataset], batch_size=args.batch_size, lr=args.lr, steps_per_epoch=args.steps[dataset]
-    )
-    uri = args.tracking_uri
-    logger = make_logger(TrackingConfig(experiment="dare", run_name=f"{dataset}_{model_name}_seed{seed}"), uri)
-    recorder = RunRecorder(uri, str(logger.run_id))
-    recorder.log_params({"dataset": dataset, "model": params, "train": to_dict(cfg), "seed": seed})
-    fit = fit_labelled(
-        model,
-        data,
-        cfg,
-        generator=torch.Generator().manual_seed(seed),
-        on_epoch=lambda epoch, m: recorder.log_metrics(m, step=epoch),
-    )
-    best = fit.history[fit.best_epoch]
-    metrics = {k: v for k, v in best.items() if k.startswith("val/")} | evaluate_labelled(model, data, "test", cfg)
+    metrics = dict(outcome.metrics)
+    max_history = model.max_len
     positives = data.split("test").filter(pl.col("label") == 1)
     k = TOP_K
     metrics["test/search_ndcg@20_pmi"] = search_ndcg(
-        model, lambda b: pmi[b.items, b.candidates[:, None]], data, positives, k, cfg.max_history
+        model, lambda b: pmi[b.items, b.candidates[:, None]], data, positives, k, max_history
     )
     if model_name != "din" and seed in refs:
         ref = refs[seed].eval()
@@ -176,11 +180,9 @@ def run_one(
             data,
             positives,
             k,
-            cfg.max_history,
+            max_history,
         )
     save_model(model, ranker, params, data.n_items, WEIGHTS / f"{dataset}_{model_name}_seed{seed}")
-    recorder.log_metrics(metrics)
-    recorder.finish()
     if model_name == "din":
         refs[seed] = model
     wall = time.perf_counter() - t0
@@ -194,16 +196,11 @@ def run_one(
             "selection": "best validation AUC epoch",
             "samples": data.meta["samples"],
         },
-        "config": {
-            "model": {"name": ranker, "params": params},
-            "train": to_dict(cfg),
-            "seed": seed,
-            "torch_threads": torch.get_num_threads(),
-        },
+        "config": outcome.record["config"] | {"seed": seed, "torch_threads": torch.get_num_threads()},
         "metrics": metrics,
-        "epochs": fit.history,
-        "best_epoch": fit.best_epoch,
-        "mlflow_run_id": str(logger.run_id),
+        "epochs": outcome.record["epochs"],
+        "best_epoch": outcome.record["best_epoch"],
+        "mlflow_run_id": outcome.run_id,
         "load_average": {"start": list(load0), "end": list(os.getloadavg())},
         "note": "contended: other jobs running on the same 2 cores (see load_average)",
     }
@@ -214,13 +211,8 @@ def run_one(
     return record
 
 
-def _stats(values: list[float]) -> dict[str, float | int]:
-    return {
-        "mean": statistics.fmean(values),
-        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "median": statistics.median(values),
-        "n": len(values),
-    }
+def _stats(values: list[float]) -> dict[str, Any]:
+    return summarize_values(values) | {"n": len(values)}
 
 
 def summarize(command: str) -> dict[str, Any]:

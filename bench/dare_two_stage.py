@@ -18,13 +18,16 @@ import os
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+import pytorch_lightning as lightning
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,16 +37,19 @@ from recsys.data import schema as S  # noqa: E402
 from recsys.data.datasets import left_pad  # noqa: E402
 from recsys.data.item_features import load_item_features  # noqa: E402
 from recsys.data.labelled import LabelledConfig, LabelledData, paper_samples  # noqa: E402
+from recsys.data.labelled_datamodule import LabelledDataModule  # noqa: E402
 from recsys.data.processed import load_processed  # noqa: E402
 from recsys.data.split import leave_one_out_split  # noqa: E402
 from recsys.eval.metrics import hit_rate_at_k, ndcg_at_k, ranks_from_topk  # noqa: E402
 from recsys.eval.ranking import rank_targets  # noqa: E402
 from recsys.model_io import load_model  # noqa: E402
 from recsys.models.base import SequentialRecommender  # noqa: E402
+from recsys.models.ranker import Ranker  # noqa: E402
 from recsys.registry import build_ranker  # noqa: E402
 from recsys.retrieval.ranking import RankingStage  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, write_record  # noqa: E402
-from recsys.train.labelled import LabelledTrainConfig, fit_labelled  # noqa: E402
+from recsys.train.experiment import EvalConfig, TrainConfig  # noqa: E402
+from recsys.train.module import RecModule  # noqa: E402
 
 OUT = ROOT / "bench/results/dare_two_stage.json"
 PARAMS: dict[str, Any] = {"d_att": 16, "d_rep": 16, "top_k": 20, "max_len": 200, "n_genres": 19}
@@ -89,6 +95,27 @@ def retrieval_negatives(
     items = samples["item_idx"].to_numpy().copy()
     items[order] = drawn.reshape(-1)
     return samples.with_columns(pl.Series("item_idx", items))
+
+
+def fit_ranker(model: Ranker, data: LabelledData, *, epochs: int, seed: int) -> int:
+    """Train `model` on `data`'s rows with the one LightningModule for `epochs` epochs and keep its
+    best validation-AUC epoch (returned, 0-based): the issue-31 recipe (batch 256, lr 1e-3, no clip)."""
+    dm = LabelledDataModule(data, max_history=model.max_len, batch_size=256, eval_batch_size=1024, seed=seed)
+    module = RecModule(model, TrainConfig(batch_size=256, lr=1e-3, grad_clip=None), EvalConfig())
+    with tempfile.TemporaryDirectory() as tmp:
+        best = ModelCheckpoint(dirpath=tmp, monitor=module.monitor, mode="max", filename="best")
+        trainer = lightning.Trainer(
+            max_epochs=epochs,
+            callbacks=[best],
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(module, datamodule=dm)
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    return int(state["epoch"])
 
 
 def main() -> None:
@@ -148,9 +175,8 @@ def main() -> None:
     data = LabelledData(samples, seq_t, torch.zeros_like(seq_t), ds.n_items, {})
     torch.manual_seed(args.seed)
     dare = build_ranker("dare", PARAMS, ds.n_items, item_features=load_item_features(args.data))
-    train_cfg = LabelledTrainConfig(epochs=args.epochs)
     t_fit = time.perf_counter()
-    fit = fit_labelled(dare, data, train_cfg, generator=torch.Generator().manual_seed(args.seed))
+    best_epoch = fit_ranker(dare, data, epochs=args.epochs, seed=args.seed)
     fit_s = time.perf_counter() - t_fit
     dare.eval()
     stage = RankingStage("dare", dare, args.top_n, PARAMS["max_len"])
@@ -185,8 +211,12 @@ def main() -> None:
             "ranker_training": to_dict(cfg_l) | {"samples": samples.height, "negatives": args.negatives},
         },
         "sasrec_dir": args.sasrec_dir,
-        "ranker": {"params": PARAMS, "train": to_dict(train_cfg), "best_epoch": fit.best_epoch, "fit_s": fit_s},
-        "epochs": fit.history,
+        "ranker": {
+            "params": PARAMS,
+            "train": {"epochs": args.epochs, "batch_size": 256, "lr": 1e-3, "grad_clip": None},
+            "best_epoch": best_epoch,
+            "fit_s": fit_s,
+        },
         "metrics": metrics,
         "ranker_latency_ms": {
             "p50": statistics.median(lat),

@@ -28,7 +28,7 @@ STATE_DICT = "state_dict.pt"
 SPEC_KEYS = ("name", "config", "n_items")
 # the ranker format before rankers were saved like every model (ranker.json + ranker.pt): refused
 OLD_RANKER_JSON = "ranker.json"
-REEXPORT = "python -m pipelines.train_ranker --data <labelled data config> --ranker <name>"
+REEXPORT = "python -m pipelines.train_ranker --config configs/experiment/<ranker>_<data>.yaml"
 
 M = TypeVar("M", bound=AnyModel)
 Kind = Literal["retrieval", "ranker"]  # which contract a loaded model must implement
@@ -107,7 +107,7 @@ def save_model(model: AnyModel, name: str, params: Mapping[str, Any], n_items: i
     write_model(model, spec, directory)
 
 
-def write_model(model: SequentialRecommender, spec: Mapping[str, Any], directory: Path) -> None:
+def write_model(model: AnyModel, spec: Mapping[str, Any], directory: Path) -> None:
     """Write `model`'s weights beside `spec` (from `model_spec` or `recsys.registry.ModelChoice.spec`,
     so the caller vouches that it describes `model`) as a directory `load_model` reads."""
     directory.mkdir(parents=True, exist_ok=True)

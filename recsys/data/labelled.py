@@ -267,3 +267,10 @@ def load_labelled(path: str | Path) -> LabelledData:
         n_items=int(meta["n_items"]),
         meta=meta,
     )
+
+
+def labelled_dataset(cfg: LabelledConfig) -> LabelledData:
+    """The labelled dataset `cfg` describes: loaded from `output_dir`, built there first when missing
+    (seeded, so every model sees the same samples)."""
+    root = Path(cfg.output_dir)
+    return load_labelled(root if (root / LABELLED_META).is_file() else build_labelled(cfg))

@@ -5,9 +5,16 @@ Pure functions over (labels, probabilities[, users]) arrays, computed with sciki
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
+import torch
 from sklearn.metrics import log_loss as _sk_log_loss
 from sklearn.metrics import roc_auc_score
+
+from recsys.data.labelled import LabelledBatch
+from recsys.models.ranker import Ranker
+from recsys.objectives.labelled import labelled_logits
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -52,3 +59,23 @@ def labelled_metrics(labels: np.ndarray, probs: np.ndarray, users: np.ndarray, p
         f"{prefix}/gauc": gauc(labels, probs, users),
         f"{prefix}/logloss": log_loss(labels, probs),
     }
+
+
+def labelled_predictions(model: Ranker, batch: LabelledBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(labels, probabilities, user_idx), each [B], of a batch of labelled rows under `model` (no grad)."""
+    with torch.no_grad():
+        probs = torch.sigmoid(labelled_logits(model, batch).float())
+    return batch.labels, probs.cpu(), batch.users
+
+
+def metrics_of_predictions(
+    parts: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], prefix: str
+) -> dict[str, float]:
+    """`labelled_metrics` of the batches' `labelled_predictions`, concatenated."""
+    labels, probs, users = (torch.cat(list(x)).cpu().numpy() for x in zip(*parts, strict=True))
+    return labelled_metrics(labels, probs.astype(np.float64), users, prefix)
+
+
+def labelled_split_metrics(model: Ranker, batches: Iterable[LabelledBatch], prefix: str) -> dict[str, float]:
+    """AUC, GAUC and log loss of `model` (in eval mode) over every batch of one split."""
+    return metrics_of_predictions((labelled_predictions(model, b) for b in batches), prefix)

@@ -44,6 +44,11 @@ class Objective:
     # False: rows come from a labelled dataset (recsys.data.labelled), not from `train_rows`
     trains_on_sequences: bool = True
 
+    def monitor(self, k: int) -> str:
+        """The validation metric that early stopping, checkpoints and lr decay follow: full-ranking
+        NDCG@k of the next item."""
+        return f"val/ndcg@{k}"
+
     def train_rows(self, seqs: Sequence[Sequence[int]], max_len: int, *, generator: torch.Generator) -> TrainRows:
         """The training rows of the users' training sequences `seqs` (oldest first)."""
         return TrainSequences(seqs, max_len, generator=generator)

@@ -30,6 +30,11 @@ class LabelledCandidates(Objective):
 
     trains_on_sequences = False
 
+    def monitor(self, k: int) -> str:
+        """Validation AUC of the labelled rows (a ranker scores candidates, not the catalog)."""
+        del k
+        return "val/auc"
+
     def train_rows(self, seqs: Sequence[Sequence[int]], max_len: int, *, generator: torch.Generator) -> TrainRows:
         del seqs, max_len, generator
         raise TypeError(

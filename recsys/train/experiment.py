@@ -55,6 +55,9 @@ class TrainConfig:
     # > 0: batches cut from length-sorted pools of this many batches (less padding, faster on
     # short-history data; batch rows then have similar lengths); 0: plain shuffled batches
     length_pool: int = 0
+    # None: every training row once per epoch; else this many batches of a fresh shuffle per epoch (a
+    # fixed compute budget on a large training split, e.g. a ranker's labelled rows)
+    steps_per_epoch: int | None = None
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
@@ -70,6 +73,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 < self.lr_decay <= 1.0:

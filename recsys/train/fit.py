@@ -3,6 +3,7 @@ its callbacks, and why the fit stopped."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,11 +16,13 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.plugins import TorchCheckpointIO
 
-from recsys.config import load_config
+from recsys.config import load_config, to_dict
 from recsys.data.config import DataConfig
 from recsys.data.datamodule import SequenceDataModule
+from recsys.data.labelled import LabelledConfig, LabelledData, labelled_dataset
+from recsys.data.labelled_datamodule import LabelledDataModule
 from recsys.data.schema import META_FILE
-from recsys.models.base import SequentialRecommender
+from recsys.models.ranker import AnyModel
 from recsys.objectives.base import Objective
 from recsys.train.callbacks import EpochSummary, ModelSpecInCheckpoint, RandomStateInCheckpoint, WeightEMA
 from recsys.train.experiment import ExperimentConfig
@@ -34,7 +37,10 @@ def ensure_processed(data_config_path: str) -> Path:
         FileNotFoundError: the directory holds no processed dataset; the message names the command
             that writes it.
     """
-    out = Path(load_config(DataConfig, data_config_path).output_dir)
+    return _processed(Path(load_config(DataConfig, data_config_path).output_dir), data_config_path)
+
+
+def _processed(out: Path, data_config_path: str) -> Path:
     if not (out / META_FILE).is_file():
         command = PREPARE_COMMAND.format(config=data_config_path)
         raise FileNotFoundError(
@@ -44,12 +50,46 @@ def ensure_processed(data_config_path: str) -> Path:
     return out
 
 
+@dataclass(frozen=True)
+class RunData:
+    """Where a run's rows come from: training sequences of a processed dataset, or (rankers) the
+    labelled rows built from one."""
+
+    data_dir: Path  # the processed dataset
+    meta: dict[str, Any]  # its meta.json
+    config: dict[str, Any]  # the resolved data config (sequence or labelled), recorded with the results
+    labelled: LabelledData | None  # the labelled rows of a ranker; None: the objective trains on sequences
+
+
+def load_run_data(data_config_path: str, objective: Objective) -> RunData:
+    """The data `objective` trains on, from the experiment's `data` config: a data config (sequences)
+    or, for an objective that trains on labelled rows, a labelled config (built when missing)."""
+    if objective.trains_on_sequences:
+        config: Any = load_config(DataConfig, data_config_path)
+        data_dir, labelled = _processed(Path(config.output_dir), data_config_path), None
+    else:
+        config = load_config(LabelledConfig, data_config_path)
+        data_dir = _processed(Path(config.processed), "<the data config that writes it>")
+        labelled = labelled_dataset(config)
+    meta = json.loads((data_dir / META_FILE).read_text())
+    return RunData(data_dir, meta, to_dict(config), labelled)
+
+
 def datamodule_for(
-    cfg: ExperimentConfig, data_dir: Path, model: SequentialRecommender, objective: Objective
-) -> SequenceDataModule:
-    """The experiment's DataModule over `data_dir`, with the training rows `objective` builds for `model`."""
+    cfg: ExperimentConfig, data: RunData, model: AnyModel, objective: Objective
+) -> SequenceDataModule | LabelledDataModule:
+    """The experiment's DataModule: `data`'s labelled rows, or the training rows `objective` builds
+    for `model` from the sequences."""
+    if data.labelled is not None:
+        return LabelledDataModule(
+            data.labelled,
+            max_history=model.max_len,
+            batch_size=cfg.train.batch_size,
+            eval_batch_size=cfg.eval.batch_size,
+            seed=cfg.train.seed,
+        )
     return SequenceDataModule(
-        data_dir,
+        data.data_dir,
         max_len=model.max_len,
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.eval.batch_size,
@@ -97,7 +137,7 @@ class FitCallbacks:
 
 
 def build_trainer(
-    cfg: ExperimentConfig, logger: Logger, ckpt_dir: Path, model_spec: dict[str, Any]
+    cfg: ExperimentConfig, logger: Logger, ckpt_dir: Path, model_spec: dict[str, Any], *, monitor: str | None = None
 ) -> tuple[pl.Trainer, FitCallbacks]:
     """The Lightning Trainer of an experiment, checkpointing into `ckpt_dir`.
 
@@ -106,14 +146,17 @@ def build_trainer(
         logger: where Lightning logs per-epoch metrics.
         ckpt_dir: directory of best.ckpt and last.ckpt.
         model_spec: `recsys.model_io.model_spec` of the model, stored in every checkpoint.
+        monitor: the validation metric checkpoints and early stopping follow (the objective's
+            `monitor`); default `cfg.monitor`, full-ranking NDCG.
     """
     t = cfg.train
+    monitor = monitor or cfg.monitor
     fit = FitCallbacks(
-        best=ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.monitor, mode="max", save_top_k=1, filename="best"),
+        best=ModelCheckpoint(dirpath=ckpt_dir, monitor=monitor, mode="max", save_top_k=1, filename="best"),
         # not save_last=True: Lightning writes that copy only when the best one improves, so a run killed
         # on a plateau would resume from its best epoch and train everything since again
         last=ModelCheckpoint(dirpath=ckpt_dir, save_top_k=1, filename="last", enable_version_counter=False),
-        early_stopping=EarlyStopping(monitor=cfg.monitor, mode="max", patience=t.patience),
+        early_stopping=EarlyStopping(monitor=monitor, mode="max", patience=t.patience),
         timer=Timer(duration=timedelta(minutes=t.max_minutes) if t.max_minutes else None),
     )
     trainer = pl.Trainer(
@@ -130,7 +173,7 @@ def build_trainer(
             fit.early_stopping,
             fit.best,
             fit.last,
-            EpochSummary(cfg.monitor),
+            EpochSummary(monitor),
             fit.timer,
             ModelSpecInCheckpoint(model_spec),
             RandomStateInCheckpoint(),
@@ -143,5 +186,6 @@ def build_trainer(
         use_distributed_sampler=False,  # the DataModule shards training rows itself
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=10,
+        limit_train_batches=t.steps_per_epoch if t.steps_per_epoch is not None else 1.0,
     )
     return trainer, fit

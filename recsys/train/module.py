@@ -10,8 +10,11 @@ from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLR
 
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.datasets import EvalBatch
+from recsys.data.labelled import LabelledBatch
 from recsys.eval.evaluate import metrics_from_ranks, rank_batch
+from recsys.eval.labelled import labelled_predictions, metrics_of_predictions
 from recsys.models.base import SequentialRecommender
+from recsys.models.ranker import AnyModel, Ranker
 from recsys.nn.losses import LOSSES, in_batch_softmax
 from recsys.objectives import build_objective, training_losses
 from recsys.objectives.base import Batch, LossFn, Objective
@@ -32,7 +35,8 @@ def build_loss(train_cfg: TrainConfig) -> LossFn:
 
 
 class RecModule(pl.LightningModule):
-    """Wraps a `SequentialRecommender`: trains it on its objective, validates by full ranking.
+    """Wraps a retrieval model or a ranker: trains it on its objective, validates by full ranking
+    (a ranker: by AUC on its labelled rows; the metric is the objective's `monitor`).
 
     The loss of a batch is `recsys.objectives.training_losses` (callable without a Trainer); this
     module only logs its parts and leaves the stepping to Lightning.
@@ -47,7 +51,7 @@ class RecModule(pl.LightningModule):
 
     def __init__(
         self,
-        model: SequentialRecommender,
+        model: AnyModel,
         train_cfg: TrainConfig,
         eval_cfg: EvalConfig,
         *,
@@ -59,7 +63,9 @@ class RecModule(pl.LightningModule):
         self.loss = build_loss(train_cfg)
         self.train_cfg = train_cfg
         self.eval_cfg = eval_cfg
+        self.monitor = self.objective.monitor(eval_cfg.monitor_k)  # what early stopping and checkpoints follow
         self._val_ranks: list[torch.Tensor] = []
+        self._val_labelled: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._val_topk: list[torch.Tensor] = []
         # expected targets in a training batch; set with length-grouped batches (see `on_train_start`)
         self.targets_per_batch: float | None = None
@@ -83,22 +89,31 @@ class RecModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if self.train_cfg.length_pool and isinstance(datamodule, SequenceDataModule):
+        if (
+            self.train_cfg.length_pool
+            and isinstance(datamodule, SequenceDataModule)
+            and isinstance(self.model, SequentialRecommender)
+        ):
             self.targets_per_batch = self.objective.expected_targets_per_batch(
                 self.model, datamodule.train_set, self.train_cfg.batch_size
             )
 
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)  # set by Lightning when fit() is given one
-        if isinstance(datamodule, SequenceDataModule):
+        if isinstance(datamodule, SequenceDataModule) and isinstance(self.model, SequentialRecommender):
             self.objective.on_epoch_start(self.model, datamodule.ordered_train_dataloader(), self.current_epoch)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         del batch_idx
         return self._common_step(batch, "train")
 
-    def validation_step(self, batch: EvalBatch, batch_idx: int) -> None:
+    def validation_step(self, batch: EvalBatch | LabelledBatch, batch_idx: int) -> None:
         del batch_idx
+        if isinstance(batch, LabelledBatch):  # a ranker's labelled rows
+            assert isinstance(self.model, Ranker)
+            self._val_labelled.append(labelled_predictions(self.model, batch))
+            return
+        assert isinstance(self.model, SequentialRecommender)
         ranks, topk = rank_batch(
             self.model,
             batch,
@@ -110,17 +125,23 @@ class RecModule(pl.LightningModule):
         self._val_topk.append(topk)
 
     def on_validation_epoch_end(self) -> None:
+        if self._val_labelled:
+            metrics = metrics_of_predictions(self._val_labelled, "val")
+            self._val_labelled.clear()
+            self.log_dict({k: v for k, v in metrics.items() if k != self.monitor})
+            self.log(self.monitor, metrics[self.monitor], prog_bar=True)
+            return
         if not self._val_ranks:
             return
         ranks, topk = torch.cat(self._val_ranks), torch.cat(self._val_topk)
         self._val_ranks.clear()
         self._val_topk.clear()
+        assert isinstance(self.model, SequentialRecommender)
         n_items = self.model.item_embeddings().shape[0] - 1
         metrics = metrics_from_ranks(ranks, topk, n_items, self.eval_cfg.ks, "val")
-        monitor = f"val/ndcg@{self.eval_cfg.monitor_k}"
         # every rank evaluated all users, so the values agree and no sync is needed
-        self.log_dict({k: v for k, v in metrics.items() if k != monitor})
-        self.log(monitor, metrics[monitor], prog_bar=True)
+        self.log_dict({k: v for k, v in metrics.items() if k != self.monitor})
+        self.log(self.monitor, metrics[self.monitor], prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
         optimizer = self.optimizers()
@@ -150,7 +171,7 @@ class RecModule(pl.LightningModule):
         # stepped after each validation check, on the metric early stopping follows
         schedule: LRSchedulerConfigType = {
             "scheduler": plateau,
-            "monitor": f"val/ndcg@{self.eval_cfg.monitor_k}",
+            "monitor": self.monitor,
             "interval": "epoch",
             "frequency": self.train_cfg.val_every,
         }

@@ -14,16 +14,19 @@ import polars as pl
 import torch
 import yaml
 
-from recsys.config import load_config, to_dict
-from recsys.data.config import DataConfig
+from recsys.config import to_dict
 from recsys.data.datamodule import SequenceDataModule
+from recsys.data.labelled_datamodule import LabelledDataModule
 from recsys.eval.evaluate import evaluate
+from recsys.eval.labelled import labelled_split_metrics
 from recsys.eval.per_user import ITEMS_TABLE, item_stats, log_tables, per_user_results
 from recsys.model_io import resolved_config, write_model
 from recsys.models.base import SequentialRecommender
+from recsys.models.ranker import AnyModel, Ranker
 from recsys.tracking.mlflow import RunRecorder
 from recsys.tracking.records import base_record
 from recsys.train.experiment import ExperimentConfig
+from recsys.train.fit import RunData
 from recsys.train.module import RecModule
 
 DATA_CONFIG_KEY = "data_config"  # the resolved data config, beside `data` (its path)
@@ -43,8 +46,7 @@ class RunContext:
     """One run's settings and provenance, as its record and its MLflow run report them."""
 
     cfg: ExperimentConfig
-    data_dir: Path
-    meta: dict[str, Any]  # the processed dataset's meta.json
+    data: RunData  # the processed dataset (its meta.json, resolved data config, a ranker's labelled rows)
     command: str
     started_at: str  # ISO time the run started (a resumed run: its first start)
     t0: float  # time.perf_counter() at that start (earlier than now by the time already spent)
@@ -52,28 +54,31 @@ class RunContext:
 
     @property
     def n_items(self) -> int:
-        return int(self.meta["n_items"])
+        return int(self.data.meta["n_items"])
 
 
-def resolved_experiment(cfg: ExperimentConfig, model: SequentialRecommender) -> dict[str, Any]:
+def resolved_experiment(cfg: ExperimentConfig, model: AnyModel, data_config: dict[str, Any]) -> dict[str, Any]:
     """The experiment config with nothing left to defaults: `model.params` is the model's own
-    resolved `Config` and `data_config` the data config `data` names. What MLflow logs (params and
-    config.yaml) and what every results record carries under `config`."""
+    resolved `Config` and `data_config` the resolved data config `data` names. What MLflow logs
+    (params and config.yaml) and what every results record carries under `config`."""
     out: dict[str, Any] = to_dict(cfg)
     out["model"]["params"] = resolved_config(model)
-    out[DATA_CONFIG_KEY] = to_dict(load_config(DataConfig, cfg.data))
+    out[DATA_CONFIG_KEY] = data_config
     return out
 
 
 def evaluate_and_log(
     ctx: RunContext,
     module: RecModule,
-    dm: SequenceDataModule,
+    dm: SequenceDataModule | LabelledDataModule,
     best: dict[str, Any] | None,
     recorder: RunRecorder,
     fields: dict[str, Any],
 ) -> TrainOutcome:
-    """Load the best checkpoint, rank val and test over the full catalog, log everything to MLflow.
+    """Load the best checkpoint, evaluate it on val and test, log everything to MLflow.
+
+    A retrieval model ranks the full catalog (with per-user results); a ranker scores its labelled
+    rows (AUC, GAUC, log loss).
 
     Args:
         ctx: the run's settings and provenance.
@@ -87,31 +92,24 @@ def evaluate_and_log(
     if best is not None:
         module.load_state_dict(best["state_dict"])
     model = module.model.cpu().eval()
-    kw: dict[str, Any] = {
-        "ks": cfg.eval.ks,
-        "exclude_seen": cfg.eval.exclude_seen,
-        "item_chunk": cfg.eval.item_chunk,
-        "split_protocol": dm.protocol,
-    }
-    val = evaluate(model, dm.val_dataloader(), split="val", **kw)
-    test = evaluate(model, dm.test_dataloader(), split="test", **kw)
-    metrics = {**val.metrics, **test.metrics}
-    split = dm.sequence_split
-    if split is None:
-        raise RuntimeError("the DataModule has not been set up: no split to attach per-user results to")
-    items = item_stats(split, ctx.n_items)
-    per_user = {
-        "val": per_user_results(val, split.validation, items),
-        "test": per_user_results(test, split.test, items),
-        ITEMS_TABLE: items,
-    }
-    config = resolved_experiment(cfg, model)
+    if isinstance(dm, LabelledDataModule):
+        if not isinstance(model, Ranker):
+            raise TypeError(f"labelled rows are scored by a ranker, not a {type(model).__name__}")
+        metrics = labelled_split_metrics(model, dm.val_dataloader(), "val")
+        metrics |= labelled_split_metrics(model, dm.test_dataloader(), "test")
+        protocol: dict[str, Any] = dm.protocol
+        per_user: dict[str, pl.DataFrame] = {}
+    else:
+        if not isinstance(model, SequentialRecommender):
+            raise TypeError(f"full ranking needs a retrieval model, not a {type(model).__name__}")
+        metrics, protocol, per_user = _rank_val_test(ctx, model, dm)
+    config = resolved_experiment(cfg, model, ctx.data.config)
     record = base_record(cfg.name, ctx.command, ctx.started_at, time.perf_counter() - ctx.t0) | {
-        "dataset": ctx.meta.get("name"),
+        "dataset": ctx.data.meta.get("name"),
         "model": cfg.model.name,
         "attention": config["model"]["params"].get("attention"),
         "loss": cfg.train.loss,
-        "protocol": test.protocol,
+        "protocol": protocol,
         **fields,
         "best_epoch": int(best["epoch"]) if best is not None else None,
         "mlflow_run_id": recorder.run_id,
@@ -124,10 +122,35 @@ def evaluate_and_log(
     )
 
 
+def _rank_val_test(
+    ctx: RunContext, model: SequentialRecommender, dm: SequenceDataModule
+) -> tuple[dict[str, float], dict[str, Any], dict[str, pl.DataFrame]]:
+    """Full-ranking val and test metrics, the protocol and the per-user results of a retrieval model."""
+    cfg = ctx.cfg
+    kw: dict[str, Any] = {
+        "ks": cfg.eval.ks,
+        "exclude_seen": cfg.eval.exclude_seen,
+        "item_chunk": cfg.eval.item_chunk,
+        "split_protocol": dm.protocol,
+    }
+    val = evaluate(model, dm.val_dataloader(), split="val", **kw)
+    test = evaluate(model, dm.test_dataloader(), split="test", **kw)
+    split = dm.sequence_split
+    if split is None:
+        raise RuntimeError("the DataModule has not been set up: no split to attach per-user results to")
+    items = item_stats(split, ctx.n_items)
+    per_user = {
+        "val": per_user_results(val, split.validation, items),
+        "test": per_user_results(test, split.test, items),
+        ITEMS_TABLE: items,
+    }
+    return {**val.metrics, **test.metrics}, test.protocol, per_user
+
+
 def log_run(
     recorder: RunRecorder,
     ctx: RunContext,
-    model: SequentialRecommender,
+    model: AnyModel,
     config: dict[str, Any],
     metrics: dict[str, float],
     record: dict[str, Any],
@@ -141,17 +164,18 @@ def log_run(
     recorder.log_metrics(metrics, step=int(record["epochs"]))
     recorder.log_text(yaml.safe_dump(config, sort_keys=False), "config.yaml")
     recorder.log_text(Path(cfg.data).read_text(), "data/data_config.yaml")
-    recorder.log_json(ctx.meta, "data/meta.json")
+    recorder.log_json(ctx.data.meta, "data/meta.json")
     recorder.log_json(record, "result.json")
-    recorder.set_tags({"data_dir": str(ctx.data_dir.resolve()), "command": ctx.command[:5000]})
+    recorder.set_tags({"data_dir": str(ctx.data.data_dir.resolve()), "command": ctx.command[:5000]})
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         write_model(model, ctx.model_spec, model_dir)
         recorder.log_dir(model_dir, "model")
-        emb_path = Path(tmp) / "item_embeddings.npy"
-        with torch.no_grad():
-            np.save(emb_path, model.item_embeddings().float().numpy())
-        recorder.log_file(emb_path, "embeddings")
+        if isinstance(model, SequentialRecommender):  # a ranker has no item table
+            emb_path = Path(tmp) / "item_embeddings.npy"
+            with torch.no_grad():
+                np.save(emb_path, model.item_embeddings().float().numpy())
+            recorder.log_file(emb_path, "embeddings")
     if per_user:
         log_tables(recorder, per_user)
     recorder.finish("FINISHED")

@@ -64,7 +64,7 @@ def reopen(tracking_uri: str, run_id: str, checkpoint: Path | None = None) -> Re
     )
 
 
-def checkpoint_choice(current: ModelChoice, state: dict[str, Any], n_items: int) -> ModelChoice:
+def checkpoint_choice(current: ModelChoice[Any], state: dict[str, Any], n_items: int) -> ModelChoice[Any]:
     """The model a checkpoint was trained as: its class is `current`'s (the experiment's model, looked
     up once), its config the resolved one the checkpoint stores, so a default changed since the run
     started does not change it. A checkpoint written before the config was stored keeps `current`.

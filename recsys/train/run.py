@@ -11,7 +11,6 @@ and what MLflow keeps).
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -20,17 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recsys.data.datamodule import SequenceDataModule
 from recsys.data.item_features import load_item_features
-from recsys.data.schema import META_FILE
-from recsys.models.base import SequentialRecommender
+from recsys.models.ranker import AnyModel, RankerData
 from recsys.objectives import build_objective
 from recsys.objectives.base import Objective
-from recsys.registry import choose_model
+from recsys.registry import choose_registered
 from recsys.tracking.logger import make_logger
 from recsys.tracking.mlflow import RunRecorder, read_run
 from recsys.tracking.records import git_commit, now_iso
 from recsys.train.experiment import ExperimentConfig
-from recsys.train.fit import build_trainer, datamodule_for, ensure_processed
+from recsys.train.fit import RunData, build_trainer, datamodule_for, load_run_data
 from recsys.train.module import RecModule
 from recsys.train.record import RunContext, TrainOutcome, evaluate_and_log
 from recsys.train.resume import CHECKPOINT_DIR_TAG, checkpoint_choice, load_checkpoint, reopen, run_checkpoint
@@ -46,30 +45,31 @@ OWN_CKPT_PREFIX = "recsys-ckpt-"  # checkpoint directories a run creates (and re
 class RunParts:
     """What one run is made of, each built once and shared by the DataModule, module and Trainer."""
 
-    data_dir: Path
-    meta: dict[str, Any]  # the processed dataset's meta.json
-    model: SequentialRecommender
+    data: RunData  # the processed dataset (and a ranker's labelled rows)
+    model: AnyModel
     spec: dict[str, Any]  # `recsys.model_io` spec of `model`, stored in every checkpoint
     objective: Objective
 
     @property
     def n_items(self) -> int:
-        return int(self.meta["n_items"])
+        return int(self.data.meta["n_items"])
 
 
 def assemble_run(cfg: ExperimentConfig, checkpoint: dict[str, Any] | None = None) -> RunParts:
-    """The processed data, the model (one registry look-up, item features loaded once when the model
-    reads them) and its objective of an experiment; with `checkpoint`, the model is the one the
-    checkpoint was trained as (`recsys.train.resume.checkpoint_choice`)."""
-    data_dir = ensure_processed(cfg.data)
-    meta = json.loads((data_dir / META_FILE).read_text())
-    n_items = int(meta["n_items"])
-    choice = choose_model(cfg.model.name, cfg.model.params)
+    """The data, the model (one registry look-up, item features loaded once when the model reads
+    them) and its objective of an experiment; with `checkpoint`, the model is the one the checkpoint
+    was trained as (`recsys.train.resume.checkpoint_choice`)."""
+    choice = choose_registered(cfg.model.name, cfg.model.params)  # a retrieval model or a ranker
+    objective = build_objective(choice.cls.objective)
+    data = load_run_data(cfg.data, objective)
+    n_items = int(data.meta["n_items"])
+    features = load_item_features(data.data_dir) if choice.cls.uses_item_features else None
+    if data.labelled is not None:  # a ranker's `auto` settings come from its rows
+        choice = choice.resolved(RankerData.of_labelled(data.labelled, features))
     if checkpoint is not None:
         choice = checkpoint_choice(choice, checkpoint, n_items)
-    features = load_item_features(data_dir) if choice.cls.uses_item_features else None
     model = choice.build(n_items, features)
-    return RunParts(data_dir, meta, model, choice.spec(n_items), build_objective(model.objective))
+    return RunParts(data, model, choice.spec(n_items), objective)
 
 
 def train_experiment(
@@ -126,17 +126,18 @@ def train_experiment(
         cfg.tracking,
         tracking_uri,
         tags={
-            "data_dir": str(parts.data_dir.resolve()),
+            "data_dir": str(parts.data.data_dir.resolve()),
             "model": cfg.model.name,
-            "dataset": str(parts.meta.get("name", "")),
+            "dataset": str(parts.data.meta.get("name", "")),
             CHECKPOINT_DIR_TAG: str(ckpt_dir.resolve()),
         },
         run_id=resume_run,
     )
     log.info("checkpoints of run %s: %s (resume with --resume-run)", logger.run_id, ckpt_dir)
-    dm = datamodule_for(cfg, parts.data_dir, parts.model, parts.objective)
+    dm = datamodule_for(cfg, parts.data, parts.model, parts.objective)
     module = RecModule(parts.model, cfg.train, cfg.eval, objective=parts.objective)
-    trainer, fit = build_trainer(cfg, logger, ckpt_dir, parts.spec)
+    monitor = parts.objective.monitor(cfg.eval.monitor_k)
+    trainer, fit = build_trainer(cfg, logger, ckpt_dir, parts.spec, monitor=monitor)
     recorder = None
     if trainer.global_rank == 0:
         if logger.run_id is None:
@@ -154,7 +155,7 @@ def train_experiment(
     path = fit.best.best_model_path
     best = load_checkpoint(Path(path)) if path else None
     fields |= {"epochs": trainer.current_epoch, "fit_s": round(fit_s, 1), "stopped_by": fit.stop_reason()}
-    ctx = RunContext(cfg, parts.data_dir, parts.meta, command, started_at=started_at, t0=t0, model_spec=parts.spec)
+    ctx = RunContext(cfg, parts.data, command, started_at=started_at, t0=t0, model_spec=parts.spec)
     outcome = evaluate_and_log(ctx, module, dm, best, recorder, fields)
     # only once the run is recorded: a process killed while it evaluates leaves a run that can resume
     if ckpt_dir.name.startswith(OWN_CKPT_PREFIX):  # ours; a directory the caller chose is left alone
@@ -169,8 +170,9 @@ def _finalize(
     t0 = time.perf_counter()
     best = load_checkpoint(checkpoint or run_checkpoint(tracking_uri, run_id, "best.ckpt"))
     parts = assemble_run(cfg, best)
-    dm = datamodule_for(cfg, parts.data_dir, parts.model, parts.objective)
-    dm.setup()
+    dm = datamodule_for(cfg, parts.data, parts.model, parts.objective)
+    if isinstance(dm, SequenceDataModule):  # a labelled DataModule holds its rows already
+        dm.setup()
     run = read_run(tracking_uri, run_id)
     recorder = RunRecorder(tracking_uri, run_id)
     elapsed_s = time.time() - run["start_ms"] / 1000
@@ -181,8 +183,6 @@ def _finalize(
         "fit_s": round(elapsed_s, 1),
         "interrupted": f"fit stopped after epoch {last_epoch}",
     }
-    ctx = RunContext(
-        cfg, parts.data_dir, parts.meta, command, started_at=run["start_time"], t0=t0 - elapsed_s, model_spec=parts.spec
-    )
+    ctx = RunContext(cfg, parts.data, command, started_at=run["start_time"], t0=t0 - elapsed_s, model_spec=parts.spec)
     module = RecModule(parts.model, cfg.train, cfg.eval, objective=parts.objective)
     return evaluate_and_log(ctx, module, dm, best, recorder, fields)

@@ -11,17 +11,22 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+import pytorch_lightning as lightning
 import torch
 
 from recsys.data.item_features import ItemFeatures
 from recsys.data.labelled import LabelledData
+from recsys.data.labelled_datamodule import LabelledDataModule
+from recsys.eval.labelled import labelled_split_metrics
 from recsys.model_io import load_model, save_model
 from recsys.models.dare import DARE, DAREConfig
 from recsys.models.ranker import Ranker, RankerData, unknown_stage1_scores
 from recsys.models.twin import TWINConfig
 from recsys.nn.target_attention import attention_logits, genre_table, search_topk, search_topk_reference
+from recsys.objectives import training_losses
 from recsys.registry import RANKERS, build_ranker, choose_model
-from recsys.train.labelled import LabelledTrainConfig, evaluate_labelled, fit_labelled
+from recsys.train.experiment import EvalConfig, TrainConfig
+from recsys.train.module import RecModule
 
 # the four settings of issue 31, once variants of one DARE class: (registry name, their own params)
 VARIANTS = [("dare", {"d_att": 4}), ("twin", {}), ("twin", {"d_proj": 4}), ("din", {})]
@@ -201,11 +206,30 @@ def test_a_tiny_config_learns_the_planted_pattern(name: str, extra: dict[str, An
     data = _planted()
     model = _model(name, extra)
     model.max_len = 30
-    cfg = LabelledTrainConfig(epochs=5, batch_size=32, lr=1e-2, max_history=30)
-    fit = fit_labelled(model, data, cfg, generator=torch.Generator().manual_seed(0))
-    losses = [h["train/loss"] for h in fit.history]
-    assert losses[-1] < 0.6 * losses[0]
-    assert evaluate_labelled(model, data, "test", cfg)["test/auc"] > 0.9
+    dm = LabelledDataModule(data, max_history=30, batch_size=32, eval_batch_size=256, seed=0)
+    module = RecModule(model, TrainConfig(batch_size=32, lr=1e-2, grad_clip=None), EvalConfig())
+    before = _held_out_loss(module, dm)
+    trainer = lightning.Trainer(
+        max_epochs=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=dm)  # the one LightningModule, validated on AUC each epoch
+    assert "val/auc" in trainer.callback_metrics
+    assert _held_out_loss(module, dm) < 0.6 * before
+    assert labelled_split_metrics(model.eval(), dm.test_dataloader(), "test")["test/auc"] > 0.9
+
+
+def _held_out_loss(module: RecModule, dm: LabelledDataModule) -> float:
+    """Mean BCE of the training rows under the module's model (no grad)."""
+    with torch.no_grad():
+        losses = [
+            float(training_losses(module.model, module.objective, b, module.loss).total) for b in dm.val_dataloader()
+        ]
+    return sum(losses) / len(losses)
 
 
 @pytest.mark.parametrize(("recipe", "levels"), [("explicit", 6), ("paper", 0)])

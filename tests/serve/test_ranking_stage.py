@@ -177,19 +177,30 @@ def test_a_trained_ranker_is_tracked_registered_and_served_by_alias(
             }
         )
     )
-    small = ["--set", "d_att=4", "--set", "d_rep=8", "--set", "top_k=3", "--set", "max_len=8", "--set", "mlp=[16]"]
-    common = ["--data", str(labelled), "--epochs", "2", "--name", "tiny-dare", "--tracking-uri", uri]
-    assert main([*common, *small]) == 0
+    experiment = tmp_path / "tiny_dare.yaml"
+    experiment.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny_dare",
+                "data": str(labelled),
+                "model": {"name": "dare", "params": {"d_att": 4, "d_rep": 8, "top_k": 3, "max_len": 8, "mlp": [16]}},
+                "train": {"max_epochs": 2, "batch_size": 32, "grad_clip": None, "progress_bar": False},
+                "tracking": {"experiment": "rankers", "artifact_dir": str(tmp_path / "artifacts")},
+            }
+        )
+    )
+    common = ["--config", str(experiment), "--name", "tiny-dare", "--tracking-uri", uri]
+    assert main(common) == 0
 
     ref = resolve_model_uri(uri, "models:/tiny-dare@champion")
     client = MlflowClient(tracking_uri=uri)
     trained = client.get_run(client.get_run(str(ref.run_id)).data.tags["source_run_id"])
     assert trained.info.status == "FINISHED"
-    assert {"test/auc", "test/gauc", "test/logloss", "best_val/auc"} <= set(trained.data.metrics)
-    assert len(client.get_metric_history(trained.info.run_id, "val/auc")) == 2  # one per epoch
-    assert {a.path for a in client.list_artifacts(trained.info.run_id, "ranker")} >= {
-        "ranker/model.json",
-        "ranker/state_dict.pt",
+    assert {"test/auc", "test/gauc", "test/logloss", "val/auc"} <= set(trained.data.metrics)
+    assert len(client.get_metric_history(trained.info.run_id, "val/auc")) == 3  # each epoch, then the best one
+    assert {a.path for a in client.list_artifacts(trained.info.run_id, "model")} >= {
+        "model/model.json",
+        "model/state_dict.pt",
     }
     name, model = fetch_ranker("models:/tiny-dare@champion", uri)
     assert name == "dare" and model.max_len == 8
@@ -202,7 +213,7 @@ def test_a_trained_ranker_is_tracked_registered_and_served_by_alias(
 
     # bad input: an unknown parameter and a missing alias name the bad value; no new version is made
     capsys.readouterr()
-    assert main([*common, "--set", "d_attention=4"]) == 1
+    assert main([*common, "model.params.d_attention=4"]) == 1
     assert "d_attention" in capsys.readouterr().err
     with pytest.raises(RegistryError, match="nope"):
         fetch_ranker("models:/tiny-dare@nope", uri)
