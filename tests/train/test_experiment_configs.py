@@ -8,7 +8,10 @@ import pytest
 
 from recsys.config import load_config
 from recsys.data.config import DataConfig
-from recsys.registry import build_model
+from recsys.data.labelled import LabelledConfig
+from recsys.models.ranker import RankerData
+from recsys.objectives import build_objective
+from recsys.registry import choose_registered
 from recsys.train.experiment import load_experiment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,8 +22,10 @@ EXPERIMENTS = sorted((REPO / "configs/experiment").glob("*.yaml"))
 def test_experiment_config_is_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)  # configs name other configs relative to the repo root
     cfg = load_experiment(path)
-    load_config(DataConfig, cfg.data)
-    build_model(cfg.model.name, cfg.model.params, n_items=11)
+    choice = choose_registered(cfg.model.name, cfg.model.params)  # a retrieval model or a ranker
+    # the data its objective trains on: sequences (a data config) or labelled rows (a labelled config)
+    load_config(DataConfig if build_objective(choice.cls.objective).trains_on_sequences else LabelledConfig, cfg.data)
+    choice.resolved(RankerData()).build(n_items=11)
 
 
 def test_base_merge_keeps_base_keys_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
