@@ -39,6 +39,13 @@ class TrainConfig:
     # NDCG@10 improvement (ReduceLROnPlateau); 1 keeps the lr constant
     lr_decay: float = 1.0
     lr_decay_patience: int = 3
+    # per optimiser step over the fit's max_epochs: "constant" keeps `lr`; "warmup_cosine" rises
+    # linearly to `lr` over the first `warmup_frac` of the steps, then follows a cosine to 0;
+    # "onecycle" is torch's OneCycleLR peaking at `lr` after `warmup_frac` of the steps (betas fixed)
+    lr_schedule: Literal["constant", "warmup_cosine", "onecycle"] = "constant"
+    warmup_frac: float = 0.1  # share of the fit's total steps spent warming up (per-step schedules)
+    # AdamW's implementation: "default" lets torch choose; "foreach" or "fused" ask for that one
+    optimizer_impl: Literal["default", "foreach", "fused"] = "default"
     # > 0: validate, checkpoint and test an exponential moving average of the weights, updated each
     # optimiser step with this decay (0.999 averages over ~1000 steps); 0: the trained weights
     ema_decay: float = 0.0
@@ -78,6 +85,16 @@ class TrainConfig:
             raise ValueError(
                 f"lr_decay_patience must be in [0, patience={self.patience}), got {self.lr_decay_patience}: "
                 "early stopping would end the run before the lr decays"
+            )
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if self.lr_schedule == "onecycle" and self.warmup_frac == 0.0:
+            raise ValueError("warmup_frac must be > 0 with lr_schedule 'onecycle' (its rising phase), got 0.0")
+        if self.lr_schedule != "constant" and self.lr_decay < 1.0:
+            raise ValueError(
+                f"lr_decay={self.lr_decay} (decay on a validation plateau) cannot be combined with "
+                f"lr_schedule={self.lr_schedule!r}: the per-step schedule sets the lr at every step; "
+                "set lr_decay=1.0 or lr_schedule=constant"
             )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
