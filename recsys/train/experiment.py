@@ -119,6 +119,9 @@ class EvalConfig:
     batch_size: int = 1024
     item_chunk: int = 262_144  # catalog items scored at once
     monitor_k: int = 10  # early stopping and checkpoints follow val/ndcg@monitor_k
+    # validation checks during the fit rank a fixed seeded sample of this many users (None: all);
+    # the final val/test evaluation of a run always ranks every user
+    val_users: int | None = None
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
@@ -127,6 +130,8 @@ class EvalConfig:
             raise ValueError(f"monitor_k={self.monitor_k} must be one of ks={list(self.ks)}")
         if self.batch_size < 1 or self.item_chunk < 1:
             raise ValueError("batch_size and item_chunk must be >= 1")
+        if self.val_users is not None and self.val_users < 1:
+            raise ValueError(f"val_users must be >= 1 or None (all users), got {self.val_users}")
 
 
 @dataclass(frozen=True)

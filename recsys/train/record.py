@@ -93,7 +93,7 @@ def evaluate_and_log(
         "item_chunk": cfg.eval.item_chunk,
         "split_protocol": dm.protocol,
     }
-    val = evaluate(model, dm.val_dataloader(), split="val", **kw)
+    val = evaluate(model, dm.val_dataloader(all_users=True), split="val", **kw)  # not the checks' sample
     test = evaluate(model, dm.test_dataloader(), split="test", **kw)
     metrics = {**val.metrics, **test.metrics}
     split = dm.sequence_split
