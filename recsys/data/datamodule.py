@@ -42,6 +42,8 @@ class SequenceDataModule(pl.LightningDataModule):
         rows: builds the training rows from the training sequences.
         length_pool: > 0: length-grouped training batches (see `LengthGroupedBatches`).
         split: which split; its protocol is `self.protocol` after `setup`.
+        val_users: validation checks during a fit rank a fixed sample of this many validation users,
+            drawn with `seed` (None: all); `val_dataloader(all_users=True)` always ranks every user.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class SequenceDataModule(pl.LightningDataModule):
         rows: TrainRowsFactory = TrainSequences,
         length_pool: int = 0,
         split: SplitConfig | None = None,
+        val_users: int | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -67,6 +70,10 @@ class SequenceDataModule(pl.LightningDataModule):
             raise ValueError(f"length_pool must be >= 0, got {length_pool}")
         self.length_pool = length_pool
         self.split = split or SplitConfig()
+        if val_users is not None and val_users < 1:
+            raise ValueError(f"val_users must be >= 1 or None (all users), got {val_users}")
+        self.val_users = val_users
+        self.val_sample: set[int] | None = None  # rows of `val_set` validation checks rank (None: all)
         self.n_items = 0
         self.protocol: dict[str, object] = {}
         self.sequence_split: SequenceSplit | None = None
@@ -100,6 +107,11 @@ class SequenceDataModule(pl.LightningDataModule):
             split.validation[ITEMS].to_list(), split.validation[TARGET].to_list(), self.max_len
         )
         self.test_set = EvalSequences(split.test[ITEMS].to_list(), split.test[TARGET].to_list(), self.max_len)
+        self.val_sample = None
+        if self.val_users is not None and self.val_users < len(self.val_set):
+            # its own generator: the sample is the same whatever else draws from the seed
+            draw = torch.randperm(len(self.val_set), generator=torch.Generator().manual_seed(self.seed))
+            self.val_sample = set(draw[: self.val_users].tolist())
 
     def train_dataloader(self) -> DataLoader[TrainBatch | ViewBatch]:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
@@ -128,17 +140,22 @@ class SequenceDataModule(pl.LightningDataModule):
     def _train_dataset(self) -> Dataset[TrainBatch | ViewBatch]:
         return cast("Dataset[TrainBatch | ViewBatch]", self.train_set)  # rows indexed by lists of rows
 
-    def val_dataloader(self) -> DataLoader[EvalBatch]:
-        return self._eval_loader(self.val_set)
+    def val_dataloader(self, *, all_users: bool = False) -> DataLoader[EvalBatch]:
+        """Validation users: the fixed sample of `val_users` when set, unless `all_users` (a run's final
+        evaluation); a batch's `rows` are the users' rows in `val_set` either way."""
+        return self._eval_loader(self.val_set, None if all_users else self.val_sample)
 
     def test_dataloader(self) -> DataLoader[EvalBatch]:
         return self._eval_loader(self.test_set)
 
-    def _eval_loader(self, dataset: EvalSequences) -> DataLoader[EvalBatch]:
+    def _eval_loader(self, dataset: EvalSequences, rows: set[int] | None = None) -> DataLoader[EvalBatch]:
         # Not sharded under DDP: every rank ranks all users, so validation metrics agree across ranks.
         # Rows go in history-length order: a batch is trimmed to its longest history, which saves most
         # of the encoder's work on short-history data; the metrics do not depend on the row order.
-        sampler = BatchSampler(dataset.rows_by_length(), self.eval_batch_size, drop_last=False)
+        order = dataset.rows_by_length()
+        if rows is not None:  # a sample of the users: their rows, in the same order
+            order = [row for row in order if row in rows]
+        sampler = BatchSampler(order, self.eval_batch_size, drop_last=False)
         return DataLoader(dataset, sampler=sampler, batch_size=None)
 
 

@@ -245,8 +245,9 @@ def dataset_runs(uri: str, dataset: str, *, max_runs: int = 10_000) -> pl.DataFr
     return pl.from_dicts(rows[:max_runs], infer_schema_length=None)
 
 
-def validation_curve(uri: str, run_id: str, key: str = "val/ndcg@10") -> pl.DataFrame:
-    """A metric at each validation check during the fit: epochs_trained (1-based), step, value.
+def validation_curve(uri: str, run_id: str, key: str = "val/ndcg@10", *, with_time: bool = False) -> pl.DataFrame:
+    """A metric at each validation check during the fit: epochs_trained (1-based), step, value, and with
+    `with_time` the wall-clock time it was logged (`timestamp_ms`, Unix milliseconds).
 
     Lightning logs each check in one batch with `epoch` (same step, same timestamp); the final value
     a finished run logs for its best checkpoint has no `epoch` beside it and is left out.
@@ -256,14 +257,17 @@ def validation_curve(uri: str, run_id: str, key: str = "val/ndcg@10") -> pl.Data
     client = MlflowClient(tracking_uri=uri)
     epochs = {(m.step, m.timestamp): m.value for m in client.get_metric_history(run_id, "epoch")}
     checks = sorted(
-        (m.step, int(epochs[(m.step, m.timestamp)]) + 1, m.value)
+        (m.step, int(epochs[(m.step, m.timestamp)]) + 1, m.value, m.timestamp)
         for m in client.get_metric_history(run_id, metric_key(key))
         if (m.step, m.timestamp) in epochs
     )
-    return pl.DataFrame(
+    curve = pl.DataFrame(
         {"epochs_trained": [c[1] for c in checks], "step": [c[0] for c in checks], "value": [c[2] for c in checks]},
         schema={"epochs_trained": pl.Int64, "step": pl.Int64, "value": pl.Float64},
     )
+    if with_time:
+        curve = curve.with_columns(pl.Series("timestamp_ms", [c[3] for c in checks], dtype=pl.Int64))
+    return curve
 
 
 def metric_history(uri: str, run_id: str, key: str) -> pd.DataFrame:

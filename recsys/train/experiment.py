@@ -39,6 +39,13 @@ class TrainConfig:
     # NDCG@10 improvement (ReduceLROnPlateau); 1 keeps the lr constant
     lr_decay: float = 1.0
     lr_decay_patience: int = 3
+    # per optimiser step over the fit's max_epochs: "constant" keeps `lr`; "warmup_cosine" rises
+    # linearly to `lr` over the first `warmup_frac` of the steps, then follows a cosine to 0;
+    # "onecycle" is torch's OneCycleLR peaking at `lr` after `warmup_frac` of the steps (betas fixed)
+    lr_schedule: Literal["constant", "warmup_cosine", "onecycle"] = "constant"
+    warmup_frac: float = 0.1  # share of the fit's total steps spent warming up (per-step schedules)
+    # AdamW's implementation: "default" lets torch choose; "foreach" or "fused" ask for that one
+    optimizer_impl: Literal["default", "foreach", "fused"] = "default"
     # > 0: validate, checkpoint and test an exponential moving average of the weights, updated each
     # optimiser step with this decay (0.999 averages over ~1000 steps); 0: the trained weights
     ema_decay: float = 0.0
@@ -84,6 +91,16 @@ class TrainConfig:
                 f"lr_decay_patience must be in [0, patience={self.patience}), got {self.lr_decay_patience}: "
                 "early stopping would end the run before the lr decays"
             )
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if self.lr_schedule == "onecycle" and self.warmup_frac == 0.0:
+            raise ValueError("warmup_frac must be > 0 with lr_schedule 'onecycle' (its rising phase), got 0.0")
+        if self.lr_schedule != "constant" and self.lr_decay < 1.0:
+            raise ValueError(
+                f"lr_decay={self.lr_decay} (decay on a validation plateau) cannot be combined with "
+                f"lr_schedule={self.lr_schedule!r}: the per-step schedule sets the lr at every step; "
+                "set lr_decay=1.0 or lr_schedule=constant"
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.length_pool < 0:
@@ -107,6 +124,9 @@ class EvalConfig:
     batch_size: int = 1024
     item_chunk: int = 262_144  # catalog items scored at once
     monitor_k: int = 10  # early stopping and checkpoints follow val/ndcg@monitor_k
+    # validation checks during the fit rank a fixed seeded sample of this many users (None: all);
+    # the final val/test evaluation of a run always ranks every user
+    val_users: int | None = None
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
@@ -115,6 +135,8 @@ class EvalConfig:
             raise ValueError(f"monitor_k={self.monitor_k} must be one of ks={list(self.ks)}")
         if self.batch_size < 1 or self.item_chunk < 1:
             raise ValueError("batch_size and item_chunk must be >= 1")
+        if self.val_users is not None and self.val_users < 1:
+            raise ValueError(f"val_users must be >= 1 or None (all users), got {self.val_users}")
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ def datamodule_for(
         rows=objective.train_rows,
         length_pool=cfg.train.length_pool,
         split=cfg.split,
+        val_users=cfg.eval.val_users,
     )
 
 

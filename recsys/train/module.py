@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import pytorch_lightning as pl
 import torch
@@ -149,7 +150,11 @@ class RecModule(pl.LightningModule):
         self.log("train/lr", optimizer.param_groups[0]["lr"])
 
     def build_optimizer(self) -> torch.optim.AdamW:
-        """AdamW over the model, weight decay on weight matrices only."""
+        """AdamW over the model, weight decay on weight matrices only, in `train_cfg.optimizer_impl`.
+
+        Raises:
+            ValueError: "fused" asked for on a device whose torch build has no fused AdamW.
+        """
         decay: list[torch.nn.Parameter] = []
         no_decay: list[torch.nn.Parameter] = []
         for name, p in self.model.named_parameters():
@@ -159,10 +164,19 @@ class RecModule(pl.LightningModule):
             {"params": decay, "weight_decay": self.train_cfg.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        return torch.optim.AdamW(groups, lr=self.train_cfg.lr, betas=(0.9, 0.98))
+        impl = self.train_cfg.optimizer_impl
+        if impl == "fused":
+            _check_fused_adamw({p.device for p in self.model.parameters()})
+        kw = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[impl]
+        return torch.optim.AdamW(groups, lr=self.train_cfg.lr, betas=(0.9, 0.98), **kw)
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         optimizer = self.build_optimizer()
+        if self.train_cfg.lr_schedule != "constant":  # TrainConfig refuses it with the plateau decay
+            total = self.trainer.estimated_stepping_batches  # every optimiser step of max_epochs
+            scheduler = step_schedule(optimizer, self.train_cfg, int(total))
+            per_step: LRSchedulerConfigType = {"scheduler": scheduler, "interval": "step", "frequency": 1}
+            return {"optimizer": optimizer, "lr_scheduler": per_step}
         if self.train_cfg.lr_decay == 1.0:
             return optimizer
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -176,3 +190,57 @@ class RecModule(pl.LightningModule):
             "frequency": self.train_cfg.val_every,
         }
         return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+
+def step_schedule(
+    optimizer: torch.optim.Optimizer, train_cfg: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-step lr schedule `train_cfg.lr_schedule` names over `total_steps` optimiser steps.
+
+    Args:
+        optimizer: the optimiser whose lr the schedule sets (its lr is the peak).
+        train_cfg: `lr_schedule` ("warmup_cosine" or "onecycle") and `warmup_frac`.
+        total_steps: optimiser steps of the whole fit (Lightning's `estimated_stepping_batches`).
+    """
+    if total_steps < 1:
+        raise ValueError(f"a per-step lr schedule needs >= 1 optimiser step, got total_steps={total_steps}")
+    if train_cfg.lr_schedule == "onecycle":
+        if train_cfg.warmup_frac * total_steps < 2:  # OneCycleLR divides by its rise's length - 1
+            raise ValueError(
+                f"lr_schedule 'onecycle' with warmup_frac={train_cfg.warmup_frac} over {total_steps} steps rises "
+                "for fewer than 2 steps; raise warmup_frac or max_epochs"
+            )
+        # betas stay fixed: the lever measured is the lr curve alone
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=train_cfg.lr,
+            total_steps=total_steps,
+            pct_start=train_cfg.warmup_frac,
+            anneal_strategy="cos",
+            cycle_momentum=False,
+        )
+    if train_cfg.lr_schedule != "warmup_cosine":
+        raise ValueError(f"no per-step schedule for lr_schedule={train_cfg.lr_schedule!r}")
+    warmup = round(train_cfg.warmup_frac * total_steps)
+    decay_steps = max(1, total_steps - warmup)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup  # step 0 already trains, at lr / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / decay_steps)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _check_fused_adamw(devices: set[torch.device]) -> None:
+    """Raise ValueError unless one fused AdamW step runs on every device in `devices`."""
+    for device in devices:
+        probe = torch.zeros(1, device=device, requires_grad=True)
+        probe.grad = torch.zeros(1, device=device)
+        try:
+            torch.optim.AdamW([probe], fused=True).step()
+        except RuntimeError as err:
+            raise ValueError(
+                f"optimizer_impl='fused': this torch {torch.__version__} has no fused AdamW on {device.type} "
+                f"({err}); use optimizer_impl 'foreach' or 'default'"
+            ) from err

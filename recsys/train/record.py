@@ -133,7 +133,7 @@ def _rank_val_test(
         "item_chunk": cfg.eval.item_chunk,
         "split_protocol": dm.protocol,
     }
-    val = evaluate(model, dm.val_dataloader(), split="val", **kw)
+    val = evaluate(model, dm.val_dataloader(all_users=True), split="val", **kw)  # not the checks' sample
     test = evaluate(model, dm.test_dataloader(), split="test", **kw)
     split = dm.sequence_split
     if split is None:
