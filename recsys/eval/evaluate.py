@@ -11,7 +11,7 @@ import torch
 
 from recsys.data.datasets import EvalBatch
 from recsys.eval.metrics import coverage_at_k, hit_rate_at_k, mrr_at_k, ndcg_at_k
-from recsys.eval.ranking import rank_targets
+from recsys.eval.ranking import rank_targets, rank_targets_reference
 from recsys.models.base import SequentialRecommender
 
 
@@ -43,16 +43,27 @@ def metrics_from_ranks(
 
 @torch.inference_mode()
 def rank_batch(
-    model: SequentialRecommender, batch: EvalBatch, *, exclude_seen: bool, topk: int, item_chunk: int
+    model: SequentialRecommender,
+    batch: EvalBatch,
+    *,
+    exclude_seen: bool,
+    topk: int,
+    item_chunk: int,
+    reference: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ranks [B] and top-k ids [B, topk] of one evaluation batch (on the model's device)."""
+    """Ranks [B] and top-k ids [B, topk] of one evaluation batch (on the model's device).
+
+    `reference` ranks with `rank_targets_reference`, the slow definition the fast path is checked against.
+    """
     device = next(itertools.chain(model.parameters(), model.buffers())).device  # a fixed table has no parameters
     items = batch.items.to(device)
     user_repr = model.sequence_representation(items, items != 0)  # [B, D]
     seen = batch.seen.to(device) if exclude_seen else None
-    res = rank_targets(
-        user_repr, model.item_embeddings(), batch.targets.to(device), seen, topk=topk, item_chunk=item_chunk
-    )
+    targets, item_emb = batch.targets.to(device), model.item_embeddings()
+    if reference:
+        res = rank_targets_reference(user_repr, item_emb, targets, seen, topk=topk)
+    else:
+        res = rank_targets(user_repr, item_emb, targets, seen, topk=topk, item_chunk=item_chunk)
     return res.ranks, res.topk_ids
 
 
@@ -75,6 +86,7 @@ def evaluate(
     exclude_seen: bool = True,
     item_chunk: int = 262_144,
     split_protocol: Mapping[str, Any] | None = None,
+    reference: bool = False,
 ) -> EvalResult:
     """Rank every target against the whole catalog and summarise the metrics.
 
@@ -87,12 +99,15 @@ def evaluate(
         item_chunk: catalog items scored at once.
         split_protocol: how the users' targets were held out (`SequenceDataModule.protocol`);
             leave-one-out when not given.
+        reference: rank with the slow reference (`rank_targets_reference`), to check the fast path.
     """
     was_training = model.training
     model.eval()
     ranks, topk, rows = [], [], []
     for batch in batches:
-        r, t = rank_batch(model, batch, exclude_seen=exclude_seen, topk=max(ks), item_chunk=item_chunk)
+        r, t = rank_batch(
+            model, batch, exclude_seen=exclude_seen, topk=max(ks), item_chunk=item_chunk, reference=reference
+        )
         ranks.append(r.cpu())
         topk.append(t.cpu())
         if batch.rows is not None:

@@ -34,8 +34,13 @@ def test_length_ordered_batches_rank_like_one_user_at_a_time(planted_dataset: Pa
         ]
     )  # fmt: skip
     assert torch.equal(batched, singles[data.rows_by_length()])
-    loader_metrics = evaluate(model, dm.test_dataloader(), split="test").metrics
-    assert loader_metrics["test/hr@10"] == (singles <= 10).float().mean().item()
+    fast = evaluate(model, dm.test_dataloader(), split="test")
+    assert fast.metrics["test/hr@10"] == (singles <= 10).float().mean().item()
+    reference = evaluate(model, dm.test_dataloader(), split="test", reference=True)
+    assert reference.metrics == fast.metrics
+    assert reference.ranks is not None and fast.ranks is not None and torch.equal(reference.ranks, fast.ranks)
+    assert reference.topk_ids is not None and fast.topk_ids is not None
+    assert torch.equal(reference.topk_ids, fast.topk_ids)
 
 
 def test_without_newest_drops_the_last_item_and_keeps_the_candidates() -> None:
