@@ -61,18 +61,19 @@ class RunData:
     labelled: LabelledData | None  # the labelled rows of a ranker; None: the objective trains on sequences
 
 
-def load_run_data(data_config_path: str, objective: Objective) -> RunData:
-    """The data `objective` trains on, from the experiment's `data` config: a data config (sequences)
-    or, for an objective that trains on labelled rows, a labelled config (built when missing)."""
-    if objective.trains_on_sequences:
+def load_run_data(data_config_path: str, *, labelled: bool) -> RunData:
+    """The data a run trains on, from the experiment's `data` config: a data config (sequences) or, for
+    a ranker (`labelled`), a labelled config whose rows are built when missing."""
+    rows: LabelledData | None = None
+    if not labelled:
         config: Any = load_config(DataConfig, data_config_path)
-        data_dir, labelled = _processed(Path(config.output_dir), data_config_path), None
+        data_dir = _processed(Path(config.output_dir), data_config_path)
     else:
         config = load_config(LabelledConfig, data_config_path)
         data_dir = _processed(Path(config.processed), "<the data config that writes it>")
-        labelled = labelled_dataset(config)
+        rows = labelled_dataset(config)
     meta = json.loads((data_dir / META_FILE).read_text())
-    return RunData(data_dir, meta, to_dict(config), labelled)
+    return RunData(data_dir, meta, to_dict(config), rows)
 
 
 def datamodule_for(

@@ -21,7 +21,7 @@ from typing import Any
 
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.item_features import load_item_features
-from recsys.models.ranker import AnyModel, RankerData
+from recsys.models.ranker import AnyModel, Ranker, RankerData
 from recsys.objectives import build_objective
 from recsys.objectives.base import Objective
 from recsys.registry import choose_registered
@@ -60,8 +60,8 @@ def assemble_run(cfg: ExperimentConfig, checkpoint: dict[str, Any] | None = None
     them) and its objective of an experiment; with `checkpoint`, the model is the one the checkpoint
     was trained as (`recsys.train.resume.checkpoint_choice`)."""
     choice = choose_registered(cfg.model.name, cfg.model.params)  # a retrieval model or a ranker
-    objective = build_objective(choice.cls.objective)
-    data = load_run_data(cfg.data, objective)
+    # a ranker trains on labelled candidate rows, a retrieval model on the users' sequences
+    data = load_run_data(cfg.data, labelled=issubclass(choice.cls, Ranker))
     n_items = int(data.meta["n_items"])
     features = load_item_features(data.data_dir) if choice.cls.uses_item_features else None
     if data.labelled is not None:  # a ranker's `auto` settings come from its rows
@@ -69,7 +69,8 @@ def assemble_run(cfg: ExperimentConfig, checkpoint: dict[str, Any] | None = None
     if checkpoint is not None:
         choice = checkpoint_choice(choice, checkpoint, n_items)
     model = choice.build(n_items, features)
-    return RunParts(data, model, choice.spec(n_items), objective)
+    # the model's own objective: one may depend on its config (ICSRec's rows: prefix | window)
+    return RunParts(data, model, choice.spec(n_items), build_objective(model.objective))
 
 
 def train_experiment(

@@ -26,7 +26,10 @@ def gpu_check() -> Any:
     return module
 
 
-def test_the_training_commands_are_valid_gpu_runs(gpu_check: Any, tmp_path: Path) -> None:
+def test_the_training_commands_are_valid_gpu_runs(
+    gpu_check: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO_ROOT)  # the configs name their `_base` files relative to the repo root
     cmds = gpu_check.commands("configs/data/ml-1m.yaml", tmp_path, tmp_path / "ttq.json")
     for name, precision in (("sasrec_epoch_fp32", "32-true"), ("sasrec_epoch_bf16", "bf16-mixed")):
         cmd = cmds[name]

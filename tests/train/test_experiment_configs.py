@@ -9,8 +9,7 @@ import pytest
 from recsys.config import load_config
 from recsys.data.config import DataConfig
 from recsys.data.labelled import LabelledConfig
-from recsys.models.ranker import RankerData
-from recsys.objectives import build_objective
+from recsys.models.ranker import Ranker, RankerData
 from recsys.registry import choose_registered
 from recsys.train.experiment import load_experiment
 
@@ -24,7 +23,7 @@ def test_experiment_config_is_valid(path: Path, monkeypatch: pytest.MonkeyPatch)
     cfg = load_experiment(path)
     choice = choose_registered(cfg.model.name, cfg.model.params)  # a retrieval model or a ranker
     # the data its objective trains on: sequences (a data config) or labelled rows (a labelled config)
-    load_config(DataConfig if build_objective(choice.cls.objective).trains_on_sequences else LabelledConfig, cfg.data)
+    load_config(LabelledConfig if issubclass(choice.cls, Ranker) else DataConfig, cfg.data)
     choice.resolved(RankerData()).build(n_items=11)
 
 

@@ -3,7 +3,6 @@ state, not from fresh ones (nor from the best epoch's)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from recsys.model_io import model_spec
-from recsys.registry import build_model
 from recsys.train.experiment import load_experiment
-from recsys.train.fit import build_trainer, datamodule_for, ensure_processed
+from recsys.train.fit import build_trainer, datamodule_for
 from recsys.train.module import RecModule
+from recsys.train.run import assemble_run
 
 
 class StateProbe(pl.Callback):
@@ -35,14 +33,12 @@ class StateProbe(pl.Callback):
 
 def _fit(exp: Path, ckpt_dir: Path, resume_from: Path | None = None) -> tuple[StateProbe, pl.Trainer]:
     cfg = load_experiment(exp)
-    data_dir = ensure_processed(cfg.data)
-    n_items = int(json.loads((data_dir / "meta.json").read_text())["n_items"])
-    model = build_model(cfg.model.name, cfg.model.params, n_items)
-    trainer, _ = build_trainer(cfg, False, ckpt_dir, model_spec(model, cfg.model.name, n_items))  # type: ignore[arg-type]
+    parts = assemble_run(cfg)
+    trainer, _ = build_trainer(cfg, False, ckpt_dir, parts.spec)  # type: ignore[arg-type]
     probe = StateProbe()
     trainer.callbacks.append(probe)  # type: ignore[attr-defined]
-    module = RecModule(model, cfg.train, cfg.eval)
-    dm = datamodule_for(cfg, data_dir, model, module.objective)
+    module = RecModule(parts.model, cfg.train, cfg.eval, objective=parts.objective)
+    dm = datamodule_for(cfg, parts.data, parts.model, parts.objective)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     return probe, trainer
 

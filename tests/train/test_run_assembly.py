@@ -84,7 +84,7 @@ def _write_checkpoint(cfg: Any, path: Path) -> None:
     parts = assemble_run(cfg)
     trainer, _ = build_trainer(cfg, False, path.parent / "ckpts", parts.spec)  # type: ignore[arg-type]
     module = RecModule(parts.model, cfg.train, cfg.eval, objective=parts.objective)
-    pl.Trainer.fit(trainer, module, datamodule=datamodule_for(cfg, parts.data_dir, parts.model, parts.objective))
+    pl.Trainer.fit(trainer, module, datamodule=datamodule_for(cfg, parts.data, parts.model, parts.objective))
     (path.parent / "ckpts" / "last.ckpt").rename(path)
 
 
