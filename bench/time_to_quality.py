@@ -101,6 +101,8 @@ def run_row(args: argparse.Namespace, command: str) -> dict[str, Any]:
         for ts, epoch, value in zip(checks["timestamp_ms"], checks["epochs_trained"], checks["value"], strict=True)
     ]
     record, test = outcome.record, float(outcome.metrics["test/ndcg@10"])
+    if args.record is not None:  # the run's own results record too (e.g. a seed of bench/baselines.py)
+        write_record(args.record, record)
     fit_s, epochs, setup_s = float(record["fit_s"]), int(record["epochs"]), round(run_start - t0, 2)
     train_s = round(fit_s - setup_s, 2)
     seconds, epochs_to = time_to_target(curve, args.target_metric, args.target, test, train_s, epochs)
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="train.seed (default: the config's)")
     p.add_argument("--tracking-uri", help="MLflow store of the run (default: a throwaway sqlite store)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--record", type=Path, help="also write the run's results record (as pipelines.train does)")
     p.add_argument("--plot", type=Path, help="draw the curves of every row of --out to this PNG")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr_schedule=onecycle")
     args = p.parse_args(argv)

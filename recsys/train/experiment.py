@@ -93,6 +93,11 @@ class TrainConfig:
             )
         if not 0.0 <= self.warmup_frac < 1.0:
             raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if self.optimizer_impl == "fused" and self.precision != "32-true" and self.grad_clip is not None:
+            raise ValueError(
+                f"optimizer_impl='fused' with precision={self.precision!r} cannot clip gradients (Lightning "
+                f"refuses it; grad_clip={self.grad_clip}): set grad_clip=null or optimizer_impl=default"
+            )
         if self.lr_schedule == "onecycle" and self.warmup_frac == 0.0:
             raise ValueError("warmup_frac must be > 0 with lr_schedule 'onecycle' (its rising phase), got 0.0")
         if self.lr_schedule != "constant" and self.lr_decay < 1.0:

@@ -63,3 +63,11 @@ def test_fused_on_a_device_without_the_kernel_is_refused() -> None:
     module = RecModule(build_model("sasrec", TINY, 40).to("meta"), TrainConfig(optimizer_impl="fused"), EvalConfig())
     with pytest.raises(ValueError, match="optimizer_impl='fused'.*no fused AdamW on meta.*'foreach' or 'default'"):
         module.build_optimizer()
+
+
+def test_fused_under_mixed_precision_with_clipping_is_refused_at_config_time() -> None:
+    """Lightning cannot clip the gradients of a fused AdamW under AMP: the config says so before a fit starts."""
+    with pytest.raises(ValueError, match="grad_clip=null or optimizer_impl=default"):
+        TrainConfig(optimizer_impl="fused", precision="bf16-mixed")
+    TrainConfig(optimizer_impl="fused", precision="bf16-mixed", grad_clip=None)  # no clipping: allowed
+    TrainConfig(optimizer_impl="fused")  # fp32 clips on its own
