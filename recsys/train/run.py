@@ -69,7 +69,7 @@ def assemble_run(cfg: ExperimentConfig, checkpoint: dict[str, Any] | None = None
     if checkpoint is not None:
         choice = checkpoint_choice(choice, checkpoint, n_items)
     model = choice.build(n_items, features)
-    # the model's own objective: one may depend on its config (ICSRec's rows: prefix | window)
+    # the model's own objective: a model may pick it from its config (e.g. which training rows it uses)
     return RunParts(data, model, choice.spec(n_items), build_objective(model.objective))
 
 

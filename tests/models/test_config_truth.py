@@ -119,9 +119,10 @@ def test_model_yaml_restates_the_dataclass_defaults(file: str, key: str) -> None
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs/train").glob("*.yaml")), ids=lambda p: p.stem)
-def test_train_profiles_set_only_what_differs_from_their_base(path: Path) -> None:
+def test_train_profiles_set_only_what_differs_from_their_base(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A training profile (its `_base` chain, then TrainConfig's defaults) states only overrides:
     a restated default would silently keep its old value when the default changes."""
+    monkeypatch.chdir(REPO)  # a base's own `_base` is named relative to the repo root
     own = yaml.safe_load(path.read_text())
     base_path = own.pop("_base", None)
     base = resolve_bases(yaml.safe_load((REPO / base_path).read_text()), base_path) if base_path else {}
