@@ -70,7 +70,13 @@ def load_run_data(data_config_path: str, *, labelled: bool) -> RunData:
         data_dir = _processed(Path(config.output_dir), data_config_path)
     else:
         config = load_config(LabelledConfig, data_config_path)
-        data_dir = _processed(Path(config.processed), "<the data config that writes it>")
+        data_dir = Path(config.processed)
+        if not (data_dir / META_FILE).is_file():
+            raise FileNotFoundError(
+                f"processed data not found: {data_dir} (`processed` of {data_config_path}) has no {META_FILE}. "
+                f"Write it first with `python -m pipelines.prepare_data --config <the data config whose "
+                f"output_dir is {data_dir}>`"
+            )
         rows = labelled_dataset(config)
     meta = json.loads((data_dir / META_FILE).read_text())
     return RunData(data_dir, meta, to_dict(config), rows)
