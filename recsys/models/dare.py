@@ -17,12 +17,12 @@ import torch
 
 from recsys.data.item_features import ItemFeatures
 from recsys.models.ranker import AUTO, check_count
-from recsys.models.target_attention_ranker import TargetAttentionRanker
-from recsys.nn.target_attention import ItemTable, attention_logits
+from recsys.models.target_attention_ranker import TargetAttentionRanker, TwoStageFields
+from recsys.nn.target_attention import ItemTable
 
 
 @dataclass(frozen=True)
-class DAREConfig:
+class DAREConfig(TwoStageFields):
     d_att: int = 16  # attention (search) embedding width; the paper's point: it can be much smaller
     d_rep: int = 16  # representation embedding width
     top_k: int = 20  # behaviours kept by the stage-1 search
@@ -35,6 +35,7 @@ class DAREConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        self.check_two_stage()
         for name in ("d_att", "d_rep", "top_k", "max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -57,10 +58,10 @@ class DARE(TargetAttentionRanker):
         self.att = ItemTable(n_items, self.cfg.n_genres, cfg.d_att)
         self._rating_and_head()
 
-    def _attention_logits(self, rep: torch.Tensor, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def _attention_tables(self, rep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         del rep  # DARE searches with its own attention table
         att = self.att(self.item_genres)  # [N + 1, A]
-        return attention_logits(att[candidates], att[items], items)
+        return att, att
 
     def _top_k(self) -> int | None:
         return int(self.cfg.top_k)

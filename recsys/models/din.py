@@ -15,12 +15,12 @@ import torch
 
 from recsys.data.item_features import ItemFeatures
 from recsys.models.ranker import AUTO, check_count
-from recsys.models.target_attention_ranker import TargetAttentionRanker
-from recsys.nn.target_attention import ItemTable, attention_logits
+from recsys.models.target_attention_ranker import TargetAttentionRanker, TwoStageFields
+from recsys.nn.target_attention import ItemTable
 
 
 @dataclass(frozen=True)
-class DINConfig:
+class DINConfig(TwoStageFields):
     d_rep: int = 16  # embedding width (attention and representation alike)
     max_len: int = 200  # history events attended over
     # genre vocabulary + 1 (0 = padding), 0 = no genre embeddings; auto: from the item features
@@ -31,6 +31,7 @@ class DINConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        self.check_two_stage()
         for name in ("d_rep", "max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -51,8 +52,8 @@ class DIN(TargetAttentionRanker):
         self.rep = ItemTable(n_items, self.cfg.n_genres, cfg.d_rep)
         self._rating_and_head()
 
-    def _attention_logits(self, rep: torch.Tensor, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        return attention_logits(rep[candidates], rep[items], items)
+    def _attention_tables(self, rep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return rep, rep
 
     def _top_k(self) -> int | None:
         return None  # the whole history

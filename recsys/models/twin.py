@@ -17,12 +17,12 @@ from torch import nn
 
 from recsys.data.item_features import ItemFeatures
 from recsys.models.ranker import AUTO, check_count
-from recsys.models.target_attention_ranker import TargetAttentionRanker
-from recsys.nn.target_attention import ItemTable, attention_logits
+from recsys.models.target_attention_ranker import TargetAttentionRanker, TwoStageFields
+from recsys.nn.target_attention import ItemTable
 
 
 @dataclass(frozen=True)
-class TWINConfig:
+class TWINConfig(TwoStageFields):
     d_rep: int = 16  # embedding width (attention and representation alike)
     d_proj: int = 0  # > 0: search on linear query / key projections of this width (TWIN with projection)
     top_k: int = 20  # behaviours kept by the stage-1 search
@@ -35,6 +35,7 @@ class TWINConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        self.check_two_stage()
         for name in ("d_rep", "top_k", "max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -60,10 +61,10 @@ class TWIN(TargetAttentionRanker):
         self.proj_k = nn.Linear(rep_dim, proj_dim, bias=False) if cfg.d_proj else None
         self._rating_and_head()
 
-    def _attention_logits(self, rep: torch.Tensor, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def _attention_tables(self, rep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.proj_q is not None and self.proj_k is not None:  # TWIN with projection
-            return attention_logits(self.proj_q(rep)[candidates], self.proj_k(rep)[items], items)
-        return attention_logits(rep[candidates], rep[items], items)
+            return self.proj_q(rep), self.proj_k(rep)
+        return rep, rep
 
     def _top_k(self) -> int | None:
         return int(self.cfg.top_k)

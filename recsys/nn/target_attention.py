@@ -113,17 +113,71 @@ def with_ratings(
     return values + rated
 
 
-def candidate_mlp(width: int, hidden: Sequence[int], dropout: float) -> nn.Sequential:
-    """The scoring MLP over [candidate, aggregate, candidate * aggregate] (3 * `width` in, 1 out)."""
+def candidate_mlp(width: int, hidden: Sequence[int], dropout: float, extra: int = 0) -> nn.Sequential:
+    """The scoring MLP over [candidate, aggregate, candidate * aggregate] (3 * `width` in, 1 out),
+    plus `extra` per-candidate features appended to its input."""
     layers: list[nn.Module] = []
-    size = 3 * width
+    size = 3 * width + extra
     for h in hidden:
         layers += [nn.Linear(size, h), nn.ReLU(), nn.Dropout(dropout)]
         size = h
     return nn.Sequential(*layers, nn.Linear(size, 1))
 
 
-def head_logits(mlp: nn.Module, cand: torch.Tensor, agg: torch.Tensor) -> torch.Tensor:
-    """Logits [B, C] of candidates `cand` [B, C, R] given their aggregates `agg` [B, C, R]."""
-    out: torch.Tensor = mlp(torch.cat([cand, agg, cand * agg], dim=-1))  # [B, C, 1]
+def head_logits(
+    mlp: nn.Module, cand: torch.Tensor, agg: torch.Tensor, extra: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Logits [B, C] of candidates `cand` [B, C, R] given their aggregates `agg` [B, C, R] and
+    optional per-candidate features `extra` [B, C, E]."""
+    parts = [cand, agg, cand * agg] if extra is None else [cand, agg, cand * agg, extra]
+    out: torch.Tensor = mlp(torch.cat(parts, dim=-1))  # [B, C, 1]
     return out.squeeze(-1)
+
+
+def recency_positions(items: torch.Tensor) -> torch.Tensor:
+    """Each history column's distance from the end [B, L] long: 1 = the most recent event, 0 = padding
+    (left-padded `items` [B, L]); 0 is also the candidate's own position ("now")."""
+    distance = torch.arange(items.shape[1], 0, -1, device=items.device)  # [L]: L .. 1
+    return torch.where(items != 0, distance[None, :], torch.zeros_like(items))
+
+
+class RecencyTable(nn.Module):
+    """The DARE reference's time embedding (`use_time_mode concat`): a learned vector per history
+    position counted from the most recent event (row 0 = the candidate, "now"), one table for the
+    attention side and one for the representation side, concatenated to the item vectors."""
+
+    def __init__(self, max_len: int, width: int) -> None:
+        super().__init__()
+        self.att = nn.Embedding(max_len + 1, width)
+        self.rep = nn.Embedding(max_len + 1, width)
+        for table in (self.att, self.rep):
+            nn.init.normal_(table.weight, std=0.05)
+
+    @staticmethod
+    def _cat(vectors: torch.Tensor, table: nn.Embedding, positions: torch.Tensor) -> torch.Tensor:
+        return torch.cat([vectors, table(positions)], dim=-1)
+
+    def attention(self, vectors: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """`vectors` [..., A] with the attention-side vector of `positions` [...] appended."""
+        return self._cat(vectors, self.att, positions)
+
+    def representation(self, vectors: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """`vectors` [..., R] with the representation-side vector of `positions` [...] appended."""
+        return self._cat(vectors, self.rep, positions)
+
+
+def stage1_features(stage1_scores: torch.Tensor) -> torch.Tensor:
+    """Per-candidate features [B, C, 2] of the retrieval scores [B, C]: the score standardised within
+    its list and the candidate's rank in the list as log(1 + rank) / log(1 + C) (0 = first)."""
+    z = standardized(stage1_scores)
+    order = torch.argsort(stage1_scores, dim=-1, descending=True, stable=True)
+    rank = torch.argsort(order, dim=-1).float()  # [B, C], 0-based
+    scaled = torch.log1p(rank) / math.log1p(max(stage1_scores.shape[-1], 1))
+    return torch.stack([z, scaled], dim=-1)
+
+
+def standardized(scores: torch.Tensor) -> torch.Tensor:
+    """`scores` [B, C] standardised within each list (zero mean, unit sd; a constant list gives 0)."""
+    centred = scores - scores.mean(-1, keepdim=True)
+    sd = centred.pow(2).mean(-1, keepdim=True).sqrt()
+    return centred / sd.clamp(min=1e-6)

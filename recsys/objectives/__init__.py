@@ -5,6 +5,7 @@ from __future__ import annotations
 from recsys.objectives.base import LossParts, NonFiniteLossError, Objective, training_losses
 from recsys.objectives.cross_subsequence import CrossSubsequence, WindowViewsObjective
 from recsys.objectives.labelled import LabelledCandidates
+from recsys.objectives.listwise import ListwiseCandidates
 from recsys.objectives.masked import Masked
 from recsys.objectives.random_window import RandomWindow
 from recsys.objectives.text import TextNextItem
@@ -17,6 +18,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "window_views": WindowViewsObjective,
     "text_next_item": TextNextItem,
     "labelled_candidates": LabelledCandidates,
+    "listwise_candidates": ListwiseCandidates,
 }
 
 

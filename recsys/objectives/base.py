@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from recsys.data.candidate_lists import CandidateListBatch
 from recsys.data.datasets import TrainBatch, TrainRows, TrainSequences, ViewBatch
 from recsys.data.labelled import LabelledBatch
 from recsys.models.base import SequentialRecommender
@@ -20,7 +21,7 @@ from recsys.models.ranker import AnyModel
 
 # (hidden [T, D], item_emb [N + 1, D], targets [T]) -> scalar, a loss of recsys.nn.losses
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-Batch = TrainBatch | ViewBatch | LabelledBatch
+Batch = TrainBatch | ViewBatch | LabelledBatch | CandidateListBatch
 
 REC = "rec"  # the name of the main (next-item) term in `LossParts.terms`
 

@@ -16,7 +16,9 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.plugins import TorchCheckpointIO
 
-from recsys.config import load_config, to_dict
+from recsys.config import load_config, read_yaml, to_dict
+from recsys.data.candidate_list_datamodule import CandidateListDataModule
+from recsys.data.candidate_lists import CandidateListConfig, CandidateLists, candidate_lists
 from recsys.data.config import DataConfig
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.labelled import LabelledConfig, LabelledData, labelled_dataset
@@ -59,15 +61,23 @@ class RunData:
     meta: dict[str, Any]  # its meta.json
     config: dict[str, Any]  # the resolved data config (sequence or labelled), recorded with the results
     labelled: LabelledData | None  # the labelled rows of a ranker; None: the objective trains on sequences
+    lists: CandidateLists | None = None  # a two-stage ranker's candidate lists (instead of labelled rows)
 
 
 def load_run_data(data_config_path: str, *, labelled: bool) -> RunData:
     """The data a run trains on, from the experiment's `data` config: a data config (sequences) or, for
-    a ranker (`labelled`), a labelled config whose rows are built when missing."""
+    a ranker (`labelled`), a labelled config whose rows are built when missing, or a candidate-list
+    config (it names a `stage1` model) whose lists stage 1 retrieves now."""
     rows: LabelledData | None = None
     if not labelled:
         config: Any = load_config(DataConfig, data_config_path)
         data_dir = _processed(Path(config.output_dir), data_config_path)
+    elif "stage1" in read_yaml(data_config_path):
+        config = load_config(CandidateListConfig, data_config_path)
+        data_dir = _processed(Path(config.processed), data_config_path)
+        lists = candidate_lists(config)
+        meta = json.loads((data_dir / META_FILE).read_text())
+        return RunData(data_dir, meta, to_dict(config), None, lists)
     else:
         config = load_config(LabelledConfig, data_config_path)
         data_dir = Path(config.processed)
@@ -84,9 +94,13 @@ def load_run_data(data_config_path: str, *, labelled: bool) -> RunData:
 
 def datamodule_for(
     cfg: ExperimentConfig, data: RunData, model: AnyModel, objective: Objective
-) -> SequenceDataModule | LabelledDataModule:
+) -> SequenceDataModule | LabelledDataModule | CandidateListDataModule:
     """The experiment's DataModule: `data`'s labelled rows, or the training rows `objective` builds
     for `model` from the sequences."""
+    if data.lists is not None:
+        return CandidateListDataModule(
+            data.lists, batch_size=cfg.train.batch_size, eval_batch_size=cfg.eval.batch_size, seed=cfg.train.seed
+        )
     if data.labelled is not None:
         return LabelledDataModule(
             data.labelled,

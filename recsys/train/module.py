@@ -9,11 +9,13 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
 
+from recsys.data.candidate_lists import CandidateListBatch
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.datasets import EvalBatch
 from recsys.data.labelled import LabelledBatch
 from recsys.eval.evaluate import metrics_from_ranks, rank_batch
 from recsys.eval.labelled import labelled_predictions, metrics_of_predictions
+from recsys.eval.two_stage import ListScores, choose_stage1_weight, score_lists, two_stage_metrics
 from recsys.models.base import SequentialRecommender
 from recsys.models.ranker import AnyModel, Ranker
 from recsys.nn.losses import LOSSES, in_batch_softmax
@@ -67,6 +69,7 @@ class RecModule(pl.LightningModule):
         self.monitor = self.objective.monitor(eval_cfg.monitor_k)  # what early stopping and checkpoints follow
         self._val_ranks: list[torch.Tensor] = []
         self._val_labelled: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._val_lists: list[ListScores] = []
         self._val_topk: list[torch.Tensor] = []
         # expected targets in a training batch; set with length-grouped batches (see `on_train_start`)
         self.targets_per_batch: float | None = None
@@ -108,11 +111,15 @@ class RecModule(pl.LightningModule):
         del batch_idx
         return self._common_step(batch, "train")
 
-    def validation_step(self, batch: EvalBatch | LabelledBatch, batch_idx: int) -> None:
+    def validation_step(self, batch: EvalBatch | LabelledBatch | CandidateListBatch, batch_idx: int) -> None:
         del batch_idx
         if isinstance(batch, LabelledBatch):  # a ranker's labelled rows
             assert isinstance(self.model, Ranker)
             self._val_labelled.append(labelled_predictions(self.model, batch))
+            return
+        if isinstance(batch, CandidateListBatch):  # a ranker's stage-1 candidate lists
+            assert isinstance(self.model, Ranker)
+            self._val_lists.append(score_lists(self.model, [batch]))
             return
         assert isinstance(self.model, SequentialRecommender)
         ranks, topk = rank_batch(
@@ -126,6 +133,16 @@ class RecModule(pl.LightningModule):
         self._val_topk.append(topk)
 
     def on_validation_epoch_end(self) -> None:
+        if self._val_lists:
+            lists = ListScores(*(torch.cat(ts) for ts in zip(*self._val_lists, strict=True)))
+            self._val_lists.clear()
+            # the final list at the best weight of the stage-1 score: what selection keeps is what serves
+            weight, _ = choose_stage1_weight(lists, self.eval_cfg.monitor_k)
+            scored = lists._replace(scores=lists.scores + weight * lists.stage1)
+            metrics = two_stage_metrics(scored, self.eval_cfg.ks, "val") | {"val/stage1_weight": weight}
+            self.log_dict({k: v for k, v in metrics.items() if k != self.monitor})
+            self.log(self.monitor, metrics[self.monitor], prog_bar=True)
+            return
         if self._val_labelled:
             metrics = metrics_of_predictions(self._val_labelled, "val")
             self._val_labelled.clear()

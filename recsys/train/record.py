@@ -3,6 +3,7 @@ artifacts, all carrying one resolved experiment config."""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -15,11 +16,13 @@ import torch
 import yaml
 
 from recsys.config import to_dict
+from recsys.data.candidate_list_datamodule import CandidateListDataModule
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.labelled_datamodule import LabelledDataModule
 from recsys.eval.evaluate import evaluate
 from recsys.eval.labelled import labelled_split_metrics
 from recsys.eval.per_user import ITEMS_TABLE, item_stats, log_tables, per_user_results
+from recsys.eval.two_stage import choose_stage1_weight, score_lists, stage1_only, two_stage_metrics
 from recsys.model_io import resolved_config, write_model
 from recsys.models.base import SequentialRecommender
 from recsys.models.ranker import AnyModel, Ranker
@@ -70,7 +73,7 @@ def resolved_experiment(cfg: ExperimentConfig, model: AnyModel, data_config: dic
 def evaluate_and_log(
     ctx: RunContext,
     module: RecModule,
-    dm: SequenceDataModule | LabelledDataModule,
+    dm: SequenceDataModule | LabelledDataModule | CandidateListDataModule,
     best: dict[str, Any] | None,
     recorder: RunRecorder,
     fields: dict[str, Any],
@@ -78,7 +81,8 @@ def evaluate_and_log(
     """Load the best checkpoint, evaluate it on val and test, log everything to MLflow.
 
     A retrieval model ranks the full catalog (with per-user results); a ranker scores its labelled
-    rows (AUC, GAUC, log loss).
+    rows (AUC, GAUC, log loss) or re-orders stage 1's candidate lists (two-stage metrics, with the
+    weight of the stage-1 score chosen on validation and saved in the model's config).
 
     Args:
         ctx: the run's settings and provenance.
@@ -99,6 +103,12 @@ def evaluate_and_log(
         metrics |= labelled_split_metrics(model, dm.test_dataloader(), "test")
         protocol: dict[str, Any] = dm.protocol
         per_user: dict[str, pl.DataFrame] = {}
+    elif isinstance(dm, CandidateListDataModule):
+        if not isinstance(model, Ranker):
+            raise TypeError(f"candidate lists are re-ordered by a ranker, not a {type(model).__name__}")
+        metrics = _two_stage_val_test(model, dm, ctx.cfg.eval.monitor_k, ctx.cfg.eval.ks)
+        ctx = dataclasses.replace(ctx, model_spec={**ctx.model_spec, "config": resolved_config(model)})
+        protocol, per_user = dm.protocol, {}
     else:
         if not isinstance(model, SequentialRecommender):
             raise TypeError(f"full ranking needs a retrieval model, not a {type(model).__name__}")
@@ -120,6 +130,21 @@ def evaluate_and_log(
     return TrainOutcome(
         run_id=recorder.run_id, tracking_uri=recorder.uri, metrics=metrics, record=record, per_user=per_user
     )
+
+
+def _two_stage_val_test(model: Ranker, dm: CandidateListDataModule, k: int, ks: tuple[int, ...]) -> dict[str, float]:
+    """Choose the stage-1 weight on the validation lists (set in `model.cfg`, so the saved and served
+    ranker combines the scores as chosen), then the two-stage metrics of val and test, and stage 1's alone."""
+    if not hasattr(model.cfg, "stage1_weight"):
+        raise TypeError(f"{type(model).__name__} has no stage1_weight: it cannot be combined with stage 1")
+    model.cfg = dataclasses.replace(model.cfg, stage1_weight=0.0)
+    weight, _ = choose_stage1_weight(score_lists(model, dm.val_dataloader()), k)
+    model.cfg = dataclasses.replace(model.cfg, stage1_weight=weight)
+    metrics: dict[str, float] = {"stage1_weight": weight}
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        lists = score_lists(model, loader)
+        metrics |= two_stage_metrics(lists, ks, split) | two_stage_metrics(stage1_only(lists), ks, f"stage1_{split}")
+    return metrics
 
 
 def _rank_val_test(

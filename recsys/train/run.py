@@ -38,6 +38,7 @@ __all__ = ["RunParts", "TrainOutcome", "assemble_run", "train_experiment"]
 
 log = logging.getLogger(__name__)
 
+LISTWISE = "listwise_candidates"  # the objective of a ranker trained on stage-1 candidate lists
 OWN_CKPT_PREFIX = "recsys-ckpt-"  # checkpoint directories a run creates (and removes when it finishes)
 
 
@@ -66,11 +67,15 @@ def assemble_run(cfg: ExperimentConfig, checkpoint: dict[str, Any] | None = None
     features = load_item_features(data.data_dir) if choice.cls.uses_item_features else None
     if data.labelled is not None:  # a ranker's `auto` settings come from its rows
         choice = choice.resolved(RankerData.of_labelled(data.labelled, features))
+    elif data.lists is not None:  # candidate lists carry no ratings
+        choice = choice.resolved(RankerData(features))
     if checkpoint is not None:
         choice = checkpoint_choice(choice, checkpoint, n_items)
     model = choice.build(n_items, features)
-    # the model's own objective: a model may pick it from its config (e.g. which training rows it uses)
-    return RunParts(data, model, choice.spec(n_items), build_objective(model.objective))
+    # the model's own objective: a model may pick it from its config (e.g. which training rows it uses);
+    # a ranker given candidate lists learns to order them
+    objective = build_objective(LISTWISE if data.lists is not None else model.objective)
+    return RunParts(data, model, choice.spec(n_items), objective)
 
 
 def train_experiment(

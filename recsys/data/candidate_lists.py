@@ -1,0 +1,135 @@
+"""Candidate lists: a ranker's training and evaluation rows as the ranking stage sees them when serving.
+
+Stage 1 (a trained retrieval model, e.g. the converged SASRec) ranks the whole catalog for each user,
+the user's history masked, and keeps its top-N with their scores. A list is (history, top-N, stage-1
+scores, where the target sits in the list or -1 when stage 1 missed it).
+
+Which targets (leave-one-out split of the processed dataset):
+- `train` and `val`: the validation target of every user (the item before the test item), history
+  before it. Stage 1 never took a gradient on these targets (it trained on the earlier items; they were
+  its early-stopping set), so its scores and misses on them are what serving sees. The users are split
+  once by `seed`: `ranker_val_share` of them validate the ranker (epoch and score-weight selection),
+  the others train it.
+- `test`: the test target of every user, history = everything before it: the leaderboard's protocol
+  (a target outside the top-N is a miss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from recsys.data.datamodule import SequenceDataModule
+from recsys.data.datasets import EvalBatch
+from recsys.model_io import load_model
+from recsys.models.base import SequentialRecommender
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class CandidateListConfig:
+    """Where a ranker's candidate lists come from (a data config of a two-stage ranker experiment)."""
+
+    processed: str  # the processed dataset directory (written by the ETL)
+    stage1: str  # the stage-1 retrieval model, a directory written by `recsys.model_io` (e.g. an export)
+    top_n: int = 200  # candidates per list
+    ranker_val_share: float = 0.15  # share of the users whose validation lists validate the ranker
+    seed: int = 0  # which users validate
+
+    def __post_init__(self) -> None:
+        if self.top_n < 1:
+            raise ValueError(f"top_n must be >= 1, got {self.top_n}")
+        if not 0.0 < self.ranker_val_share < 1.0:
+            raise ValueError(f"ranker_val_share must be in (0, 1), got {self.ranker_val_share}")
+
+
+class CandidateListBatch(NamedTuple):
+    items: torch.Tensor  # [B, L] left-padded history (0 = pad)
+    candidates: torch.Tensor  # [B, N] stage 1's top-N item ids, best first
+    stage1: torch.Tensor  # [B, N] float stage-1 scores of the candidates
+    target_pos: torch.Tensor  # [B] long position of the target in the list, -1 = not retrieved
+    events: torch.Tensor  # [B] long the user's events up to and including the target
+
+
+@dataclass(frozen=True)
+class CandidateLists:
+    """The lists of each split (`SPLITS`), as one `CandidateListBatch` of all rows per split."""
+
+    splits: dict[str, CandidateListBatch]
+    n_items: int
+    meta: dict[str, Any]  # how they were made (recorded with the results)
+
+    def split(self, name: str) -> CandidateListBatch:
+        if name not in self.splits:
+            raise KeyError(f"unknown split {name!r}; expected one of {list(self.splits)}")
+        return self.splits[name]
+
+
+def rows(batch: CandidateListBatch, index: torch.Tensor) -> CandidateListBatch:
+    """The rows `index` [R] of `batch`."""
+    return CandidateListBatch(*(t[index] for t in batch))
+
+
+@torch.inference_mode()
+def retrieve(model: SequentialRecommender, batch: EvalBatch, top_n: int) -> CandidateListBatch:
+    """Stage 1's top-`top_n` of one evaluation batch over the whole catalog, history masked (ties:
+    lower item id first, as the evaluator breaks them)."""
+    items = batch.items
+    scores = model.sequence_representation(items, items != 0) @ model.item_embeddings().T  # [B, N + 1]
+    scores = scores.float()
+    scores[:, 0] = float("-inf")
+    scores.scatter_(1, batch.seen, float("-inf"))  # seen pads with 0, already -inf
+    # a stable sort over descending scores keeps equal scores in item-id order
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :top_n]
+    top = scores.gather(1, order)
+    hit = order == batch.targets[:, None]
+    target_pos = torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(batch.targets, -1))
+    events = (batch.seen != 0).sum(1) + 1
+    return CandidateListBatch(items, order, top, target_pos.long(), events.long())
+
+
+def _concat(parts: list[CandidateListBatch], order: torch.Tensor) -> CandidateListBatch:
+    """The parts' rows stacked, then put in split-row order (`order` [R]: each stacked row's split row)."""
+    stacked = CandidateListBatch(*(torch.cat(ts) for ts in zip(*parts, strict=True)))
+    return rows(stacked, torch.argsort(order))
+
+
+def candidate_lists(config: CandidateListConfig) -> CandidateLists:
+    """Build the lists of `config` (see the module docstring): a few seconds on the ML-1M half."""
+    model = load_model(Path(config.stage1))
+    if not isinstance(model, SequentialRecommender):
+        raise TypeError(f"stage1 {config.stage1} holds a {type(model).__name__}, not a retrieval model")
+    model.eval()
+    dm = SequenceDataModule(config.processed, max_len=model.max_len, batch_size=256, eval_batch_size=256, seed=0)
+    dm.prepare_data()
+    dm.setup()
+    n_items = model.item_embeddings().shape[0] - 1
+    if n_items != dm.n_items:
+        raise ValueError(
+            f"stage1 {config.stage1} scores {n_items} items but {config.processed} has {dm.n_items}: "
+            "a stage-1 model trained on another catalog"
+        )
+    lists = {}
+    for name, loader in (("val", dm.val_dataloader(all_users=True)), ("test", dm.test_dataloader())):
+        parts, order = [], []
+        for batch in loader:
+            parts.append(retrieve(model, batch, config.top_n))
+            assert batch.rows is not None
+            order.append(batch.rows)
+        lists[name] = _concat(parts, torch.cat(order))
+    val = lists["val"]
+    draw = torch.randperm(len(val.items), generator=torch.Generator().manual_seed(config.seed))
+    n_val = max(1, round(config.ranker_val_share * len(draw)))
+    splits = {"train": rows(val, draw[n_val:].sort().values), "val": rows(val, draw[:n_val].sort().values)}
+    splits["test"] = lists["test"]
+    meta = {
+        "stage1": config.stage1,
+        "top_n": config.top_n,
+        "users": {name: len(b.items) for name, b in splits.items()},
+        "recall": {name: float((b.target_pos >= 0).float().mean()) for name, b in splits.items()},
+    }
+    return CandidateLists(splits, n_items, meta)
