@@ -71,6 +71,7 @@ class Ranker(nn.Module, abc.ABC):
     uses_item_features: bool = False  # True: it is built with the dataset's `ItemFeatures` (may be None)
     cfg: Any  # an instance of `Config`, every `AUTO` field resolved
     max_len: int  # history events read: the last `max_len` columns of `items`
+    n_items: int  # the catalog it was built for (item ids 1..n_items)
 
     @classmethod
     def resolve_config(cls, cfg: Any, data: RankerData) -> Any:

@@ -81,7 +81,7 @@ class TargetAttentionRanker(Ranker):
         """Keep the resolved `cfg` and register the items' genre table; returns the resolved config."""
         self.cfg = cfg = self.resolve_config(cfg, RankerData(item_features))
         assert isinstance(cfg.n_genres, int) and isinstance(cfg.n_ratings, int)  # resolved above
-        self.max_len = cfg.max_len
+        self.max_len, self.n_items = cfg.max_len, n_items
         genres = (
             genre_table(item_features, cfg.n_genres)
             if item_features is not None and cfg.n_genres

@@ -122,6 +122,12 @@ class ModelHolder:
         ranker = None
         if settings.ranker_uri is not None:
             name, model = fetch_ranker(settings.ranker_uri, settings.tracking_uri, cache_dir=cache)
+            if model.n_items != fetched.bundle.meta.n_items:
+                raise ValueError(
+                    f"ranker {settings.ranker_uri} was trained on a catalog of {model.n_items} items but "
+                    f"{settings.model_uri} serves {fetched.bundle.meta.n_items}: train the ranker on the same "
+                    "processed dataset as the retrieval model"
+                )
             ranker = RankingStage(name, model, settings.ranker_top_n, model.max_len)
         return LoadedModel(
             recommender=recommender, name=fetched.bundle.meta.name, version=fetched.version, ranker=ranker

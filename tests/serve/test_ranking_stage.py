@@ -83,12 +83,25 @@ def test_ranker_reorders_the_retrieval_items(
 def test_ranker_failure_falls_back_to_retrieval_order(
     local_bundle: Path, retrieval_only: dict[str, Any], tmp_path: Path
 ) -> None:
-    # a ranker trained on a smaller catalog: candidate ids past its table make it raise
-    ranker = _ranker_dir(tmp_path / "ranker", 2)
+    # a ranker whose weights went bad: its non-finite scores make the stage serve the retrieval order
+    ranker = _ranker_dir(tmp_path / "ranker", _n_items(local_bundle))
+    state = torch.load(ranker / "state_dict.pt")
+    state["mlp.0.weight"].fill_(float("nan"))
+    torch.save(state, ranker / "state_dict.pt")
     settings = ServeSettings(model_uri=str(local_bundle), ranker_uri=str(ranker), ranker_top_n=TOP_N)
     _, body, _ = _recommend(settings, TOP_N)
     assert body["ranker_fallback"] is True
     assert body["items"] == retrieval_only["items"]
+
+
+def test_a_ranker_of_another_catalog_is_refused_at_load(local_bundle: Path, tmp_path: Path) -> None:
+    from recsys.serve.metrics import ServeMetrics
+    from recsys.serve.state import ModelHolder
+
+    ranker = _ranker_dir(tmp_path / "ranker", 2)
+    settings = ServeSettings(model_uri=str(local_bundle), ranker_uri=str(ranker), ranker_top_n=TOP_N)
+    with pytest.raises(ValueError, match=f"catalog of 2 items but .* serves {_n_items(local_bundle)}"):
+        ModelHolder(settings, ServeMetrics()).load()
 
 
 def test_rerank_is_a_stable_permutation_and_load_round_trips(tmp_path: Path) -> None:
