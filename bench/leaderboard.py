@@ -30,6 +30,8 @@ FAMILIES = {
     "recformer": "Recformer",
     "llm_rec": "LLM-backed `llm_rec` (SmolLM2-135M)",
     "sasrec+dare": "two-stage: SASRec top-200 + DARE ranker",
+    "sasrec+twin": "two-stage: SASRec top-200 + TWIN ranker",
+    "sasrec+din": "two-stage: SASRec top-200 + DIN ranker",
 }
 DATASETS = ("ml-1m", "ml-1m-half")  # the names records give the ML-1M half
 HALF_USERS = 2999  # the ML-1M half keeps users 1-2,999 (the full ML-1M has 6,040)
@@ -67,7 +69,12 @@ def entry(record: Mapping[str, Any]) -> Entry | None:
         return None
     metrics, family = record.get("metrics") or {}, record.get("model")
     fit_s, fit_note, note = record.get("fit_s"), "", ""
-    if family is None:  # a two-stage record: metrics `<stage 1>+<ranker>/test/...`, stage 1's alone beside them
+    protocol = record.get("protocol") or {}
+    if protocol.get("kind") == "candidate_lists":  # a ranker on stage 1's lists (bench/two_stage.py)
+        family = f"{protocol.get('stage1_model')}+{family}"
+        stage1 = metrics.get(f"stage1_{TEST}")
+        note = f"stage 1 alone on the same lists: test NDCG@10 {stage1:.4f}; see docs/two_stage.md" if stage1 else ""
+    elif family is None:  # an older two-stage record: metrics `<stage 1>+<ranker>/test/...`, stage 1's beside them
         stages = [k.split("/", 1)[0] for k in metrics if "+" in k.split("/", 1)[0]]
         family = stages[0] if stages else None
         stage1 = metrics.get(f"{str(family).split('+')[0]}/{TEST}")

@@ -24,7 +24,7 @@ import torch
 
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.datasets import EvalBatch
-from recsys.model_io import load_model
+from recsys.model_io import load_model, read_spec
 from recsys.models.base import SequentialRecommender
 
 SPLITS = ("train", "val", "test")
@@ -126,8 +126,14 @@ def candidate_lists(config: CandidateListConfig) -> CandidateLists:
     n_val = max(1, round(config.ranker_val_share * len(draw)))
     splits = {"train": rows(val, draw[n_val:].sort().values), "val": rows(val, draw[:n_val].sort().values)}
     splits["test"] = lists["test"]
-    meta = {
+    meta = {  # the leaderboard's protocol keys: the test lists rank every user's target over the catalog
+        "split": "leave_one_out",
+        "full_ranking": True,
+        "exclude_seen": True,
+        "n_users": len(splits["test"].items),
+        "n_items": n_items,
         "stage1": config.stage1,
+        "stage1_model": read_spec(Path(config.stage1))["name"],
         "top_n": config.top_n,
         "users": {name: len(b.items) for name, b in splits.items()},
         "recall": {name: float((b.target_pos >= 0).float().mean()) for name, b in splits.items()},
