@@ -6,8 +6,9 @@ python -m pipelines.train_ranker --config configs/experiment/dare_ml-1m.yaml [ke
 
 The experiment's `data` is a candidate-list config (`configs/data/candidates/`: a stage-1 retrieval
 model's top-N lists, the ranker trained listwise as it will serve) or a labelled data config (built
-from its processed dataset when missing); its `model` a ranker of `recsys.registry.RANKERS`. The run is tracked like any training run
-(per-epoch validation: two-stage NDCG@10 on lists, AUC on labelled rows; the best epoch's test metrics; the model saved by
+from its processed dataset when missing); its `model` a ranker of `recsys.registry.RANKERS`. The run
+is tracked like any training run (per-epoch validation: two-stage NDCG@10 on lists, AUC on labelled
+rows; the best epoch's test metrics; the model saved by
 `recsys.model_io`); its `model/` directory is registered as the next version of --name (default: the
 ranker's registry name) with --alias moved to it. Serve it after a retrieval model trained on the same
 processed dataset with `RECSYS_SERVE_RANKER_URI=models:/<name>@<alias>`.
