@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from recsys.data.datamodule import SequenceDataModule
 from recsys.data.datasets import EvalBatch
@@ -62,6 +63,7 @@ class CandidateLists:
     splits: dict[str, CandidateListBatch]
     n_items: int
     meta: dict[str, Any]  # how they were made (recorded with the results)
+    objective: ClassVar[str] = "listwise_candidates"  # what a ranker trains on these lists with
 
     def split(self, name: str) -> CandidateListBatch:
         if name not in self.splits:
@@ -77,8 +79,8 @@ def rows(batch: CandidateListBatch, index: torch.Tensor) -> CandidateListBatch:
 @torch.inference_mode()
 def retrieve(model: SequentialRecommender, batch: EvalBatch, top_n: int) -> CandidateListBatch:
     """Stage 1's top-`top_n` of one evaluation batch over the whole catalog, history masked (ties:
-    lower item id first, as the evaluator breaks them)."""
-    items = batch.items
+    lower item id first, as the evaluator breaks them); histories left-padded to the model's `max_len`."""
+    items = F.pad(batch.items[:, -model.max_len :], (model.max_len - min(batch.items.shape[1], model.max_len), 0))
     scores = model.sequence_representation(items, items != 0) @ model.item_embeddings().T  # [B, N + 1]
     scores = scores.float()
     scores[:, 0] = float("-inf")
@@ -98,13 +100,16 @@ def _concat(parts: list[CandidateListBatch], order: torch.Tensor) -> CandidateLi
     return rows(stacked, torch.argsort(order))
 
 
-def candidate_lists(config: CandidateListConfig) -> CandidateLists:
-    """Build the lists of `config` (see the module docstring): a few seconds on the ML-1M half."""
+def candidate_lists(config: CandidateListConfig, *, batch_size: int = 256) -> CandidateLists:
+    """Build the lists of `config` (see the module docstring), `batch_size` users at a time: a few
+    seconds on the ML-1M half."""
     model = load_model(Path(config.stage1))
     if not isinstance(model, SequentialRecommender):
         raise TypeError(f"stage1 {config.stage1} holds a {type(model).__name__}, not a retrieval model")
     model.eval()
-    dm = SequenceDataModule(config.processed, max_len=model.max_len, batch_size=256, eval_batch_size=256, seed=0)
+    dm = SequenceDataModule(
+        config.processed, max_len=model.max_len, batch_size=batch_size, eval_batch_size=batch_size, seed=0
+    )
     dm.prepare_data()
     dm.setup()
     n_items = model.item_embeddings().shape[0] - 1

@@ -38,7 +38,6 @@ __all__ = ["RunParts", "TrainOutcome", "assemble_run", "train_experiment"]
 
 log = logging.getLogger(__name__)
 
-LISTWISE = "listwise_candidates"  # the objective of a ranker trained on stage-1 candidate lists
 OWN_CKPT_PREFIX = "recsys-ckpt-"  # checkpoint directories a run creates (and removes when it finishes)
 
 
@@ -73,8 +72,8 @@ def assemble_run(cfg: ExperimentConfig, checkpoint: dict[str, Any] | None = None
         choice = checkpoint_choice(choice, checkpoint, n_items)
     model = choice.build(n_items, features)
     # the model's own objective: a model may pick it from its config (e.g. which training rows it uses);
-    # a ranker given candidate lists learns to order them
-    objective = build_objective(LISTWISE if data.lists is not None else model.objective)
+    # a ranker given candidate lists trains on the objective the lists name
+    objective = build_objective(data.lists.objective if data.lists is not None else model.objective)
     return RunParts(data, model, choice.spec(n_items), objective)
 
 

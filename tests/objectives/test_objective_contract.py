@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
+from recsys.data.candidate_lists import CandidateListBatch
 from recsys.data.item_features import ItemFeatures
 from recsys.data.labelled import LabelledBatch
 from recsys.models.base import SequentialRecommender
@@ -32,6 +33,10 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "random_window": ("llm_rec", {"n_layers": 1, "fields": ["title"], "windows": "random"}),
     "labelled_candidates": ("dare", {"d_att": 4, "d_rep": 8, "top_k": 3, "max_len": 6}),
+    "listwise_candidates": (
+        "dare",
+        {"d_att": 4, "d_rep": 8, "top_k": 3, "max_len": 6, "d_time": 4, "stage1_inputs": True},
+    ),
 }
 SEQUENCE_OBJECTIVES = sorted(name for name, cls in OBJECTIVES.items() if cls.trains_on_sequences)
 SEQS = [[(3 * u + t) % N_ITEMS + 1 for t in range(4 + u % 5)] for u in range(12)]  # lengths 4..8
@@ -100,12 +105,15 @@ def test_a_labelled_step_gives_finite_terms_and_gradients(
     name: str, make_model: Callable[[str], SequentialRecommender]
 ) -> None:
     model, objective = make_model(name), build_objective(name)
-    with pytest.raises(TypeError, match="labelled dataset"):
+    with pytest.raises(TypeError, match="labelled dataset|candidate lists"):
         objective.train_rows(SEQS, model.max_len, generator=torch.Generator())
     items = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
-    batch = LabelledBatch(
+    batch: LabelledBatch | CandidateListBatch = LabelledBatch(
         items, torch.zeros_like(items), torch.tensor([7, 9]), torch.tensor([1.0, 0.0]), torch.arange(2)
     )
+    if name == "listwise_candidates":  # stage 1's top-3 lists, the target second in the first, first in the other
+        candidates = torch.tensor([[7, 9, 8], [9, 10, 11]])
+        batch = CandidateListBatch(items, candidates, torch.randn(2, 3), torch.tensor([1, 0]), torch.tensor([6, 8]))
     parts = training_losses(model.train(), objective, batch, build_loss(TrainConfig()))
     assert next(iter(parts.terms)) == REC and torch.isfinite(parts.total)
     parts.total.backward()

@@ -83,6 +83,10 @@ def test_stage1_lists_agree_with_the_full_ranking_evaluator(planted_dataset: Pat
     # every user is in test; train and val split the validation lists between them
     assert len(test.items) == len(dm.test_set)
     assert len(lists.split("train").items) + len(lists.split("val").items) == len(dm.val_set)
+    small = candidate_lists(config, batch_size=7)  # batches of other history widths: the same lists
+    for name in ("train", "val", "test"):
+        for a, b in zip(small.split(name), lists.split(name), strict=True):
+            assert torch.allclose(a, b, atol=1e-5) if a.is_floating_point() else torch.equal(a, b)
     for history, candidates in zip(test.items, test.candidates, strict=True):  # history masked, no padding
         assert not set(history.tolist()) & set(candidates.tolist()) - {0}
         assert bool((candidates != 0).all())
