@@ -1,4 +1,8 @@
-"""Export a training run as a serving bundle registered in MLflow, and fetch it back for serving."""
+"""Export a training run as a serving bundle registered in MLflow, and fetch it back for serving.
+
+A registered version's directory is the bundle plus MLflow's model files (`recsys.tracking.pyfunc`):
+the service reads the bundle files, MLflow's tools load it as a `python_function` model.
+"""
 
 from __future__ import annotations
 
@@ -58,6 +62,7 @@ def export_run(
         data_dir: processed dataset directory; None = the run's `data_dir` tag.
     """
     from recsys.tracking.mlflow import download_run_artifacts  # MLflow: the service never needs it
+    from recsys.tracking.pyfunc import add_pyfunc_flavor
 
     experiment_id, tags = run_experiment_and_tags(tracking_uri, run_id)
     if data_dir is None:
@@ -78,6 +83,7 @@ def export_run(
             name=name,
             source_run_id=run_id,
         )
+        add_pyfunc_flavor(bundle_dir)
         return register_directory(
             tracking_uri,
             bundle_dir,
@@ -107,6 +113,8 @@ def add_items_version(
     Raises:
         CatalogError: the model reads no text, or an id is already in the catalog.
     """
+    from recsys.tracking.pyfunc import add_pyfunc_flavor  # MLflow: the service never needs it
+
     fetched = fetch_bundle(model_uri, tracking_uri)
     grown = Recommender(fetched.bundle).with_new_items(items)
     target = name or (fetched.ref.name if fetched.ref is not None else fetched.bundle.meta.name)
@@ -117,6 +125,7 @@ def add_items_version(
     source = fetched.ref.uri if fetched.ref is not None else model_uri
     with tempfile.TemporaryDirectory(prefix="recsys-add-items-") as tmp:
         meta = save_bundle(Path(tmp) / "bundle", grown.bundle, source_run_id=fetched.bundle.meta.source_run_id)
+        add_pyfunc_flavor(Path(tmp) / "bundle")
         return register_directory(
             tracking_uri,
             Path(tmp) / "bundle",

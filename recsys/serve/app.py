@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from recsys.retrieval.recommender import Recommendations, ResolvedHistory
+from recsys.retrieval.recommender import ResolvedHistory
 from recsys.serve.auth import ADMIN_RESPONSES, AdminAuth
 from recsys.serve.batcher import MicroBatcher
 from recsys.serve.deps import Batcher, CurrentModel, Holder, Settings
@@ -43,7 +43,7 @@ from recsys.serve.schemas import (
     error_response,
 )
 from recsys.serve.settings import ServeSettings
-from recsys.serve.state import LoadedModel, ModelHolder
+from recsys.serve.state import LoadedModel, ModelHolder, TopK
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +79,12 @@ async def recommend(req: RecommendRequest, model: CurrentModel, settings: Settin
     resolved = model.recommender.resolve(req.user_id, req.history)
     if not len(resolved.items):
         raise HTTPException(status_code=404, detail=_empty_history_message(req))
-    ranker = model.ranker
-    n = req.k if ranker is None else max(req.k, ranker.top_n)
+    n = model.retrieval_depth(req.k)
     recs = await batcher.recommend(model.recommender, resolved.items, n, exclude_seen=req.exclude_seen)
-    if ranker is None:
-        return _response(model, recs, resolved)
-    ranked = await anyio.to_thread.run_sync(ranker.rerank, resolved.items, recs.items, recs.scores)
-    top = Recommendations(items=ranked.items[: req.k], scores=ranked.scores[: req.k])
-    return _response(model, top, resolved, ranked_by=ranker.name, fallback=ranked.fallback)
+    if model.ranker is None:
+        return _response(model, model.finish(resolved.items, recs, req.k), resolved)
+    top = await anyio.to_thread.run_sync(model.finish, resolved.items, recs, req.k)
+    return _response(model, top, resolved)
 
 
 @router.get("/healthz", response_model=Health)
@@ -314,14 +312,7 @@ def _empty_history_message(req: RecommendRequest) -> str:
     return f"empty history: {who} and none of the {len(req.history)} history items is in the catalog"
 
 
-def _response(
-    model: LoadedModel,
-    recs: Recommendations,
-    resolved: ResolvedHistory,
-    *,
-    ranked_by: str | None = None,
-    fallback: bool | None = None,
-) -> Response:
+def _response(model: LoadedModel, top: TopK, resolved: ResolvedHistory) -> Response:
     """The response body, built without re-validation: every value comes from the loaded bundle (the
     declared `response_model` still documents it). Returning a `Response` skips FastAPI's second pass."""
     bundle = model.recommender.bundle
@@ -332,14 +323,14 @@ def _response(
             score=score,
             text=texts[idx] if texts is not None else None,
         )
-        for idx, score in zip(recs.items.tolist(), recs.scores.tolist(), strict=True)
+        for idx, score in zip(top.items.tolist(), top.scores.tolist(), strict=True)
     ]
     body = RecommendResponse.model_construct(
         items=items,
         model_version=model.version,
         unknown_items=resolved.unknown_items,
         user_known=resolved.user_known,
-        ranked_by=ranked_by,
-        ranker_fallback=fallback,
+        ranked_by=top.ranked_by,
+        ranker_fallback=top.fallback,
     )
     return Response(body.model_dump_json(exclude_none=True), media_type="application/json")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from recsys.retrieval.bundle import BundleError
 from recsys.retrieval.export import current_version, fetch_bundle
 from recsys.retrieval.ranking import RankingStage, fetch_ranker
-from recsys.retrieval.recommender import Recommender
+from recsys.retrieval.recommender import Recommendations, Recommender
 from recsys.serve.metrics import ServeMetrics
 from recsys.serve.schemas import ReloadState, ReloadStatus
 from recsys.serve.settings import ServeSettings
@@ -28,6 +31,57 @@ class LoadedModel:
     name: str
     version: str
     ranker: RankingStage | None = None  # the ranking stage after retrieval; None = off
+
+    def retrieval_depth(self, k: int) -> int:
+        """Candidates asked from retrieval for a top-k: k, or the ranker's top-N when that is larger."""
+        return k if self.ranker is None else max(k, self.ranker.top_n)
+
+    def finish(self, history: np.ndarray, candidates: Recommendations, k: int) -> TopK:
+        """The top-k of the retrieval `candidates` of `history` (item indices, oldest first): re-ordered
+        by the ranker when there is one, as `POST /recommend` answers."""
+        if self.ranker is None:
+            return TopK(candidates.items[:k], candidates.scores[:k], ranked_by=None, fallback=None)
+        ranked = self.ranker.rerank(history, candidates.items, candidates.scores)
+        return TopK(ranked.items[:k], ranked.scores[:k], ranked_by=self.ranker.name, fallback=ranked.fallback)
+
+    def top_k(self, histories: Sequence[np.ndarray], k: int, *, exclude_seen: bool = True) -> list[TopK]:
+        """`finish` of many non-empty histories at once: one retrieval batch, then the ranker per history.
+
+        Args:
+            histories: item indices per query, oldest first (as `Recommender.resolve` gives them).
+            k: items per query.
+            exclude_seen: drop items that appear in the history.
+        """
+        found = self.recommender.recommend(histories, self.retrieval_depth(k), exclude_seen=exclude_seen)
+        return [self.finish(history, recs, k) for history, recs in zip(histories, found, strict=True)]
+
+
+@dataclass(frozen=True)
+class TopK:
+    """One query's answer from the whole pipeline: retrieval, then the ranking stage when there is one."""
+
+    items: np.ndarray  # [k'] int64 item_idx, best first
+    scores: np.ndarray  # [k'] float32: the ranker's logits when it ordered them, else the retrieval scores
+    ranked_by: str | None  # the ranker's name; None without a ranking stage
+    fallback: bool | None  # True: the ranker failed and this is the retrieval order; None without a ranker
+
+
+def load_model_version(settings: ServeSettings) -> LoadedModel:
+    """The version `settings.model_uri` points to now, with the ranker of `settings.ranker_uri` if any."""
+    cache = Path(settings.cache_dir) if settings.cache_dir else None
+    fetched = fetch_bundle(settings.model_uri, settings.tracking_uri, cache_dir=cache)
+    recommender = Recommender(fetched.bundle, history_len=settings.history_len)
+    ranker = None
+    if settings.ranker_uri is not None:
+        name, model = fetch_ranker(settings.ranker_uri, settings.tracking_uri, cache_dir=cache)
+        if model.n_items != fetched.bundle.meta.n_items:
+            raise ValueError(
+                f"ranker {settings.ranker_uri} was trained on a catalog of {model.n_items} items but "
+                f"{settings.model_uri} serves {fetched.bundle.meta.n_items}: train the ranker on the same "
+                "processed dataset as the retrieval model"
+            )
+        ranker = RankingStage(name, model, settings.ranker_top_n, model.max_len)
+    return LoadedModel(recommender=recommender, name=fetched.bundle.meta.name, version=fetched.version, ranker=ranker)
 
 
 class ModelHolder:
@@ -115,23 +169,7 @@ class ModelHolder:
         self._finish("failed", target, error=reason)
 
     def _load(self) -> LoadedModel:
-        settings = self._settings
-        cache = Path(settings.cache_dir) if settings.cache_dir else None
-        fetched = fetch_bundle(settings.model_uri, settings.tracking_uri, cache_dir=cache)
-        recommender = Recommender(fetched.bundle, history_len=settings.history_len)
-        ranker = None
-        if settings.ranker_uri is not None:
-            name, model = fetch_ranker(settings.ranker_uri, settings.tracking_uri, cache_dir=cache)
-            if model.n_items != fetched.bundle.meta.n_items:
-                raise ValueError(
-                    f"ranker {settings.ranker_uri} was trained on a catalog of {model.n_items} items but "
-                    f"{settings.model_uri} serves {fetched.bundle.meta.n_items}: train the ranker on the same "
-                    "processed dataset as the retrieval model"
-                )
-            ranker = RankingStage(name, model, settings.ranker_top_n, model.max_len)
-        return LoadedModel(
-            recommender=recommender, name=fetched.bundle.meta.name, version=fetched.version, ranker=ranker
-        )
+        return load_model_version(self._settings)
 
     def _swap(self, new: LoadedModel) -> None:
         self._current = new
