@@ -13,6 +13,7 @@ from recsys.models.bert4rec import BERT4Rec
 from recsys.models.dare import DARE
 from recsys.models.din import DIN
 from recsys.models.icsrec import ICSRec
+from recsys.models.id_text_sasrec import IDTextSASRec
 from recsys.models.llm_rec import LLMRec
 from recsys.models.ranker import AnyModel, Ranker, RankerData
 from recsys.models.recformer import Recformer
@@ -25,6 +26,7 @@ MODELS: dict[str, type[SequentialRecommender]] = {
     "icsrec": ICSRec,
     "recformer": Recformer,
     "llm_rec": LLMRec,
+    "id_text_sasrec": IDTextSASRec,
 }
 
 # Models that score given candidates (`recsys.models.ranker.Ranker`, not a dot product with an item

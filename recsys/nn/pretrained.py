@@ -13,7 +13,7 @@ import importlib.util
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,12 +140,35 @@ def cached_text_vectors(
     returns (vectors [K, D], whether they came from the cache)."""
     path = model_path(name, cache_dir)
     key = json.dumps({"model": name, "files": model_fingerprint(path), "max_tokens": max_tokens, "texts": list(texts)})
-    file = Path(cache_dir) / "text_vectors" / f"{hashlib.sha256(key.encode()).hexdigest()}.pt"
-    if file.is_file():
-        return torch.load(file, weights_only=True), True
-    vectors = encode_texts(texts, path, max_tokens=max_tokens)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp")
-    torch.save(vectors, tmp)
-    tmp.rename(file)
-    return vectors, False
+    return cached_tensors(
+        Path(cache_dir) / "text_vectors",
+        {"vectors": key},
+        lambda: {"vectors": encode_texts(texts, path, max_tokens=max_tokens)},
+        want="vectors",
+    )
+
+
+def cached_tensors(
+    directory: Path, keys: Mapping[str, str], compute: Callable[[], Mapping[str, torch.Tensor]], *, want: str
+) -> tuple[torch.Tensor, bool]:
+    """Tensor `want` of a group computed together, each stored in `directory` under its key's SHA-256.
+
+    Args:
+        directory: where the `.pt` files live.
+        keys: name -> a string holding everything the tensor depends on.
+        compute: makes every named tensor at once (called only when `want` is not stored).
+        want: the name returned.
+
+    Returns:
+        (the tensor, whether it came from the cache).
+    """
+    files = {name: directory / f"{hashlib.sha256(key.encode()).hexdigest()}.pt" for name, key in keys.items()}
+    if files[want].is_file():
+        return torch.load(files[want], weights_only=True), True
+    computed = compute()
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, file in files.items():
+        tmp = file.with_suffix(".tmp")  # renamed once written: a killed run never leaves half a file
+        torch.save(computed[name], tmp)
+        tmp.rename(file)
+    return computed[want], False

@@ -7,6 +7,7 @@ fields of `EncoderFields` and are checked by `validate_encoder_fields`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 from torch import Tensor, nn
@@ -15,6 +16,7 @@ from recsys.nn.attention import ATTENTION
 from recsys.nn.blocks import NORMS, TransformerEncoder
 from recsys.nn.dropout import Dropout
 from recsys.nn.embeddings import ItemEmbedding, PositionalEmbedding
+from recsys.nn.item_tower import ItemTower
 from recsys.nn.packing import TokenLayout
 
 
@@ -81,14 +83,26 @@ class ItemSequenceEncoder(nn.Module):
         n_items: real items, ids 1..n_items (0 = padding).
         causal: whether position t only sees positions <= t.
         n_special: extra embedding rows after the items (e.g. a mask token).
+        item_emb: the item table to use instead of an ID table of its own (an `ItemTower`: ID and
+            text views), looked up by id and tied for scoring the same way.
     """
 
-    def __init__(self, cfg: EncoderFields, n_items: int, *, causal: bool, n_special: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: EncoderFields,
+        n_items: int,
+        *,
+        causal: bool,
+        n_special: int = 0,
+        item_emb: ItemTower | None = None,
+    ) -> None:
         super().__init__()
         # pre: scale by sqrt(D) as in SASRec / Transformer, so items dominate the positions at init
         self.item_scale = math.sqrt(cfg.hidden) if cfg.norm == "pre" else 1.0
         self.emb_norm: nn.Module = nn.LayerNorm(cfg.hidden) if cfg.norm == "post" else nn.Identity()
-        self.item_emb = ItemEmbedding(n_items, cfg.hidden, n_special=n_special)
+        self.item_emb: ItemEmbedding | ItemTower = (
+            ItemEmbedding(n_items, cfg.hidden, n_special=n_special) if item_emb is None else item_emb
+        )
         self.pos_emb = PositionalEmbedding(cfg.max_len, cfg.hidden)
         self.dropout = Dropout(cfg.dropout)
         self.unpad = True  # skip padding in every layer but attention (mostly-padding batches); False: never
@@ -104,8 +118,18 @@ class ItemSequenceEncoder(nn.Module):
             norm=cfg.norm,
         )
 
-    def forward(self, items: Tensor, mask: Tensor, *, unpad: bool | None = None) -> Tensor:
+    def forward(
+        self,
+        items: Tensor,
+        mask: Tensor,
+        *,
+        unpad: bool | None = None,
+        embed: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """Hidden states [B, L, D] of left-padded `items` [B, L] (zeros at padding).
+
+        `embed` looks the items up instead of the item table (one view of an `ItemTower`, read by
+        the same blocks as the other view).
 
         `unpad` runs every layer but attention on the real tokens only (`TokenLayout`); False is the
         padded reference computation, with the same values. By default (None) a batch is unpadded
@@ -114,16 +138,17 @@ class ItemSequenceEncoder(nn.Module):
         batches, with this rule: 129 s vs 153 s padded per Beauty epoch,
         bench/results/train_unpad_icsrec.json).
         """
+        embed = self.item_emb if embed is None else embed
         positions = self.pos_emb(items.shape[1])  # [L, D]
         if unpad is None:
             unpad = self.unpad and bool(mask.sum() < UNPAD_BELOW_REAL_SHARE * mask.numel())
         if not unpad:
-            x = self.emb_norm(self.item_emb(items) * self.item_scale + positions)  # [B, L, D]
+            x = self.emb_norm(embed(items) * self.item_scale + positions)  # [B, L, D]
             x = self.dropout(x) * mask[..., None]
             hidden: Tensor = self.encoder(x, mask)  # [B, L, D]
             return hidden
         layout = TokenLayout.of(mask)
-        x = self.item_emb(items.reshape(-1)[layout.flat]) * self.item_scale  # [T, D]
+        x = embed(items.reshape(-1)[layout.flat]) * self.item_scale  # [T, D]
         x = self.dropout(self.emb_norm(x + positions[layout.columns()]))  # [T, D]
         return layout.unpack(self.encoder(x, mask, layout))  # [B, L, D]
 

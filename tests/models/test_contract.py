@@ -62,6 +62,10 @@ def make_model(request: pytest.FixtureRequest) -> Callable[..., SequentialRecomm
         if name == "llm_rec":  # a tiny random Llama over the tiny BERT's item vectors, cached under tmp_path
             llama, cache = request.getfixturevalue("tiny_llama_backbone"), request.getfixturevalue("tmp_path")
             params = {**LLM_PARAMS, "backbone": str(llama), "item_encoder": str(backbone), "cache_dir": str(cache)}
+        elif name == "id_text_sasrec":  # ODD SASRec over an ID table + the tiny Llama's cached item vectors
+            llama, cache = request.getfixturevalue("tiny_llama_backbone"), request.getfixturevalue("tmp_path")
+            tower = {"text": str(llama), "fields": ["title"], "cache_dir": str(cache)}
+            params = {**ODD, "item_tower": tower}
         else:
             params = {**TEXT_PARAMS, "backbone": str(backbone)}
         params |= extra or {}

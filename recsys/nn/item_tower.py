@@ -1,0 +1,177 @@
+"""The item tower: one item representation from an ID view, a frozen text view, or both.
+
+- ID view: a learned table (`ItemEmbedding`), one row per catalog item;
+- text view: a frozen [N + 1, W] table of a pretrained model's item vectors (`recsys.nn.item_vectors`,
+  cached on disk), brought to the model width D by an adapter: `linear` (a learned Linear over the
+  standardised vectors) or `pca` (reduced offline to D by PCA, whitened or not, used as is times a
+  learned scale);
+- fused by `sum` or `concat` (then a learned Linear(2D -> D)).
+
+Interface (what a sequence model uses, e.g. as `ItemSequenceEncoder`'s item table):
+`tower(items[...]) -> [..., D]`, `tower.item_weight() -> [N + 1, D]` (the tied scoring table),
+`tower.id_view(items)` / `tower.text_view(items)` (each view alone, for two-view models),
+`tower.set_text_table(table)` (built by `build_text_table` from `ItemFeatures`), and
+`tower.drop_ids(items)`: items without an ID row (new, cold items) are represented by their text
+part only. Padding (id 0) is always zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from recsys.data.item_features import ItemFeatures
+from recsys.nn.embeddings import ItemEmbedding
+from recsys.nn.item_vectors import (
+    POOLINGS,
+    cached_item_vectors,
+    item_sentence,
+    random_like_table,
+    reduce_table,
+    standardize_table,
+)
+from recsys.nn.pretrained import SMOLLM2
+
+ADAPTERS = ("linear", "pca")
+FUSES = ("sum", "concat")
+INIT_STD = 0.02  # the ID table's init (GPT-2); each view starts at this per-dimension scale
+
+
+@dataclass(frozen=True)
+class ItemTowerConfig:
+    id_embedding: bool = True  # the ID view
+    text: str = SMOLLM2  # the text view's encoder (smollm2-135m, all-MiniLM-L6-v2, a local directory); "" = none
+    random_text: bool = False  # control: the encoder's vectors replaced by random ones of the same width and row norms
+    random_seed: int = 0  # draws the random vectors
+    fields: tuple[str, ...] = ("title", "year", "genres")  # written as "Title (year). Genres: a, b."
+    layer: int = -1  # encoder block whose output is pooled (1..n, or -1 = the last)
+    pooling: str = "mean"  # mean | last (token)
+    normalize: bool = False  # unit-normalise each pooled vector first (sentence-transformer style, MiniLM)
+    max_tokens: int = 48  # tokens of one item's text (ML-1M's longest: 41 SmolLM2 tokens)
+    adapter: str = "pca"  # pca: reduced offline to the model width; linear: a learned projection
+    whiten: bool = True  # pca: unit variance per component (identity covariance over the catalog)
+    text_dim: int = 576  # linear: the encoder's width (SmolLM2 576, MiniLM 384); the table's width
+    fuse: str = "sum"  # sum | concat (both views only)
+    cache_dir: str = "data/cache"  # converted checkpoints and cached vectors (git-ignored)
+
+    def __post_init__(self) -> None:
+        if not self.id_embedding and not self.text:
+            raise ValueError("item_tower needs id_embedding, a text encoder, or both")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"adapter must be one of {ADAPTERS}, got {self.adapter!r}")
+        if self.fuse not in FUSES:
+            raise ValueError(f"fuse must be one of {FUSES}, got {self.fuse!r}")
+        for name in ("max_tokens", "text_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.fields:
+            raise ValueError("fields must name at least one item text field")
+
+    def table_width(self, dim: int) -> int:
+        """The frozen text table's width for a model of width `dim`."""
+        return dim if self.adapter == "pca" else self.text_dim
+
+
+def build_text_table(cfg: ItemTowerConfig, features: ItemFeatures, dim: int) -> tuple[Tensor, bool]:
+    """The tower's frozen text table [N + 1, `cfg.table_width(dim)`] (row 0 zeros) from the items' text.
+
+    Returns:
+        (the table, whether the encoder's vectors came from the disk cache).
+    """
+    texts = [item_sentence(features, i, cfg.fields) for i in range(1, features.n_items + 1)]
+    vectors, hit = cached_item_vectors(
+        texts, cfg.text, cfg.cache_dir, layer=cfg.layer, pooling=cfg.pooling, max_tokens=cfg.max_tokens
+    )
+    if cfg.adapter == "linear" and vectors.shape[1] != cfg.text_dim:
+        raise ValueError(f"text_dim is {cfg.text_dim} but {cfg.text!r} gives {vectors.shape[1]}-wide vectors")
+    if cfg.normalize:
+        vectors = nn.functional.normalize(vectors, dim=-1)
+    table = torch.cat([torch.zeros(1, vectors.shape[1]), vectors])  # row 0 = padding
+    if cfg.random_text:
+        table = random_like_table(table, torch.Generator().manual_seed(cfg.random_seed))
+    if cfg.adapter == "pca":
+        return reduce_table(table, dim, whiten=cfg.whiten), hit
+    return standardize_table(table), hit
+
+
+class ItemTower(nn.Module):
+    """Item ids -> vectors [..., D] from the ID view, the text view, or both (see the module docstring).
+
+    Args:
+        cfg: the tower's settings.
+        n_items: catalog items, ids 1..n_items (0 = padding).
+        dim: the model width D.
+    """
+
+    def __init__(self, cfg: ItemTowerConfig, n_items: int, dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.id_emb = ItemEmbedding(n_items, dim) if cfg.id_embedding else None
+        self.text_table: Tensor  # [N + 1, W] frozen, row 0 zeros
+        self.register_buffer("text_table", torch.zeros(n_items + 1, cfg.table_width(dim) if cfg.text else 0))
+        self.adapter: nn.Module | None = None
+        self.text_scale: nn.Parameter | None = None
+        if cfg.text and cfg.adapter == "linear":
+            self.adapter = nn.Linear(cfg.text_dim, dim, bias=False)
+            nn.init.normal_(self.adapter.weight, std=INIT_STD / cfg.text_dim**0.5)  # unit-variance inputs
+        elif cfg.text:  # the table has unit variance per dimension: start at the ID table's scale
+            self.text_scale = nn.Parameter(torch.tensor(INIT_STD))
+        both = cfg.id_embedding and bool(cfg.text)
+        self.fuse = nn.Linear(2 * dim, dim, bias=False) if both and cfg.fuse == "concat" else None
+        self.has_id: Tensor  # [N + 1] bool: whether an item's ID row is used (padding: no)
+        self.register_buffer("has_id", torch.arange(n_items + 1) > 0)
+
+    @torch.no_grad()
+    def set_text_table(self, table: Tensor) -> None:
+        """Install the frozen text table [N + 1, W] (row 0 = padding), e.g. from `build_text_table`."""
+        if table.shape != self.text_table.shape:
+            raise ValueError(f"text table must be {tuple(self.text_table.shape)}, got {tuple(table.shape)}")
+        self.text_table.copy_(table)
+
+    @torch.no_grad()
+    def drop_ids(self, items: Tensor) -> None:
+        """Represent `items` (ids) by their text part only from now on (new or cold items)."""
+        if not self.cfg.text:
+            raise ValueError("an item without an ID row needs the text view; this tower has none")
+        self.has_id[items] = False
+
+    def id_view(self, items: Tensor) -> Tensor:
+        """The ID view [..., D] of `items` [...] (zeros for items without an ID row)."""
+        if self.id_emb is None:
+            raise ValueError("this item tower has no ID view (id_embedding: false)")
+        ids: Tensor = self.id_emb(items)  # [..., D]
+        return ids * self.has_id[items][..., None]
+
+    def text_view(self, items: Tensor) -> Tensor:
+        """The projected text view [..., D] of `items` [...] (padding zeros)."""
+        if not self.cfg.text:
+            raise ValueError("this item tower has no text view (text: '')")
+        vectors = self.text_table[items]  # [..., W], row 0 zeros
+        if self.adapter is not None:
+            out: Tensor = self.adapter(vectors)
+            return out
+        assert self.text_scale is not None
+        return vectors * self.text_scale
+
+    def forward(self, items: Tensor) -> Tensor:
+        """The fused item vectors [..., D] of `items` [...]."""
+        if not self.cfg.text:
+            return self.id_view(items)
+        text = self.text_view(items)
+        if self.id_emb is None:
+            return text
+        ids = self.id_view(items)
+        if self.fuse is None:
+            return ids + text
+        fused: Tensor = self.fuse(torch.cat([ids, text], dim=-1))
+        # an item without an ID row is its text part only (the fused projection would mix in a zero ID)
+        return torch.where(self.has_id[items][..., None], fused, text)
+
+    def item_weight(self) -> Tensor:
+        """The fused table [N + 1, D] of every item (the tied scoring table); row 0 zeros."""
+        table: Tensor = self(torch.arange(len(self.has_id), device=self.has_id.device))
+        return table

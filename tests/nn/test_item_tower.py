@@ -1,0 +1,98 @@
+"""The item tower: output shapes for every view / adapter / fuse, a cold item (no ID row) is its text
+part alone, and the text table built from item text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsys.data.item_features import ItemFeatures
+from recsys.nn.item_tower import ItemTower, ItemTowerConfig, build_text_table
+
+N_ITEMS, DIM = 11, 8
+
+
+def _tower(**kw: object) -> ItemTower:
+    torch.manual_seed(0)
+    cfg = ItemTowerConfig(**{"text": "some-encoder", **kw})  # type: ignore[arg-type]
+    tower = ItemTower(cfg, N_ITEMS, DIM)
+    if cfg.text:
+        table = torch.randn(N_ITEMS + 1, cfg.table_width(DIM))
+        table[0] = 0
+        tower.set_text_table(table)
+    return tower
+
+
+CASES = [
+    {"fuse": "sum"},
+    {"fuse": "concat"},
+    {"adapter": "linear", "text_dim": 5},
+    {"adapter": "linear", "text_dim": 5, "fuse": "concat"},
+    {"id_embedding": False},
+    {"text": ""},
+]
+
+
+@pytest.mark.parametrize("kw", CASES)
+def test_shapes_and_padding_is_zero(kw: dict[str, object]) -> None:
+    tower = _tower(**kw)
+    items = torch.tensor([[0, 3, 11], [1, 0, 2]])
+    out = tower(items)
+    assert out.shape == (2, 3, DIM) and torch.equal(out[items == 0], torch.zeros(2, DIM))
+    table = tower.item_weight()
+    assert table.shape == (N_ITEMS + 1, DIM) and torch.equal(table[0], torch.zeros(DIM))
+    torch.testing.assert_close(table[items], out)
+    assert tower.text_table.shape[1] == (0 if kw.get("text") == "" else 5 if "text_dim" in kw else DIM)
+
+
+@pytest.mark.parametrize("kw", [c for c in CASES if c.get("text") != "" and c.get("id_embedding") is not False])
+def test_a_cold_item_gets_its_text_vector_only(kw: dict[str, object]) -> None:
+    tower = _tower(**kw)
+    items = torch.tensor([4, 7])
+    before = tower(items)
+    tower.drop_ids(torch.tensor([7]))
+    after = tower(items)
+    torch.testing.assert_close(after[0], before[0])  # a warm item keeps both views
+    torch.testing.assert_close(after[1], tower.text_view(torch.tensor(7)))
+    assert not torch.allclose(after[1], before[1])
+    torch.testing.assert_close(tower.id_view(torch.tensor(7)), torch.zeros(DIM))
+    with pytest.raises(ValueError, match="text view"):
+        _tower(text="").drop_ids(torch.tensor([7]))
+
+
+def test_pca_text_view_starts_at_the_id_tables_scale_and_only_the_adapter_learns() -> None:
+    tower = _tower()
+    assert tower.text_scale is not None and float(tower.text_scale.detach()) == pytest.approx(0.02)
+    trainable = {n for n, p in tower.named_parameters() if p.requires_grad}
+    assert trainable == {"id_emb.weight", "text_scale"} and "text_table" in dict(tower.named_buffers())
+
+
+def test_config_refuses_bad_values_naming_the_field() -> None:
+    for kw, field in [({"pooling": "max"}, "pooling"), ({"adapter": "mlp"}, "adapter"), ({"fuse": "x"}, "fuse")]:
+        with pytest.raises(ValueError, match=field):
+            ItemTowerConfig(**kw)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="id_embedding"):
+        ItemTowerConfig(id_embedding=False, text="")
+    with pytest.raises(ValueError, match="text table"):
+        _tower().set_text_table(torch.zeros(N_ITEMS + 1, DIM + 1))
+
+
+def _features(n_items: int) -> ItemFeatures:
+    titles = [None, *[f"Item {i} {['red', 'blue', 'green'][i % 3]}" for i in range(1, n_items + 1)]]
+    return ItemFeatures(n_items, ["", *map(str, range(1, n_items + 1))], {"title": titles}, None, 0)
+
+
+def test_text_table_from_item_text_pca_linear_and_random(tiny_llama_backbone: Path, tmp_path: Path) -> None:
+    base = {"text": str(tiny_llama_backbone), "fields": ("title",), "cache_dir": str(tmp_path)}
+    features = _features(40)
+    white, hit = build_text_table(ItemTowerConfig(**base), features, 16)  # type: ignore[arg-type]
+    assert white.shape == (41, 16) and not hit and torch.equal(white[0], torch.zeros(16))
+    torch.testing.assert_close(torch.cov(white[1:].T.double()), torch.eye(16, dtype=torch.float64), atol=1e-4, rtol=0)
+    linear, hit = build_text_table(ItemTowerConfig(**base, adapter="linear", text_dim=32), features, 16)  # type: ignore[arg-type]
+    assert linear.shape == (41, 32) and hit  # the same vectors, from the cache
+    random, _ = build_text_table(ItemTowerConfig(**base, random_text=True), features, 16)  # type: ignore[arg-type]
+    assert random.shape == (41, 16) and not torch.allclose(random, white, atol=0.1)
+    with pytest.raises(ValueError, match="text_dim"):
+        build_text_table(ItemTowerConfig(**base, adapter="linear", text_dim=7), features, 16)  # type: ignore[arg-type]
