@@ -83,7 +83,14 @@ def build_from_spec(spec: Mapping[str, Any], *, source: str = "<spec>", kind: Ki
     found: Kind = "ranker" if issubclass(cls, Ranker) else "retrieval"
     if found != kind:
         raise TypeError(f"{source}: {name!r} ({cls.__name__}) is a {found} model, not a {kind} model")
-    return choose_registered(name, spec["config"]).build(int(spec["n_items"]))
+    return choose_registered(name, saved_config(cls, spec["config"])).build(int(spec["n_items"]))
+
+
+def saved_config(cls: type[AnyModel], config: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved model's config with every field it predates set to what the model was trained with:
+    its `Config.SAVED_BEFORE` value (e.g. Recformer's `pooling: cls`), not today's default."""
+    before: Mapping[str, Any] = getattr(cls.Config, "SAVED_BEFORE", {})
+    return {**before, **config}
 
 
 def save_model(model: AnyModel, name: str, params: Mapping[str, Any], n_items: int, directory: Path) -> None:

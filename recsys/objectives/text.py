@@ -11,6 +11,8 @@ Phases, by epoch (the model's config says how many of each):
 - fine-tuning stage 1: the item table is re-encoded from text before every epoch and the history's
   summary is trained against it with the main loss (full softmax over the catalog);
 - fine-tuning stage 2: the same, with the table frozen.
+When training ends, the table is re-encoded once more by the final weights (`on_fit_end`), so the
+catalog and items added later by text (`Recformer.add_items`) come from one encoder.
 """
 
 from __future__ import annotations
@@ -94,6 +96,12 @@ class TextNextItem(Objective):
         text.pretraining = epoch < cfg.pretrain_epochs
         if epoch < cfg.pretrain_epochs + cfg.refresh_epochs:  # pre-training and stage 1; stage 2 keeps the table
             text.refresh_items()
+
+    def on_fit_end(self, model: SequentialRecommender) -> None:
+        """Re-encode the item table with the final weights: the table was encoded before the last
+        epoch (or frozen for stage 2) while the encoder trained on, and items added later by text are
+        embedded by the final encoder; the served catalog must come from the same one."""
+        _text(model).refresh_items()
 
     def expected_targets_per_batch(
         self, model: SequentialRecommender, rows: TrainRows, batch_size: int

@@ -112,6 +112,7 @@ def evaluate_and_log(
     else:
         if not isinstance(model, SequentialRecommender):
             raise TypeError(f"full ranking needs a retrieval model, not a {type(model).__name__}")
+        module.objective.on_fit_end(model)  # e.g. a text model's item table encoded by the final weights
         metrics, protocol, per_user = _rank_val_test(ctx, model, dm)
     config = resolved_experiment(cfg, model, ctx.data.config)
     record = base_record(cfg.name, ctx.command, ctx.started_at, time.perf_counter() - ctx.t0) | {

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from recsys.config import from_dict, to_dict
+from recsys.model_io import saved_config
 from recsys.registry import ModelChoice
 from recsys.tracking.mlflow import read_run, reopen_run
 from recsys.train.callbacks import checkpoint_model_spec
@@ -81,14 +82,15 @@ def checkpoint_choice(current: ModelChoice[Any], state: dict[str, Any], n_items:
             f"the checkpoint holds a {spec['name']!r} model over {spec['n_items']} items; "
             f"the experiment asks for {current.name!r} over {n_items} items"
         )
+    saved = saved_config(current.cls, spec["config"])
     now = to_dict(current.config)
-    changed = sorted(k for k in now if spec["config"].get(k) != now[k])
+    changed = sorted(k for k in now if saved.get(k) != now[k])
     if changed:
         log.warning(
             "the experiment config now resolves to other model settings than the checkpoint's in %s: "
             "the checkpoint's are kept (%s)",
             changed,
-            {k: spec["config"].get(k) for k in changed},
+            {k: saved.get(k) for k in changed},
         )
-    config = from_dict(current.cls.Config, spec["config"], source="checkpoint")
+    config = from_dict(current.cls.Config, saved, source="checkpoint")
     return ModelChoice(current.name, current.cls, config)

@@ -140,3 +140,76 @@ def test_config_rejects_bad_values() -> None:
         RecformerConfig(temperature=0)
     with pytest.raises(ValueError, match="'flash'"):
         RecformerConfig(attention="flash")
+
+
+# the first components of two user vectors and of items 2 and 6 with `pooling: cls`, written by the
+# code before pooling was configurable (the summary token's state): cls must stay exactly that
+GOLDEN_CLS_USERS = [
+    [0.18265, 0.00204, -0.50688, -0.16676, 0.11282, -0.03767],
+    [0.18226, 0.00148, -0.50717, -0.16687, 0.11335, -0.03771],
+]
+GOLDEN_CLS_ITEMS = [
+    [0.18322, 0.00222, -0.50747, -0.1668, 0.11395, -0.03858],
+    [0.18142, 0.00301, -0.50697, -0.16638, 0.11378, -0.03811],
+]
+HISTORIES = torch.tensor([[0, 2, 5], [1, 3, 4]])
+
+
+def test_cls_pooling_gives_the_vectors_it_gave_before_pooling_was_configurable(tiny_text_backbone: Path) -> None:
+    model = _model(tiny_text_backbone, pooling="cls").eval()
+    with torch.no_grad():
+        users = model.sequence_representation(HISTORIES, HISTORIES != 0) * model.cfg.temperature
+        items = model.item_embeddings()[[2, 6]]
+    torch.testing.assert_close(users[:, :6], torch.tensor(GOLDEN_CLS_USERS), rtol=0, atol=2e-5)
+    torch.testing.assert_close(items[:, :6], torch.tensor(GOLDEN_CLS_ITEMS), rtol=0, atol=2e-5)
+
+
+def _slow_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of each row's real token states, one token at a time (the reference for `pool`)."""
+    rows = []
+    for b in range(states.shape[0]):
+        total, count = torch.zeros(states.shape[-1]), 0
+        for t in range(states.shape[1]):
+            if mask[b, t]:
+                total, count = total + states[b, t], count + 1
+        rows.append(total / count)
+    return torch.stack(rows)
+
+
+def test_mean_pooling_is_the_mean_over_real_tokens(tiny_text_backbone: Path) -> None:
+    model = _model(tiny_text_backbone).eval()
+    assert model.cfg.pooling == "mean"  # the default, for the sentence-transformer backbone
+    with torch.no_grad():
+        ids, types, pos, mask = model.history_tokens(HISTORIES)
+        assert not mask.all()  # the shorter history is padded: padding must not count
+        states = model.encode_tokens(ids, types, pos, mask)  # [B, T, D]
+        users = model.sequence_representation(HISTORIES, HISTORIES != 0) * model.cfg.temperature
+        torch.testing.assert_close(users, torch.nn.functional.normalize(_slow_mean(states, mask), dim=-1))
+        one = model.history_tokens(torch.tensor([[0, 0, 6]]))
+        item = torch.nn.functional.normalize(_slow_mean(model.encode_tokens(*one), one[3]), dim=-1)
+        torch.testing.assert_close(model.item_embeddings()[6:7], item)
+        assert not torch.allclose(users, torch.nn.functional.normalize(states[:, 0], dim=-1))  # not the cls state
+
+
+def test_an_unknown_pooling_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="pooling.*'max'"):
+        RecformerConfig(pooling="max")
+
+
+def test_a_model_saved_before_pooling_existed_loads_as_cls(tiny_text_backbone: Path, tmp_path: Path) -> None:
+    import json
+
+    from recsys.model_io import MODEL_JSON, load_model, resolved_config, save_model
+
+    model = _model(tiny_text_backbone, pooling="cls").eval()
+    save_model(model, "recformer", resolved_config(model), 7, tmp_path / "m")
+    spec = json.loads((tmp_path / "m" / MODEL_JSON).read_text())
+    del spec["config"]["pooling"]  # what a model saved before the field was written
+    (tmp_path / "m" / MODEL_JSON).write_text(json.dumps(spec))
+    loaded = load_model(tmp_path / "m")
+    assert loaded.cfg.pooling == "cls"  # type: ignore[attr-defined]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.sequence_representation(HISTORIES, HISTORIES != 0),
+            model.sequence_representation(HISTORIES, HISTORIES != 0),
+        )

@@ -1,0 +1,144 @@
+"""An item added by text scores as its catalog twin does (issue 45 item 7), on a Recformer trained for
+real (stage 1 then stage 2, so the encoder moves after the table was encoded), over real HTTP with
+the admin token and through `pipelines.add_items`: the copy's vector is the original's and it takes
+the original's rank for every history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from serve_support import N_ITEMS, ThreadServer, write_log
+
+from recsys.config import from_dict
+from recsys.data.config import DataConfig
+from recsys.data.etl import run_etl
+from recsys.retrieval.export import export_run, fetch_bundle
+from recsys.retrieval.index import IndexConfig
+from recsys.retrieval.recommender import Recommender
+from recsys.serve.app import create_app
+from recsys.serve.auth import ADMIN_HEADER
+from recsys.serve.settings import ServeSettings
+from recsys.train.experiment import ExperimentConfig
+from recsys.train.run import train_experiment
+
+TOKEN = "a-long-admin-secret"
+NAME = "texty-trained"
+ORIGINAL, COPY, TITLE = "it03", "it03-copy", "Title of item 3"  # write_log's title of it03
+HISTORIES = [["it00"], ["it10", "it11"], ["it20", "it21", "it22"], ["it35", "it36"], ["it07"]]
+
+
+@dataclass(frozen=True)
+class Registered:
+    tracking_uri: str
+    uri: str  # models:/<NAME>@champion
+
+
+@pytest.fixture(scope="module")
+def trained_recformer(tmp_path_factory: pytest.TempPathFactory, tiny_text_backbone: Path) -> Registered:
+    """A tiny Recformer trained one stage-1 and one stage-2 epoch on the serving catalog's titles,
+    exported to a temporary registry as version 1 with alias champion."""
+    root = tmp_path_factory.mktemp("trained-recformer")
+    log_path, items_path = write_log(root)
+    items = {"path": str(items_path), "format": "csv", "id_column": "item", "text_columns": ["title"]}
+    data_cfg = {
+        "name": "tiny-text",
+        "output_dir": str(root / "processed"),
+        "source": {"format": "csv", "path": str(log_path), "id_type": "str", "items": items},
+    }
+    (root / "data.yaml").write_text(yaml.safe_dump(data_cfg))
+    run_etl(from_dict(DataConfig, data_cfg))
+    uri = f"sqlite:///{root}/mlflow.db"
+    params = {
+        "backbone": str(tiny_text_backbone),
+        "max_len": 4,
+        "fields": ["title"],
+        "max_item_tokens": 8,
+        "max_tokens": 40,
+        "refresh_epochs": 1,  # epoch 0 re-encodes the table, epoch 1 trains on with it frozen
+    }
+    cfg = from_dict(
+        ExperimentConfig,
+        {
+            "name": "tiny_recformer",
+            "data": str(root / "data.yaml"),
+            "model": {"name": "recformer", "params": params},
+            "train": {"max_epochs": 2, "lr": 0.005, "batch_size": 16, "progress_bar": False, "seed": 0},
+            "eval": {"batch_size": 64},
+            "tracking": {"tracking_uri": uri, "experiment": "twin-tests", "artifact_dir": str(root / "mlartifacts")},
+        },
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        outcome = train_experiment(cfg, tracking_uri=uri)
+    assert outcome is not None
+    export_run(outcome.run_id, tracking_uri=uri, name=NAME, alias="champion", index_config=IndexConfig(kind="flat"))
+    return Registered(tracking_uri=uri, uri=f"models:/{NAME}@champion")
+
+
+def _rank_and_score(ranked: Sequence[tuple[str, float]], item: str, twin: str) -> tuple[int, float]:
+    """`item`'s rank among the ranked items other than `twin` (0 = first), and its score."""
+    others = [(raw, score) for raw, score in ranked if raw != twin]
+    rank = [raw for raw, _ in others].index(item)
+    return rank, others[rank][1]
+
+
+def _assert_twins_rank_alike(ranked: Sequence[tuple[str, float]], history: list[str]) -> None:
+    original = _rank_and_score(ranked, ORIGINAL, COPY)
+    copy = _rank_and_score(ranked, COPY, ORIGINAL)
+    assert copy[0] == original[0], f"history {history}: the copy ranks {copy[0]}, its catalog twin {original[0]}"
+    assert copy[1] == pytest.approx(original[1], abs=1e-3), history
+
+
+def _assert_same_vector(table: torch.Tensor, original: int, copy: int) -> None:
+    cosine = float(F.cosine_similarity(table[original], table[copy], dim=0))
+    assert cosine >= 0.999, f"the copy's vector has cosine {cosine:.4f} with its catalog twin's"
+
+
+def test_an_item_added_over_http_scores_as_its_catalog_twin(trained_recformer: Registered) -> None:
+    settings = ServeSettings(
+        model_uri=trained_recformer.uri,  # type: ignore[arg-type]
+        tracking_uri=trained_recformer.tracking_uri,
+        admin_token=TOKEN,
+    )
+    app = create_app(settings)
+    with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        added = http.post("/admin/items", json={"id": COPY, "fields": {"title": TITLE}}, headers={ADMIN_HEADER: TOKEN})
+        assert added.status_code == 200, added.text
+        for history in HISTORIES:
+            body = {"history": history, "k": N_ITEMS + 1, "exclude_seen": False}
+            resp = http.post("/recommend", json=body)
+            assert resp.status_code == 200, resp.text
+            _assert_twins_rank_alike([(r["item_id"], r["score"]) for r in resp.json()["items"]], history)
+        bundle = app.state.holder.current.recommender.bundle  # the live model the service now serves
+        with torch.no_grad():
+            table = bundle.model.item_embeddings()
+        _assert_same_vector(table, bundle.item_vocab[ORIGINAL], bundle.item_vocab[COPY])
+
+
+def test_an_item_added_by_the_pipeline_scores_as_its_catalog_twin(
+    trained_recformer: Registered, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.add_items import main
+
+    new_items = tmp_path / "copy.csv"
+    new_items.write_text(f"id,title\n{COPY},{TITLE}\n")
+    uri = trained_recformer.tracking_uri
+    code = main(["--model", trained_recformer.uri, "--items", str(new_items), "--tracking-uri", uri])
+    assert code == 0, capsys.readouterr().err
+    grown = fetch_bundle(f"models:/{NAME}/2", uri).bundle
+    vocab = grown.item_vocab
+    with torch.no_grad():
+        _assert_same_vector(grown.model.item_embeddings(), vocab[ORIGINAL], vocab[COPY])
+    recommender = Recommender(grown)
+    histories = [np.array([vocab[raw] for raw in h], dtype=np.int64) for h in HISTORIES]
+    for history, recs in zip(HISTORIES, recommender.recommend(histories, N_ITEMS + 1, exclude_seen=False), strict=True):
+        ranked = [(str(grown.item_raw_ids[i]), float(s)) for i, s in zip(recs.items, recs.scores, strict=True)]
+        _assert_twins_rank_alike(ranked, history)
