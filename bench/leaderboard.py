@@ -59,7 +59,7 @@ def on_protocol(record: Mapping[str, Any]) -> bool:
     if not isinstance(p, Mapping) or record.get("dataset") not in DATASETS:
         return False
     users = p.get("n_users", p.get("users"))
-    loo = p.get("split") == "leave_one_out" and not p.get("cold_item_share")
+    loo = p.get("split") == "leave_one_out" and not p.get("cold_item_share") and not p.get("holdout_tail")
     return loo and p.get("full_ranking") is True and p.get("exclude_seen") is True and users == HALF_USERS
 
 

@@ -10,6 +10,11 @@ Which targets (leave-one-out split of the processed dataset):
   its early-stopping set), so its scores and misses on them are what serving sees. The users are split
   once by `seed`: `ranker_val_share` of them validate the ranker (epoch and score-weight selection),
   the others train it.
+- more `train` lists with `tail_stage1`: a second stage-1 model trained with the split's
+  `holdout_tail = tail_targets` (the last `tail_targets` items before each validation target trained
+  nothing) retrieves for each of those items, history before it, for the training users. Its targets
+  are as unseen to it as the validation targets are to stage 1, and there are `tail_targets` of them
+  per user instead of one.
 - `test`: the test target of every user, history = everything before it: the leaderboard's protocol
   (a target outside the top-N is a miss).
 """
@@ -22,9 +27,12 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import BatchSampler, DataLoader
 
 from recsys.data.datamodule import SequenceDataModule
-from recsys.data.datasets import EvalBatch
+from recsys.data.datasets import EvalBatch, EvalSequences
+from recsys.data.schema import ITEMS
+from recsys.data.split import TARGET
 from recsys.model_io import load_model, read_spec
 from recsys.models.base import SequentialRecommender
 
@@ -40,10 +48,18 @@ class CandidateListConfig:
     top_n: int = 200  # candidates per list
     ranker_val_share: float = 0.15  # share of the users whose validation lists validate the ranker
     seed: int = 0  # which users validate
+    # a stage-1 model directory trained with `split.holdout_tail = tail_targets` (None: no tail lists)
+    tail_stage1: str | None = None
+    tail_targets: int = 0  # training targets per user from `tail_stage1`: its held-out tail
 
     def __post_init__(self) -> None:
         if self.top_n < 1:
             raise ValueError(f"top_n must be >= 1, got {self.top_n}")
+        if (self.tail_stage1 is None) != (self.tail_targets == 0) or self.tail_targets < 0:
+            raise ValueError(
+                f"tail_stage1 and tail_targets >= 1 go together, got tail_stage1={self.tail_stage1!r}, "
+                f"tail_targets={self.tail_targets}"
+            )
         if not 0.0 < self.ranker_val_share < 1.0:
             raise ValueError(f"ranker_val_share must be in (0, 1), got {self.ranker_val_share}")
 
@@ -100,47 +116,79 @@ def _concat(parts: list[CandidateListBatch], order: torch.Tensor) -> CandidateLi
     return rows(stacked, torch.argsort(order))
 
 
+def _stage1(path: str, n_items: int) -> SequentialRecommender:
+    model = load_model(Path(path))
+    if not isinstance(model, SequentialRecommender):
+        raise TypeError(f"stage-1 model {path} is a {type(model).__name__}, not a retrieval model")
+    found = model.item_embeddings().shape[0] - 1
+    if found != n_items:
+        raise ValueError(f"stage-1 model {path} scores {found} items but the data has {n_items}: another catalog")
+    return model.eval()
+
+
+def _retrieve_all(model: SequentialRecommender, data: EvalSequences, top_n: int, batch_size: int) -> CandidateListBatch:
+    """Stage 1's lists of every row of `data`, in row order."""
+    sampler = BatchSampler(data.rows_by_length(), batch_size, drop_last=False)  # similar widths batch together
+    parts, order = [], []
+    for batch in DataLoader(data, sampler=sampler, batch_size=None):
+        parts.append(retrieve(model, batch, top_n))
+        assert batch.rows is not None
+        order.append(batch.rows)
+    return _concat(parts, torch.cat(order))
+
+
+def tail_rows(histories: list[list[int]], tail: int) -> tuple[list[list[int]], list[int], list[int]]:
+    """(history, target) pairs of each of the last `tail` items of every history that has an item
+    before it, with the history's row; oldest target first within a history."""
+    hists, targets, owners = [], [], []
+    for row, history in enumerate(histories):
+        for pos in range(max(1, len(history) - tail), len(history)):
+            hists.append(history[:pos])
+            targets.append(history[pos])
+            owners.append(row)
+    return hists, targets, owners
+
+
 def candidate_lists(config: CandidateListConfig, *, batch_size: int = 256) -> CandidateLists:
     """Build the lists of `config` (see the module docstring), `batch_size` users at a time: a few
-    seconds on the ML-1M half."""
-    model = load_model(Path(config.stage1))
-    if not isinstance(model, SequentialRecommender):
-        raise TypeError(f"stage1 {config.stage1} holds a {type(model).__name__}, not a retrieval model")
-    model.eval()
-    dm = SequenceDataModule(
-        config.processed, max_len=model.max_len, batch_size=batch_size, eval_batch_size=batch_size, seed=0
-    )
+    seconds on the ML-1M half (a minute with tail lists)."""
+    dm = SequenceDataModule(config.processed, max_len=1, batch_size=batch_size, eval_batch_size=batch_size, seed=0)
     dm.prepare_data()
     dm.setup()
-    n_items = model.item_embeddings().shape[0] - 1
-    if n_items != dm.n_items:
-        raise ValueError(
-            f"stage1 {config.stage1} scores {n_items} items but {config.processed} has {dm.n_items}: "
-            "a stage-1 model trained on another catalog"
-        )
-    lists = {}
-    for name, loader in (("val", dm.val_dataloader(all_users=True)), ("test", dm.test_dataloader())):
-        parts, order = [], []
-        for batch in loader:
-            parts.append(retrieve(model, batch, config.top_n))
-            assert batch.rows is not None
-            order.append(batch.rows)
-        lists[name] = _concat(parts, torch.cat(order))
-    val = lists["val"]
+    assert dm.sequence_split is not None  # set up above
+    model = _stage1(config.stage1, dm.n_items)
+    validation, test = dm.sequence_split.validation, dm.sequence_split.test
+    val_hists = validation[ITEMS].to_list()
+    val = _retrieve_all(
+        model, EvalSequences(val_hists, validation[TARGET].to_list(), model.max_len), config.top_n, batch_size
+    )
     draw = torch.randperm(len(val.items), generator=torch.Generator().manual_seed(config.seed))
     n_val = max(1, round(config.ranker_val_share * len(draw)))
-    splits = {"train": rows(val, draw[n_val:].sort().values), "val": rows(val, draw[:n_val].sort().values)}
-    splits["test"] = lists["test"]
+    val_rows, train_rows = draw[:n_val].sort().values, draw[n_val:].sort().values
+    train = rows(val, train_rows)
+    if config.tail_stage1 is not None:  # more training lists, from the stage 1 that never trained on them
+        tail_model = _stage1(config.tail_stage1, dm.n_items)
+        hists, targets, owners = tail_rows([val_hists[i] for i in train_rows.tolist()], config.tail_targets)
+        tail = _retrieve_all(tail_model, EvalSequences(hists, targets, model.max_len), config.top_n, batch_size)
+        train = CandidateListBatch(*(torch.cat(ts) for ts in zip(train, tail, strict=True)))
+    test_lists = EvalSequences(test[ITEMS].to_list(), test[TARGET].to_list(), model.max_len)
+    splits = {
+        "train": train,
+        "val": rows(val, val_rows),
+        "test": _retrieve_all(model, test_lists, config.top_n, batch_size),
+    }
     meta = {  # the leaderboard's protocol keys: the test lists rank every user's target over the catalog
         "split": "leave_one_out",
         "full_ranking": True,
         "exclude_seen": True,
         "n_users": len(splits["test"].items),
-        "n_items": n_items,
+        "n_items": dm.n_items,
         "stage1": config.stage1,
         "stage1_model": read_spec(Path(config.stage1))["name"],
+        "tail_stage1": config.tail_stage1,
+        "tail_targets": config.tail_targets,
         "top_n": config.top_n,
         "users": {name: len(b.items) for name, b in splits.items()},
         "recall": {name: float((b.target_pos >= 0).float().mean()) for name, b in splits.items()},
     }
-    return CandidateLists(splits, n_items, meta)
+    return CandidateLists(splits, dm.n_items, meta)

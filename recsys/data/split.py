@@ -40,8 +40,15 @@ class SplitConfig:
     test_quantile: float = 0.9  # temporal: quantile where test starts (>= valid_quantile)
     cold_item_share: float = 0.0  # > 0: this share of items never trains; evaluate on users whose target is one
     cold_seed: int = 0  # draws the cold items
+    # > 0: the last `holdout_tail` items of every training sequence train nothing either (leave-one-out): a
+    # stage-1 model for a ranker's training lists, whose targets those items are (recsys.data.candidate_lists)
+    holdout_tail: int = 0
 
     def __post_init__(self) -> None:
+        if self.holdout_tail < 0:
+            raise ValueError(f"holdout_tail must be >= 0, got {self.holdout_tail}")
+        if self.holdout_tail and self.kind != "leave_one_out":
+            raise ValueError(f"holdout_tail needs the leave_one_out split, got kind={self.kind!r}")
         if not 0.0 <= self.cold_item_share < 1.0:
             raise ValueError(f"cold_item_share must be in [0, 1), got {self.cold_item_share}")
         if not 0.0 < self.valid_quantile <= self.test_quantile < 1.0:
@@ -68,10 +75,19 @@ def split_sequences(sequences: pl.DataFrame, cfg: SplitConfig, n_items: int) -> 
         split = temporal_split(sequences, valid_quantile=cfg.valid_quantile, test_quantile=cfg.test_quantile)
     else:
         split = leave_one_out_split(sequences)
+    if cfg.holdout_tail:
+        split = without_tail(split, cfg.holdout_tail)
     if cfg.cold_item_share > 0:
         split = cold_start(split, cold_items(n_items, cfg.cold_item_share, cfg.cold_seed))
         split.protocol.update(cold_item_share=cfg.cold_item_share, cold_seed=cfg.cold_seed)
     return split
+
+
+def without_tail(split: SequenceSplit, tail: int) -> SequenceSplit:
+    """`split` with the last `tail` items of every training sequence removed (at least one item stays)."""
+    keep = (pl.col(S.ITEMS).list.len() - tail).clip(lower_bound=1)
+    train = split.train.with_columns(pl.col(S.ITEMS, S.TIMESTAMPS).list.head(keep))
+    return SequenceSplit(train, split.validation, split.test, {**split.protocol, "holdout_tail": tail})
 
 
 def cold_items(n_items: int, share: float, seed: int) -> list[int]:

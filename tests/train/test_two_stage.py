@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from recsys.data.candidate_lists import CandidateListConfig, candidate_lists
+from recsys.data.candidate_lists import CandidateListConfig, candidate_lists, tail_rows
 from recsys.data.datamodule import SequenceDataModule
 from recsys.eval.evaluate import evaluate
 from recsys.eval.two_stage import ListScores, list_ranks, list_ranks_reference, stage1_only, two_stage_metrics
@@ -147,3 +147,38 @@ def test_a_two_stage_ranker_trains_selects_its_weight_and_serves_it(
     combined = raw + ranker.cfg.stage1_weight * standardized(row.stage1[:1])[0]
     expected = row.candidates[0][torch.sort(combined, descending=True, stable=True).indices]
     assert np.array_equal(served.items, expected.numpy())
+
+
+def test_tail_rows_pair_each_of_the_last_items_with_the_history_before_it() -> None:
+    hists, targets, owners = tail_rows([[1, 2, 3, 4], [5], [6, 7]], 2)
+    assert hists == [[1, 2], [1, 2, 3], [6]]
+    assert targets == [3, 4, 7]
+    assert owners == [0, 0, 2]
+
+
+def test_holdout_tail_trains_on_less_and_evaluates_the_same(planted_dataset: Path) -> None:
+    from recsys.data.processed import load_processed
+    from recsys.data.schema import ITEMS
+    from recsys.data.split import SplitConfig, split_sequences
+
+    ds = load_processed(planted_dataset / "processed")
+    full = split_sequences(ds.sequences, SplitConfig(), ds.n_items)
+    cut = split_sequences(ds.sequences, SplitConfig(holdout_tail=3), ds.n_items)
+    for a, b in zip(full.train[ITEMS].to_list(), cut.train[ITEMS].to_list(), strict=True):
+        assert b == a[: max(1, len(a) - 3)]
+    assert cut.validation.equals(full.validation) and cut.test.equals(full.test)
+    assert cut.protocol["holdout_tail"] == 3
+    with pytest.raises(ValueError, match="holdout_tail"):
+        SplitConfig(holdout_tail=-1)
+
+
+def test_tail_lists_add_training_targets_from_the_tail_stage1(planted_dataset: Path, stage1_dir: Path) -> None:
+    base = CandidateListConfig(processed=str(planted_dataset / "processed"), stage1=str(stage1_dir), top_n=15)
+    plain = candidate_lists(base)
+    more = candidate_lists(CandidateListConfig(**{**vars(base), "tail_stage1": str(stage1_dir), "tail_targets": 2}))
+    n_train = len(plain.split("train").items)
+    assert len(more.split("train").items) == n_train + 2 * n_train  # every planted history has >= 2 items before
+    for name in ("val", "test"):  # only training gains lists
+        assert torch.equal(more.split(name).candidates, plain.split(name).candidates)
+    with pytest.raises(ValueError, match="go together"):
+        CandidateListConfig(processed="p", stage1="s", tail_targets=2)
