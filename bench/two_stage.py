@@ -2,10 +2,12 @@
 (issue 43), 3 seeds, every user, a target stage 1 missed counted as a miss.
 
 Stage 1 of seed s is the shipped `sasrec_ml-1m` trained with `train.seed=s` (the baseline recipe),
-tracked in a local store; its saved model feeds the candidate lists (configs/data/candidates/) and
-each ranker variant trains on them with `train.seed=s` through `pipelines.train`.
+tracked in a local store; a second SASRec of the same recipe trained with `split.holdout_tail=3` (the
+3 items before each validation target train nothing) retrieves the extra training lists for those 3
+targets. Both feed the candidate lists (configs/data/candidates/) and each ranker variant trains on
+them with `train.seed=s` through `pipelines.train`.
 
-python bench/two_stage.py stage1 --seeds 0 1 2          # the stage-1 SASRec runs (records beside the rankers')
+python bench/two_stage.py stage1 --seeds 0 1 2          # the stage-1 SASRec runs, plain and tail
 python bench/two_stage.py rankers --seeds 0 1 2          # every variant on each seed's lists
 python bench/two_stage.py --summary                      # bench/results/two_stage.json
 """
@@ -40,27 +42,39 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "dare_att4": ("configs/experiment/dare_two_stage_ml-1m.yaml", ["model.params.d_att=4"]),
 }
 METRICS = ("test/ndcg@10", "test/hr@10")
+TAIL = 3  # training targets per user from the tail stage 1
 
 
-def stage1(seed: int, extra: list[str]) -> int:
-    """Train seed `seed` of the stage-1 SASRec (the baseline config) into the local store."""
+def stage1(seed: int, extra: list[str], *, tail: bool) -> int:
+    """Train seed `seed` of the stage-1 SASRec (the baseline config; `tail`: without each history's last
+    `TAIL` training items) into the local store."""
     WORK.mkdir(parents=True, exist_ok=True)
-    out = RECORDS / f"stage1_seed{seed}.json"
+    name = "stage1_tail" if tail else "stage1"
+    split = [f"split.holdout_tail={TAIL}"] if tail else []
     return train.main(
-        ["--config", "configs/experiment/sasrec_ml-1m.yaml", "--results-json", str(out), f"train.seed={seed}"]
-        + [f"tracking.tracking_uri={TRACKING}", "tracking.experiment=two_stage_stage1", *extra]
+        ["--config", "configs/experiment/sasrec_ml-1m.yaml", "--results-json", str(RECORDS / f"{name}_seed{seed}.json")]
+        + [f"train.seed={seed}", f"tracking.tracking_uri={TRACKING}", "tracking.experiment=two_stage_stage1"]
+        + split
+        + extra
     )
 
 
-def lists_config(seed: int) -> Path:
-    """The candidate-list data config of seed `seed`: its stage-1 model downloaded from its run."""
-    record = json.loads((RECORDS / f"stage1_seed{seed}.json").read_text())
-    model_dir = WORK / f"stage1_seed{seed}"
+def _model_dir(name: str, seed: int) -> Path:
+    """The saved model of run record `<name>_seed<seed>.json`, downloaded from its run once."""
+    record = json.loads((RECORDS / f"{name}_seed{seed}.json").read_text())
+    model_dir = WORK / f"{name}_seed{seed}"
     if not (model_dir / "model").is_dir():
         download_run_artifacts(TRACKING, record["mlflow_run_id"], "model", model_dir)
+    return model_dir / "model"
+
+
+def lists_config(seed: int) -> Path:
+    """The candidate-list data config of seed `seed`: its stage-1 and tail stage-1 models."""
     base = yaml.safe_load((ROOT / "configs/data/candidates/ml-1m_sasrec.yaml").read_text())
     path = WORK / f"lists_seed{seed}.yaml"
-    path.write_text(yaml.safe_dump(base | {"stage1": str(model_dir / "model"), "seed": seed}))
+    lists = {"stage1": str(_model_dir("stage1", seed)), "seed": seed}
+    lists |= {"tail_stage1": str(_model_dir("stage1_tail", seed)), "tail_targets": TAIL}
+    path.write_text(yaml.safe_dump(base | lists))
     return path
 
 
@@ -105,6 +119,7 @@ def write_summary() -> dict[str, Any]:
             row["best_epoch"] = [r["best_epoch"] for r in records]
             rows.append(row)
     stage1_records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("stage1_seed*.json"))]
+    tail_records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("stage1_tail_seed*.json"))]
     record = base_record("two_stage", "python bench/two_stage.py --summary", now_iso(), 0.0) | {
         "dataset": "ml-1m-half",
         "protocol": (
@@ -113,6 +128,9 @@ def write_summary() -> dict[str, Any]:
         ),
         "stage1_full_ranking_test_ndcg@10": summarize([r["metrics"]["test/ndcg@10"] for r in stage1_records])
         if stage1_records
+        else None,
+        "tail_stage1_full_ranking_test_ndcg@10": summarize([r["metrics"]["test/ndcg@10"] for r in tail_records])
+        if tail_records
         else None,
         "rows": rows,
     }
@@ -131,8 +149,14 @@ def main() -> None:
     os.chdir(ROOT)
     RECORDS.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds if args.step else []:
-        for name in ["stage1"] if args.step == "stage1" else args.variants:
-            code = stage1(seed, args.set) if name == "stage1" else ranker(name, seed, args.set)
+        for name in ["stage1", "stage1_tail"] if args.step == "stage1" else args.variants:
+            if name.startswith("stage1"):
+                if (RECORDS / f"{name}_seed{seed}.json").is_file():  # trained already: its model is in the store
+                    print(f"{name} seed {seed}: recorded, not retrained")
+                    continue
+                code = stage1(seed, args.set, tail=name == "stage1_tail")
+            else:
+                code = ranker(name, seed, args.set)
             if code != 0:
                 raise SystemExit(f"{name} seed {seed} failed")
     if args.summary or not args.step:
