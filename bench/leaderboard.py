@@ -20,7 +20,7 @@ from run_tables import format_seconds, load_records, machine_name
 
 from recsys.tracking.records import summarize
 
-# Record `model` (a two-stage record: its metrics' `<stage 1>+<ranker>` prefix) -> row label, in row order.
+# Record `model` (a two-stage record: `<stage 1>+<ranker>`) -> row label, in row order.
 FAMILIES = {
     "pop": "popularity",
     "text_knn": "text kNN (mean MiniLM vector of the history, untrained)",
@@ -74,13 +74,7 @@ def entry(record: Mapping[str, Any]) -> Entry | None:
         family = f"{protocol.get('stage1_model')}+{family}"
         stage1 = metrics.get(f"stage1_{TEST}")
         note = f"stage 1 alone on the same lists: test NDCG@10 {stage1:.4f}; see docs/two_stage.md" if stage1 else ""
-    elif family is None:  # an older two-stage record: metrics `<stage 1>+<ranker>/test/...`, stage 1's beside them
-        stages = [k.split("/", 1)[0] for k in metrics if "+" in k.split("/", 1)[0]]
-        family = stages[0] if stages else None
-        stage1 = metrics.get(f"{str(family).split('+')[0]}/{TEST}")
-        note = f"stage 1 alone (a SASRec run of its own): test NDCG@10 {stage1:.4f}; see docs/dare.md" if stage1 else ""
-        metrics = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{family}/")}
-        fit_s, fit_note = (record.get("ranker") or {}).get("fit_s"), "ranker only"
+        fit_note = "ranker only"
     if family not in FAMILIES or TEST not in metrics or "test/hr@10" not in metrics:
         return None
     if fit_s is None and record.get("wall_s") is not None:

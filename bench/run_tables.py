@@ -31,9 +31,12 @@ Flat = dict[str, Any]
 
 
 def load_records(directory: Path, pattern: str = "*.json") -> list[dict[str, Any]]:
-    """Every record matching `pattern` in `directory`, each with its path relative to it under `_file`."""
+    """Every record matching `pattern` in `directory`, each with its path relative to it under `_file`;
+    scratch records under a `tmp/` folder (git-ignored, so absent from a fresh clone) are left out."""
     records = []
     for path in sorted(directory.glob(pattern)):
+        if "tmp" in path.relative_to(directory).parts[:-1]:
+            continue
         record = json.loads(path.read_text())
         if isinstance(record, dict):
             records.append(record | {"_file": path.relative_to(directory).as_posix()})

@@ -201,12 +201,20 @@ def test_leaderboard_picks_each_familys_best_validation_group_and_lists_every_fa
         _ml1m("experiments/sasrec_a_seed1.json", "sasrec", 0.22, 0.12),
         _ml1m("experiments/sasrec_b_seed0.json", "sasrec", 0.19, 0.30),  # better test, worse validation
         _ml1m("experiments/pop_seed0.json", "pop", 0.01, 0.01, fit_s=None, wall_s=0.5),
-        {  # a two-stage record: no model, its metrics prefixed by the stages
-            "_file": "dare_two_stage.json",
-            "dataset": "ml-1m-half",
-            "protocol": {"split": "leave_one_out", "full_ranking": True, "exclude_seen": True, "users": 2999},
-            "metrics": {"sasrec/test/ndcg@10": 0.06, "sasrec+dare/test/ndcg@10": 0.03, "sasrec+dare/test/hr@10": 0.07},
-            "ranker": {"fit_s": 600.0},
+        {  # a two-stage record: a ranker on stage 1's candidate lists, stage 1's own figure beside its metrics
+            "_file": "experiments/two_stage/dare_seed0.json",
+            "dataset": "ml-1m",
+            "model": "dare",
+            "protocol": {
+                "kind": "candidate_lists",
+                "stage1_model": "sasrec",
+                "split": "leave_one_out",
+                "full_ranking": True,
+                "exclude_seen": True,
+                "n_users": 2999,
+            },
+            "metrics": {"stage1_test/ndcg@10": 0.06, "test/ndcg@10": 0.03, "test/hr@10": 0.07},
+            "fit_s": 600.0,
             "machine": {"cpu": "CPU", "cores": 2},
         },
     ]
@@ -220,8 +228,8 @@ def test_leaderboard_picks_each_familys_best_validation_group_and_lists_every_fa
     assert rows["SASRec"] == "| SASRec | `experiments/sasrec_a` | 2 | 0.1100 ± 0.0141 | 0.2200 ± 0.0283 | 60 s |"
     assert rows["popularity"].endswith("| 1 | 0.0100 | 0.0200 | < 1 s (whole run) |")
     two_stage = rows[lb.FAMILIES["sasrec+dare"]]
-    assert two_stage.endswith(" [1] | `dare_two_stage` | 1 | 0.0300 | 0.0700 | 10.0 min (ranker only) |")
-    assert "- [1] stage 1 alone (a SASRec run of its own): test NDCG@10 0.0600" in table
+    assert two_stage.endswith(" [1] | `experiments/two_stage/dare` | 1 | 0.0300 | 0.0700 | 10.0 min (ranker only) |")
+    assert "- [1] stage 1 alone on the same lists: test NDCG@10 0.0600" in table
     assert rows["BERT4Rec"] == "| BERT4Rec | no record yet | | | | |"
     assert "leave-one-out, full ranking over the catalog, history items masked" in table
 
