@@ -10,11 +10,14 @@ Which targets (leave-one-out split of the processed dataset):
   its early-stopping set), so its scores and misses on them are what serving sees. The users are split
   once by `seed`: `ranker_val_share` of them validate the ranker (epoch and score-weight selection),
   the others train it.
-- more `train` lists with `tail_stage1`: a second stage-1 model trained with the split's
-  `holdout_tail = tail_targets` (the last `tail_targets` items before each validation target trained
-  nothing) retrieves for each of those items, history before it, for the training users. Its targets
-  are as unseen to it as the validation targets are to stage 1, and there are `tail_targets` of them
-  per user instead of one.
+- with `tail_stage1` (what the two-stage benchmark uses), `train` and `val` are tail lists instead: a
+  second stage-1 model trained with the split's `holdout_tail = tail_targets` (the last
+  `tail_targets` items before each validation target trained nothing) retrieves for each of those
+  items, history before it; the training users' lists train, the validation users' lists validate.
+  Its targets were neither trained on nor selected on (it early-stopped on the validation targets),
+  while stage 1's validation targets chose its best epoch: on them stage 1 looks better than it is
+  (seed 0: a ranker's best weight on stage 1's validation lists was stage 1 alone, on test a mix beat
+  it), and there are `tail_targets` tail lists per user instead of one.
 - `test`: the test target of every user, history = everything before it: the leaderboard's protocol
   (a target outside the top-N is a miss).
 """
@@ -165,16 +168,19 @@ def candidate_lists(config: CandidateListConfig, *, batch_size: int = 256) -> Ca
     draw = torch.randperm(len(val.items), generator=torch.Generator().manual_seed(config.seed))
     n_val = max(1, round(config.ranker_val_share * len(draw)))
     val_rows, train_rows = draw[:n_val].sort().values, draw[n_val:].sort().values
-    train = rows(val, train_rows)
-    if config.tail_stage1 is not None:  # more training lists, from the stage 1 that never trained on them
+    train, validate = rows(val, train_rows), rows(val, val_rows)
+    if config.tail_stage1 is not None:  # lists from the stage 1 that neither trained nor selected on them
         tail_model = _stage1(config.tail_stage1, dm.n_items)
-        hists, targets, owners = tail_rows([val_hists[i] for i in train_rows.tolist()], config.tail_targets)
-        tail = _retrieve_all(tail_model, EvalSequences(hists, targets, model.max_len), config.top_n, batch_size)
-        train = CandidateListBatch(*(torch.cat(ts) for ts in zip(train, tail, strict=True)))
+
+        def tail_lists(users: torch.Tensor) -> CandidateListBatch:
+            hists, targets, _ = tail_rows([val_hists[i] for i in users.tolist()], config.tail_targets)
+            return _retrieve_all(tail_model, EvalSequences(hists, targets, model.max_len), config.top_n, batch_size)
+
+        train, validate = tail_lists(train_rows), tail_lists(val_rows)
     test_lists = EvalSequences(test[ITEMS].to_list(), test[TARGET].to_list(), model.max_len)
     splits = {
         "train": train,
-        "val": rows(val, val_rows),
+        "val": validate,
         "test": _retrieve_all(model, test_lists, config.top_n, batch_size),
     }
     meta = {  # the leaderboard's protocol keys: the test lists rank every user's target over the catalog

@@ -139,9 +139,15 @@ def _two_stage_val_test(model: Ranker, dm: CandidateListDataModule, k: int, ks: 
     if not hasattr(model.cfg, "stage1_weight"):
         raise TypeError(f"{type(model).__name__} has no stage1_weight: it cannot be combined with stage 1")
     model.cfg = dataclasses.replace(model.cfg, stage1_weight=0.0)
-    weight, _ = choose_stage1_weight(score_lists(model, dm.val_dataloader()), k)
+    alone = {
+        split: score_lists(model, loader)
+        for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader()))
+    }
+    weight, _ = choose_stage1_weight(alone["val"], k)
     model.cfg = dataclasses.replace(model.cfg, stage1_weight=weight)
     metrics: dict[str, float] = {"stage1_weight": weight}
+    for split, lists in alone.items():  # the ranker's own order (weight 0): where a shortfall comes from
+        metrics |= two_stage_metrics(lists, ks, f"ranker_{split}")
     for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
         lists = score_lists(model, loader)
         metrics |= two_stage_metrics(lists, ks, split) | two_stage_metrics(stage1_only(lists), ks, f"stage1_{split}")
