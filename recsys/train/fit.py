@@ -64,6 +64,13 @@ class RunData:
     lists: CandidateLists | None = None  # a two-stage ranker's candidate lists (instead of labelled rows)
 
 
+def ranker_data_config(data_config_path: str) -> CandidateListConfig | LabelledConfig:
+    """A ranker's data config: candidate lists when it names a `stage1` model, else labelled rows."""
+    if "stage1" in read_yaml(data_config_path):
+        return load_config(CandidateListConfig, data_config_path)
+    return load_config(LabelledConfig, data_config_path)
+
+
 def load_run_data(data_config_path: str, *, labelled: bool) -> RunData:
     """The data a run trains on, from the experiment's `data` config: a data config (sequences) or, for
     a ranker (`labelled`), a labelled config whose rows are built when missing, or a candidate-list
@@ -72,14 +79,12 @@ def load_run_data(data_config_path: str, *, labelled: bool) -> RunData:
     if not labelled:
         config: Any = load_config(DataConfig, data_config_path)
         data_dir = _processed(Path(config.output_dir), data_config_path)
-    elif "stage1" in read_yaml(data_config_path):
-        config = load_config(CandidateListConfig, data_config_path)
+    elif isinstance(config := ranker_data_config(data_config_path), CandidateListConfig):
         data_dir = _processed(Path(config.processed), data_config_path)
         lists = candidate_lists(config)
         meta = json.loads((data_dir / META_FILE).read_text())
         return RunData(data_dir, meta, to_dict(config), None, lists)
     else:
-        config = load_config(LabelledConfig, data_config_path)
         data_dir = Path(config.processed)
         if not (data_dir / META_FILE).is_file():
             raise FileNotFoundError(

@@ -198,8 +198,15 @@ def test_the_registered_version_is_an_mlflow_pyfunc_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import mlflow.pyfunc
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
+    # MLflow's own resolution of models:/ URIs, as a user's process has it: this store, whatever an
+    # earlier test of the session left in MLflow's process-wide URIs (restored afterwards)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_run.tracking_uri)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.setattr(registry_utils, "_registry_uri", None)
     model = mlflow.pyfunc.load_model(registered)
     got = _pyfunc_answers(model.predict(_query_frame(), params={"k": K}))
     for answer, want in zip(got, _live(server.url, QUERIES), strict=True):

@@ -8,10 +8,10 @@ import pytest
 
 from recsys.config import load_config
 from recsys.data.config import DataConfig
-from recsys.data.labelled import LabelledConfig
 from recsys.models.ranker import Ranker, RankerData
 from recsys.registry import choose_registered
 from recsys.train.experiment import load_experiment
+from recsys.train.fit import ranker_data_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted((REPO / "configs/experiment").glob("*.yaml"))
@@ -22,8 +22,8 @@ def test_experiment_config_is_valid(path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.chdir(REPO)  # configs name other configs relative to the repo root
     cfg = load_experiment(path)
     choice = choose_registered(cfg.model.name, cfg.model.params)  # a retrieval model or a ranker
-    # the data its objective trains on: sequences (a data config) or labelled rows (a labelled config)
-    load_config(LabelledConfig if issubclass(choice.cls, Ranker) else DataConfig, cfg.data)
+    # the data its objective trains on: sequences (a data config), labelled rows or candidate lists (a ranker's)
+    ranker_data_config(cfg.data) if issubclass(choice.cls, Ranker) else load_config(DataConfig, cfg.data)
     choice.resolved(RankerData()).build(n_items=11)
 
 
