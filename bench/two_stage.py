@@ -100,7 +100,47 @@ def _row(variant: str, subset: str, records: list[dict[str, Any]], prefix: str) 
     row["users"] = records[0]["metrics"][f"{name}/users"]
     if subset == "all":
         row["hr@10_in_list"] = summarize([r["metrics"][f"{prefix}/hr@10_in_list"] for r in records])
+        if prefix == "test":  # the ranker's own order (stage-1 weight 0): what it adds before the mix
+            row["ranker_alone_test/ndcg@10"] = summarize([r["metrics"]["ranker_test/ndcg@10"] for r in records])
     return row
+
+
+DOC = ROOT / "docs/two_stage.md"
+DOC_START, DOC_END = "<!-- two_stage:start -->", "<!-- two_stage:end -->"
+
+
+def _cell(stats: dict[str, Any]) -> str:
+    sd = "" if stats["sd"] is None else f" ± {stats['sd']:.4f}"
+    return f"{stats['mean']:.4f}{sd} (median {stats['median']:.4f})"
+
+
+def render(record: dict[str, Any]) -> str:
+    """The summary as a markdown table, with each ranker's ratio to stage 1 on the same subset."""
+    stage1 = {r["subset"]: r["test/ndcg@10"]["mean"] for r in record["rows"] if r["variant"] == "stage1"}
+    lines = [
+        "| variant | subset | seeds | test NDCG@10 | x stage 1 | test HR@10 | HR@10 in list | recall@200 | w "
+        "| ranker alone |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in record["rows"]:
+        ratio = r["test/ndcg@10"]["mean"] / stage1[r["subset"]] if r["subset"] in stage1 else float("nan")
+        in_list = f"{r['hr@10_in_list']['mean']:.4f}" if "hr@10_in_list" in r else ""
+        weights = ", ".join(f"{w:g}" for w in r.get("stage1_weight", []))
+        alone = f"{r['ranker_alone_test/ndcg@10']['mean']:.4f}" if "ranker_alone_test/ndcg@10" in r else ""
+        lines.append(
+            f"| {r['variant']} | {r['subset']} ({r['users']:.0f} users) | {len(r['seeds'])} | "
+            f"{_cell(r['test/ndcg@10'])} | {ratio:.3f} | {_cell(r['test/hr@10'])} | {in_list} | "
+            f"{r['oracle_recall@200']['mean']:.4f} | {weights} | {alone} |"
+        )
+    return "\n".join(lines)
+
+
+def write_doc(record: dict[str, Any]) -> None:
+    """Put the rendered table between the markers of docs/two_stage.md."""
+    text = DOC.read_text()
+    head, rest = text.split(DOC_START, 1)
+    _, tail = rest.split(DOC_END, 1)
+    DOC.write_text(f"{head}{DOC_START}\n{render(record)}\n{DOC_END}{tail}")
 
 
 def write_summary() -> dict[str, Any]:
@@ -135,6 +175,7 @@ def write_summary() -> dict[str, Any]:
         "rows": rows,
     }
     write_record(SUMMARY, record)
+    write_doc(record)
     return record
 
 
