@@ -113,6 +113,11 @@ def test_rerank_is_a_stable_permutation_and_load_round_trips(tmp_path: Path) -> 
     assert not ranked.fallback and sorted(ranked.items.tolist()) == sorted(items.tolist())
     reference = stage.scores(history, items)
     assert ranked.items.tolist() == items[np.argsort(-reference, kind="stable")].tolist()
+    # a candidate the ranker's catalog does not hold (an item added after it trained): the retrieval order
+    beyond = stage.rerank(history, np.array([4, 21, 3], dtype=np.int64), np.arange(3, dtype=np.float32))
+    assert beyond.fallback and beyond.items.tolist() == [4, 21, 3]
+    empty = stage.rerank(np.array([], dtype=np.int64), items, np.zeros(5, dtype=np.float32))  # no history: scored
+    assert not empty.fallback and sorted(empty.items.tolist()) == sorted(items.tolist())
     with torch.no_grad():
         next(model.parameters()).fill_(float("nan"))
     flagged = stage.rerank(history, items, np.arange(5, dtype=np.float32))
