@@ -79,6 +79,10 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "dare_att4": ("dare", {"d_att": 4, "d_rep": 16, "top_k": TOP_K}),  # d_att = d_rep / 4
     "twin": ("twin", {"d_rep": 16, "top_k": TOP_K}),
     "twin_proj": ("twin", {"d_rep": 16, "d_proj": 16, "top_k": TOP_K}),  # TWIN with projection
+    # with the reference's 16-d time embedding (issue 43: `use_time_mode concat -time_embedding_dim 16`)
+    "din_time": ("din", {"d_rep": 16, "d_time": 16}),
+    "dare_time": ("dare", {"d_att": 16, "d_rep": 16, "top_k": TOP_K, "d_time": 16}),
+    "twin_time": ("twin", {"d_rep": 16, "top_k": TOP_K, "d_time": 16}),
 }
 COMMON: dict[str, Any] = {"max_len": 200, "mlp": [200, 80]}
 SearchRanker = DARE | TWIN | DIN  # the rankers with `attention_scores` (the search logits)
@@ -229,7 +233,8 @@ def summarize(command: str) -> dict[str, Any]:
             rows[model] = {"seeds": sorted(r["config"]["seed"] for r in recs)} | {
                 k: _stats([r["metrics"][k] for r in recs if k in r["metrics"]]) for k in keys
             }
-            rows[model]["epochs"] = recs[0]["config"]["train"]["epochs"]
+            train = recs[0]["config"]["train"]  # records written before issue 41 name it `epochs`
+            rows[model]["epochs"] = train.get("epochs", train.get("max_epochs"))
             rows[model]["wall_s_mean"] = statistics.fmean(r["wall_s"] for r in recs)
             rows[model]["load_average_1m"] = [r["load_average"]["start"][0] for r in recs]
         checks: dict[str, Any] = {}
