@@ -146,9 +146,10 @@ def render_leaderboard(entries: list[Entry]) -> str:
         note_text = group[0].note or (
             f"stage 1 alone on the same lists: test NDCG@10 {mean_sd(stage1)}; see docs/two_stage.md" if stage1 else ""
         )
-        if note_text:
-            notes.append(note_text)
-            label += f" [{len(notes)}]"
+        if note_text:  # rows with the same note share its number
+            if note_text not in notes:
+                notes.append(note_text)
+            label += f" [{notes.index(note_text) + 1}]"
         cells = [label, f"`{group[0].group}`", str(len(group))]
         cells += [mean_sd([e.metrics[m] for e in group]) for m in (TEST, "test/hr@10")]
         lines.append("| " + " | ".join([*cells, fit + note]) + " |")
