@@ -113,6 +113,13 @@ class SequenceDataModule(pl.LightningDataModule):
             draw = torch.randperm(len(self.val_set), generator=torch.Generator().manual_seed(self.seed))
             self.val_sample = set(draw[: self.val_users].tolist())
 
+    def training_items(self) -> torch.Tensor:
+        """The distinct item ids [K] of the training sequences (after `setup`), ascending."""
+        if self.sequence_split is None:
+            raise RuntimeError("training_items() needs setup() first")
+        items = self.sequence_split.train[ITEMS].explode().drop_nulls().unique().sort()
+        return torch.tensor(items.to_list(), dtype=torch.long)
+
     def train_dataloader(self) -> DataLoader[TrainBatch | ViewBatch]:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         shuffle = ShardedShuffle(len(self.train_set), seed=self.seed, rank=rank, world_size=world)

@@ -66,6 +66,10 @@ class IDTextSASRec(SequentialRecommender):
             table, self.cache_hit = build_text_table(cfg.item_tower, item_features, cfg.hidden)
             self.tower.set_text_table(table)
 
+    def observe_training_items(self, items: torch.Tensor) -> None:
+        """Items never trained lose their ID row (`item_tower.ids_for`); e.g. the cold-item protocol's."""
+        self.tower.keep_ids_of(items)
+
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, D] (fused) or [B, L, 2D] (dual: ID view's, then text view's)."""
         if self.cfg.views == "fused":

@@ -12,7 +12,8 @@ Interface (what a sequence model uses, e.g. as `ItemSequenceEncoder`'s item tabl
 `tower.id_view(items)` / `tower.text_view(items)` (each view alone, for two-view models),
 `tower.set_text_table(table)` (built by `build_text_table` from `ItemFeatures`), and
 `tower.drop_ids(items)`: items without an ID row (new, cold items) are represented by their text
-part only. Padding (id 0) is always zeros.
+part only; `tower.keep_ids_of(trained)` drops every item outside the training sequences (`ids_for:
+trained`, the default). Padding (id 0) is always zeros.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from recsys.nn.pretrained import SMOLLM2
 
 ADAPTERS = ("linear", "pca")
 FUSES = ("sum", "concat")
+IDS_FOR = ("trained", "all")
 INIT_STD = 0.02  # the ID table's init (GPT-2); each view starts at this per-dimension scale
 
 
@@ -54,6 +56,9 @@ class ItemTowerConfig:
     whiten: bool = True  # pca: unit variance per component (identity covariance over the catalog)
     text_dim: int = 576  # linear: the encoder's width (SmolLM2 576, MiniLM 384); the table's width
     fuse: str = "sum"  # sum | concat (both views only)
+    # both views: which items keep an ID row. trained: only items of the training sequences (a cold or
+    # new item is its text part only; an untrained ID row would be noise); all: every catalog item
+    ids_for: str = "trained"
     cache_dir: str = "data/cache"  # converted checkpoints and cached vectors (git-ignored)
 
     def __post_init__(self) -> None:
@@ -63,6 +68,8 @@ class ItemTowerConfig:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.adapter not in ADAPTERS:
             raise ValueError(f"adapter must be one of {ADAPTERS}, got {self.adapter!r}")
+        if self.ids_for not in IDS_FOR:
+            raise ValueError(f"ids_for must be one of {IDS_FOR}, got {self.ids_for!r}")
         if self.fuse not in FUSES:
             raise ValueError(f"fuse must be one of {FUSES}, got {self.fuse!r}")
         for name in ("max_tokens", "text_dim"):
@@ -138,6 +145,16 @@ class ItemTower(nn.Module):
         if not self.cfg.text:
             raise ValueError("an item without an ID row needs the text view; this tower has none")
         self.has_id[items] = False
+
+    @torch.no_grad()
+    def keep_ids_of(self, trained: Tensor) -> None:
+        """With both views and `ids_for: trained`, every item outside `trained` (ids) is its text part only."""
+        if not (self.cfg.id_embedding and self.cfg.text and self.cfg.ids_for == "trained"):
+            return
+        untrained = torch.ones_like(self.has_id)
+        untrained[0] = False
+        untrained[trained.to(self.has_id.device)] = False
+        self.drop_ids(untrained.nonzero().flatten())
 
     def id_view(self, items: Tensor) -> Tensor:
         """The ID view [..., D] of `items` [...] (zeros for items without an ID row)."""

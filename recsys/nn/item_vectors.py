@@ -133,6 +133,7 @@ def cached_item_vectors(
     pooling: str = "mean",
     max_tokens: int = 48,
     batch: int = 64,
+    refresh: bool = False,
 ) -> tuple[torch.Tensor, bool]:
     """`pooled_hidden_states` of `encoder` over `texts`, cached under `cache_dir/item_vectors`.
 
@@ -145,6 +146,7 @@ def cached_item_vectors(
         cache_dir: converted checkpoints and cached vectors (git-ignored `data/cache`).
         layer, max_tokens, batch: as in `pooled_hidden_states`.
         pooling: one of `POOLINGS`.
+        refresh: compute (and store) even on a hit.
 
     Returns:
         (vectors [K, E] float32, whether they came from the cache).
@@ -162,6 +164,7 @@ def cached_item_vectors(
         keys,
         lambda: pooled_hidden_states(texts, path, layer=resolved, max_tokens=max_tokens, batch=batch),
         want=pooling,
+        refresh=refresh,
     )
 
 

@@ -149,7 +149,12 @@ def cached_text_vectors(
 
 
 def cached_tensors(
-    directory: Path, keys: Mapping[str, str], compute: Callable[[], Mapping[str, torch.Tensor]], *, want: str
+    directory: Path,
+    keys: Mapping[str, str],
+    compute: Callable[[], Mapping[str, torch.Tensor]],
+    *,
+    want: str,
+    refresh: bool = False,
 ) -> tuple[torch.Tensor, bool]:
     """Tensor `want` of a group computed together, each stored in `directory` under its key's SHA-256.
 
@@ -158,12 +163,13 @@ def cached_tensors(
         keys: name -> a string holding everything the tensor depends on.
         compute: makes every named tensor at once (called only when `want` is not stored).
         want: the name returned.
+        refresh: compute and store even when `want` is stored (a timed one-time cost, a suspect file).
 
     Returns:
         (the tensor, whether it came from the cache).
     """
     files = {name: directory / f"{hashlib.sha256(key.encode()).hexdigest()}.pt" for name, key in keys.items()}
-    if files[want].is_file():
+    if files[want].is_file() and not refresh:
         return torch.load(files[want], weights_only=True), True
     computed = compute()
     directory.mkdir(parents=True, exist_ok=True)

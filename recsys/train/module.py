@@ -93,6 +93,8 @@ class RecModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
+        if isinstance(datamodule, SequenceDataModule) and isinstance(self.model, SequentialRecommender):
+            self.model.observe_training_items(datamodule.training_items())
         if (
             self.train_cfg.length_pool
             and isinstance(datamodule, SequenceDataModule)

@@ -96,3 +96,14 @@ def test_text_table_from_item_text_pca_linear_and_random(tiny_llama_backbone: Pa
     assert random.shape == (41, 16) and not torch.allclose(random, white, atol=0.1)
     with pytest.raises(ValueError, match="text_dim"):
         build_text_table(ItemTowerConfig(**base, adapter="linear", text_dim=7), features, 16)  # type: ignore[arg-type]
+
+
+def test_keep_ids_of_the_trained_items_drops_the_rest_unless_ids_for_all() -> None:
+    tower = _tower()
+    tower.keep_ids_of(torch.tensor([2, 5, 11]))
+    assert tower.has_id.nonzero().flatten().tolist() == [2, 5, 11]
+    every = _tower(ids_for="all")
+    every.keep_ids_of(torch.tensor([2]))
+    assert every.has_id[1:].all() and not every.has_id[0]
+    with pytest.raises(ValueError, match="ids_for"):
+        ItemTowerConfig(ids_for="some")

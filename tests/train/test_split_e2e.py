@@ -1,5 +1,6 @@
 """The temporal and cold-start splits end to end: a tracked run trains and is scored on them, and
-`pipelines.evaluate` re-scores the run on the split it was trained on."""
+`pipelines.evaluate` re-scores the run on the split it was trained on; a model with ID rows beside text
+keeps none for the items it never trained on."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 
 from pipelines.evaluate import run_split
 from recsys.data.split import SplitConfig
-from recsys.tracking.mlflow import read_run
+from recsys.model_io import load_model
+from recsys.models.id_text_sasrec import IDTextSASRec
+from recsys.tracking.mlflow import download_run_artifacts, read_run
 from recsys.train.experiment import load_experiment
 from recsys.train.run import train_experiment
 
@@ -38,3 +41,18 @@ def test_a_run_trains_and_is_scored_on_its_split(
 
 def test_runs_logged_before_splits_were_configurable_score_on_leave_one_out() -> None:
     assert run_split({"model.name": "sasrec"}) == SplitConfig()
+
+
+def test_an_item_no_training_sequence_holds_keeps_no_id_row(
+    tmp_path: Path, planted_experiment: Callable[..., Path], tiny_llama_backbone: Path
+) -> None:
+    tower = {"text": str(tiny_llama_backbone), "fields": ["title"], "cache_dir": str(tmp_path / "cache")}
+    model = {"name": "id_text_sasrec", "params": {"max_len": 8, "hidden": 16, "n_heads": 2, "item_tower": tower}}
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = load_experiment(planted_experiment(model=model, max_epochs=1), ["split.cold_item_share=0.2"])
+    outcome = train_experiment(cfg, tracking_uri=uri, command="test")
+    assert outcome is not None
+    trained = load_model(download_run_artifacts(uri, outcome.run_id, "model", tmp_path / "model"))
+    counts = outcome.per_user["items"].sort("item_idx")["train_count"].to_list()
+    assert isinstance(trained, IDTextSASRec) and counts.count(0) == 8  # the cold items
+    assert trained.tower.has_id[1:].tolist() == [c > 0 for c in counts]  # saved with the model

@@ -1,0 +1,241 @@
+"""What SmolLM2's item knowledge adds to an ID model (issue 44): SASRec's ML-1M half recipe over the item
+tower (ID view + frozen text view) against SASRec and the controls, 3 seeds, every run to its schedule's end
+with the best validation checkpoint kept (configs/train/fast.yaml).
+
+python bench/llm_views.py --variants sasrec id+smollm2 id+random --seeds 0 1 2           # leave-one-out
+python bench/llm_views.py --protocol cold --variants id+smollm2 smollm2_only --seeds 0 1 2
+python bench/llm_views.py --speed      # parameters and users/s of one trained model per variant, alone
+python bench/llm_views.py --summary    # bench/results/llm_rec.json (+ the table in docs/item_tower.md)
+
+Each run is `python -m pipelines.train --config <variant's experiment> train.seed=S` (cold: plus
+`split.cold_item_share=0.1 split.cold_seed=S`, the cold-item protocol of bench/cold_start.py), its
+record and per-user results under bench/results/experiments/llm_views/<variant>_<protocol>_seed<S>.*.
+Subsets: `all` (the record's test metrics), `long_tail` (leave-one-out users whose test target is in
+the less popular half of the catalog by training count, from the per-user ranks) and `cold` (the
+cold-item protocol's test users: every target is an item no training sequence holds). Row `llm_rec` is
+today's LLM-backed model (SmolLM2 blocks over MiniLM + ID items, bench/llm_rec.py's `lora_l2_rw`
+records; no per-user results, so `all` only); SASRec's cold row and MiniLM text neighbours come from
+bench/cold_start.py's records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from llm_rec import count_parameters, trained_model, users_per_second  # noqa: E402
+
+from pipelines import train  # noqa: E402
+from recsys.eval.per_user import RANK, beside_record  # noqa: E402
+from recsys.tracking.config import DEFAULT_TRACKING_URI  # noqa: E402
+from recsys.tracking.records import base_record, now_iso, summarize, write_record  # noqa: E402
+
+OUT = ROOT / "bench/results/experiments/llm_views"
+SUMMARY = ROOT / "bench/results/llm_rec.json"
+COLD_START = ROOT / "bench/results/experiments/cold_start"
+LLM_REC = ROOT / "bench/results/experiments/llm_rec"
+EXPERIMENTS = {
+    "sasrec": "sasrec_ml-1m",
+    "id+smollm2": "id_text_sasrec_smollm2_ml-1m",
+    "id+smollm2_dual": "id_text_sasrec_smollm2_dual_ml-1m",
+    "id+minilm": "id_text_sasrec_minilm_ml-1m",
+    "id+random": "id_text_sasrec_random_ml-1m",
+    "smollm2_only": "id_text_sasrec_smollm2_only_ml-1m",
+}
+METRICS = ("test/ndcg@10", "test/hr@10")
+K = 10
+
+
+def record_path(variant: str, protocol: str, seed: int) -> Path:
+    return OUT / f"{variant}_{protocol}_seed{seed}.json"
+
+
+def run(variant: str, protocol: str, seed: int, extra: list[str]) -> int:
+    """Train one seed of a variant through `pipelines.train`; record and per-user results under OUT."""
+    overrides = [f"train.seed={seed}", "train.progress_bar=false", *extra]
+    if protocol == "cold":
+        overrides += ["split.cold_item_share=0.1", f"split.cold_seed={seed}"]
+    config = f"configs/experiment/{EXPERIMENTS[variant]}.yaml"
+    return train.main(["--config", config, "--results-json", str(record_path(variant, protocol, seed)), *overrides])
+
+
+def ranks_metrics(ranks: list[int]) -> dict[str, float]:
+    """NDCG@10 and HR@10 of 1-based full-catalog ranks (one relevant item per user)."""
+    ndcg = [1.0 / math.log2(r + 1) if r <= K else 0.0 for r in ranks]
+    return {"test/ndcg@10": sum(ndcg) / len(ranks), "test/hr@10": sum(r <= K for r in ranks) / len(ranks)}
+
+
+def long_tail_items(directory: Path) -> set[int]:
+    """The less popular half of the catalog by training count (ties broken by item id: exact halves)."""
+    items = pl.read_parquet(directory / "items.parquet").sort(["train_count", "item_idx"], descending=[True, False])
+    return set(items["item_idx"][items.height // 2 :].to_list())
+
+
+def seed_subsets(path: Path, protocol: str) -> dict[str, dict[str, float]]:
+    """subset -> test metrics of one run: `all` and `long_tail` (leave-one-out) or `cold`."""
+    record = json.loads(path.read_text())
+    if protocol == "cold":
+        return {"cold": {m: record["metrics"][m] for m in METRICS}}
+    tables = beside_record(path)
+    test = pl.read_parquet(tables / "test.parquet")
+    every = ranks_metrics(test[RANK].to_list())
+    if not math.isclose(every["test/ndcg@10"], record["metrics"]["test/ndcg@10"], rel_tol=1e-5):
+        raise ValueError(f"{path}: per-user NDCG@10 {every['test/ndcg@10']} != the record's")
+    tail = test.filter(pl.col("target").is_in(list(long_tail_items(tables))))
+    return {"all": every, "long_tail": ranks_metrics(tail[RANK].to_list()) | {"users": tail.height}}
+
+
+def summary_row(
+    variant: str, subset: str, seeds: list[int], metrics: list[dict[str, float]], records: list[str], **extra: Any
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"variant": variant, "subset": subset, "seeds": seeds}
+    row |= {m: summarize([x[m] for x in metrics]) for m in METRICS}
+    return row | extra | {"records": records}
+
+
+def own_rows() -> list[dict[str, Any]]:
+    """Rows of this bench's runs: one per (variant, subset) over the seeds recorded."""
+    rows = []
+    for variant in EXPERIMENTS:
+        for protocol in ("loo", "cold"):
+            paths = sorted(OUT.glob(f"{variant}_{protocol}_seed*.json"))
+            if not paths:
+                continue
+            records = [json.loads(p.read_text()) for p in paths]
+            seeds = [r["config"]["train"]["seed"] for r in records]
+            by_subset: dict[str, list[dict[str, float]]] = {}
+            for path in paths:
+                for subset, values in seed_subsets(path, protocol).items():
+                    by_subset.setdefault(subset, []).append(values)
+            cost = {
+                "fit_s": summarize([r["fit_s"] for r in records]),
+                "epoch_s": summarize([r["fit_s"] / max(r["epochs"], 1) for r in records]),
+            }
+            names = [str(p.relative_to(ROOT)) for p in paths]
+            for subset, per_seed in by_subset.items():
+                extra = {"users": per_seed[0]["users"]} if "users" in per_seed[0] else {}
+                rows.append(summary_row(variant, subset, seeds, per_seed, names, **cost, **extra))
+    return rows
+
+
+def external_rows() -> list[dict[str, Any]]:
+    """Rows from other benches' records: llm_rec (all), SASRec and MiniLM text neighbours (cold)."""
+    sources = [
+        ("llm_rec", "all", sorted(LLM_REC.glob("lora_l2_rw_seed*.json"))),
+        ("sasrec", "cold", sorted(COLD_START.glob("sasrec_cold_seed*.json"))),
+        ("text_knn_minilm", "cold", sorted(COLD_START.glob("text_knn_cold_seed*.json"))),
+    ]
+    rows = []
+    for variant, subset, paths in sources:
+        records = [json.loads(p.read_text()) for p in paths]
+        if records:
+            seeds = [int(p.stem.rsplit("seed", 1)[1]) for p in paths]
+            names = [str(p.relative_to(ROOT)) for p in paths]
+            rows.append(summary_row(variant, subset, seeds, [r["metrics"] for r in records], names))
+    return rows
+
+
+def mean_of(rows: list[dict[str, Any]], variant: str, subset: str) -> float | None:
+    for row in rows:
+        if row["variant"] == variant and row["subset"] == subset:
+            return float(row["test/ndcg@10"]["mean"])
+    return None
+
+
+def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets against the rows' mean test NDCG@10 (None where a row is missing)."""
+    checks = [
+        ("id+smollm2 >= sasrec (all)", "id+smollm2", "all", "sasrec", "all", 1.0),
+        ("id+smollm2 >= 1.10 x sasrec (long_tail)", "id+smollm2", "long_tail", "sasrec", "long_tail", 1.10),
+        ("id+smollm2 >= 1.03 x id+random (all)", "id+smollm2", "all", "id+random", "all", 1.03),
+        ("id+smollm2 > text neighbours (cold)", "id+smollm2", "cold", "text_knn_minilm", "cold", 1.0),
+    ]
+    out = []
+    for name, variant, subset, ref, ref_subset, factor in checks:
+        value, base = mean_of(rows, variant, subset), mean_of(rows, ref, ref_subset)
+        ratio = None if value is None or base is None else value / base
+        out.append(
+            {
+                "target": name,
+                "value": value,
+                "reference": base,
+                "ratio": ratio,
+                "met": None if ratio is None else ratio >= factor,
+            }
+        )
+    return out
+
+
+def speed(tracking_uri: str) -> dict[str, Any]:
+    """Parameters and inference users/s of each variant's seed-0 leave-one-out model (measure alone)."""
+    out = {}
+    for variant in EXPERIMENTS:
+        path = record_path(variant, "loo", 0)
+        if not path.exists():
+            continue
+        record = json.loads(path.read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            model = trained_model(record, tracking_uri, Path(tmp))
+        params, trainable = count_parameters(model)
+        out[variant] = {
+            "parameters": params,
+            "trainable_parameters": trainable,
+            "users_per_s": round(users_per_second(model, model.max_len), 1),
+            "loadavg": [round(x, 2) for x in os.getloadavg()],
+        }
+    return out
+
+
+def write_summary(speeds: dict[str, Any] | None) -> dict[str, Any]:
+    rows = own_rows() + external_rows()
+    previous = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {}
+    record = base_record("llm_rec", " ".join(["python", *sys.argv]), now_iso(), 0.0) | {
+        "dataset": "ml-1m-half",
+        "protocol": "leave-one-out (all, long_tail) and the cold-item protocol (cold); full ranking, history masked",
+        "long_tail": "users whose test target is in the less popular half of the catalog by training count",
+        "rows": rows,
+        "targets": targets(rows),
+        "speed": speeds if speeds is not None else previous.get("speed", {}),
+    }
+    write_record(SUMMARY, record)
+    return record
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", nargs="+", default=["sasrec", "id+smollm2", "id+random"], choices=list(EXPERIMENTS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--protocol", choices=["loo", "cold"], default="loo")
+    p.add_argument("--summary", action="store_true", help="only write the summary from the records")
+    p.add_argument("--speed", action="store_true", help="measure parameters and users/s, then the summary")
+    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. train.num_threads=1)")
+    args = p.parse_args()
+    os.chdir(ROOT)
+    if args.speed:
+        torch.set_num_threads(2)
+        write_summary(speed(args.tracking_uri))
+        return
+    if not args.summary:
+        for seed in args.seeds:  # seed-major: an interrupted queue leaves whole seeds
+            for variant in args.variants:
+                if run(variant, args.protocol, seed, args.overrides) != 0:
+                    raise SystemExit(f"{variant} {args.protocol} seed {seed} failed")
+    write_summary(None)
+
+
+if __name__ == "__main__":
+    main()
