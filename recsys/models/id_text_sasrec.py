@@ -21,7 +21,8 @@ import torch
 
 from recsys.data.item_features import ItemFeatures
 from recsys.models.base import SequentialRecommender
-from recsys.nn.item_tower import ItemTower, ItemTowerConfig, build_text_table
+from recsys.nn.item_tower import ItemTower, ItemTowerConfig, build_text_view
+from recsys.nn.item_vectors import sentence_of
 from recsys.nn.sequence_encoder import ItemSequenceEncoder, validate_encoder_fields
 
 VIEWS = ("fused", "dual")
@@ -63,8 +64,25 @@ class IDTextSASRec(SequentialRecommender):
         if item_features is not None and cfg.item_tower.text:
             if item_features.n_items != n_items:
                 raise ValueError(f"item features cover {item_features.n_items} items, the model {n_items}")
-            table, self.cache_hit = build_text_table(cfg.item_tower, item_features, cfg.hidden)
-            self.tower.set_text_table(table)
+            view = build_text_view(cfg.item_tower, item_features, cfg.hidden)
+            self.tower.set_text_table(view.table, view.mean, view.proj)
+            self.cache_hit = view.cache_hit
+
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        """The item text fields the text view reads (what an item added by text may carry)."""
+        return self.cfg.item_tower.fields
+
+    @torch.no_grad()
+    def add_items(self, items: list[dict[str, str | None]]) -> torch.Tensor:
+        """Append new items by their text fields (no retraining): items N + 1 .. N + K, text view only
+        (no ID row), their vectors from the same encoder and catalog reduction as every catalog item's.
+        Returns their scoring vectors [K, D] (rows of `item_embeddings`)."""
+        if not items:
+            raise ValueError("no items to add")
+        first = len(self.tower.has_id)
+        self.tower.add_items([sentence_of(fields, self.text_fields) for fields in items])
+        return self.item_embeddings()[first:]
 
     def observe_training_items(self, items: torch.Tensor) -> None:
         """Items never trained lose their ID row (`item_tower.ids_for`); e.g. the cold-item protocol's."""

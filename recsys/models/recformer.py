@@ -208,6 +208,11 @@ class Recformer(SequentialRecommender):
         """Unit vectors [K, D] of items given by their text fields (e.g. new items, never trained on)."""
         return self.item_vectors(*self.tokenize(items))
 
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        """The item text fields the model reads (what an item added by text may carry)."""
+        return tuple(self.cfg.fields)
+
     @torch.no_grad()
     def add_items(self, items: list[dict[str, str | None]]) -> torch.Tensor:
         """Append new items by their text fields (no retraining): they become items N + 1 .. N + K of

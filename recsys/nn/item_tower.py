@@ -27,11 +27,11 @@ from recsys.data.item_features import ItemFeatures
 from recsys.nn.embeddings import ItemEmbedding
 from recsys.nn.item_vectors import (
     POOLINGS,
+    apply_reduction,
     cached_item_vectors,
+    fit_reduction,
     item_sentence,
     random_like_table,
-    reduce_table,
-    standardize_table,
 )
 from recsys.nn.pretrained import SMOLLM2
 
@@ -54,7 +54,7 @@ class ItemTowerConfig:
     max_tokens: int = 48  # tokens of one item's text (ML-1M's longest: 41 SmolLM2 tokens)
     adapter: str = "pca"  # pca: reduced offline to the model width; linear: a learned projection
     whiten: bool = True  # pca: unit variance per component (identity covariance over the catalog)
-    text_dim: int = 576  # linear: the encoder's width (SmolLM2 576, MiniLM 384); the table's width
+    text_dim: int = 576  # the encoder's width (SmolLM2 576, MiniLM 384); a linear adapter's table width
     fuse: str = "sum"  # sum | concat (both views only)
     # both views: which items keep an ID row. trained: only items of the training sequences (a cold or
     # new item is its text part only; an untrained ID row would be noise); all: every catalog item
@@ -83,26 +83,43 @@ class ItemTowerConfig:
         return dim if self.adapter == "pca" else self.text_dim
 
 
-def build_text_table(cfg: ItemTowerConfig, features: ItemFeatures, dim: int) -> tuple[Tensor, bool]:
-    """The tower's frozen text table [N + 1, `cfg.table_width(dim)`] (row 0 zeros) from the items' text.
+@dataclass(frozen=True)
+class TextTable:
+    """The text view's frozen table and the map that made it, which a new item's vector goes through too."""
 
-    Returns:
-        (the table, whether the encoder's vectors came from the disk cache).
-    """
-    texts = [item_sentence(features, i, cfg.fields) for i in range(1, features.n_items + 1)]
+    table: Tensor  # [N + 1, W], row 0 zeros
+    mean: Tensor  # [E] the encoder vectors' catalog mean
+    proj: Tensor  # [E, W] (x - mean) @ proj is an item's row
+    cache_hit: bool  # whether the encoder's vectors came from the disk cache
+
+
+def encoder_vectors(cfg: ItemTowerConfig, texts: list[str]) -> tuple[Tensor, bool]:
+    """The encoder's pooled vectors [K, E] of item sentences (normalised if `cfg.normalize`), cached."""
     vectors, hit = cached_item_vectors(
         texts, cfg.text, cfg.cache_dir, layer=cfg.layer, pooling=cfg.pooling, max_tokens=cfg.max_tokens
     )
-    if cfg.adapter == "linear" and vectors.shape[1] != cfg.text_dim:
+    if vectors.shape[1] != cfg.text_dim:
         raise ValueError(f"text_dim is {cfg.text_dim} but {cfg.text!r} gives {vectors.shape[1]}-wide vectors")
-    if cfg.normalize:
-        vectors = nn.functional.normalize(vectors, dim=-1)
+    return (nn.functional.normalize(vectors, dim=-1) if cfg.normalize else vectors), hit
+
+
+def build_text_view(cfg: ItemTowerConfig, features: ItemFeatures, dim: int) -> TextTable:
+    """The tower's frozen text table [N + 1, `cfg.table_width(dim)`] (row 0 zeros) from the items' text,
+    with the reduction fitted on the catalog (PCA to `dim`, or standardised for a `linear` adapter)."""
+    texts = [item_sentence(features, i, cfg.fields) for i in range(1, features.n_items + 1)]
+    vectors, hit = encoder_vectors(cfg, texts)
     table = torch.cat([torch.zeros(1, vectors.shape[1]), vectors])  # row 0 = padding
     if cfg.random_text:
         table = random_like_table(table, torch.Generator().manual_seed(cfg.random_seed))
-    if cfg.adapter == "pca":
-        return reduce_table(table, dim, whiten=cfg.whiten), hit
-    return standardize_table(table), hit
+    mean, proj = fit_reduction(table, dim if cfg.adapter == "pca" else None, whiten=cfg.whiten)
+    reduced = torch.cat([torch.zeros(1, proj.shape[1]), apply_reduction(table[1:], mean, proj)])
+    return TextTable(reduced, mean.float(), proj.float(), hit)
+
+
+def build_text_table(cfg: ItemTowerConfig, features: ItemFeatures, dim: int) -> tuple[Tensor, bool]:
+    """`build_text_view`'s (table, whether the encoder's vectors came from the disk cache)."""
+    view = build_text_view(cfg, features, dim)
+    return view.table, view.cache_hit
 
 
 class ItemTower(nn.Module):
@@ -119,7 +136,13 @@ class ItemTower(nn.Module):
         self.cfg = cfg
         self.id_emb = ItemEmbedding(n_items, dim) if cfg.id_embedding else None
         self.text_table: Tensor  # [N + 1, W] frozen, row 0 zeros
-        self.register_buffer("text_table", torch.zeros(n_items + 1, cfg.table_width(dim) if cfg.text else 0))
+        width = cfg.table_width(dim) if cfg.text else 0
+        self.register_buffer("text_table", torch.zeros(n_items + 1, width))
+        # the catalog's reduction of encoder vectors (TextTable.mean / .proj): how an added item gets its row
+        self.text_mean: Tensor  # [E]
+        self.text_proj: Tensor  # [E, W]; all zeros: unknown (a model saved before it was kept)
+        self.register_buffer("text_mean", torch.zeros(cfg.text_dim if cfg.text else 0))
+        self.register_buffer("text_proj", torch.zeros(cfg.text_dim if cfg.text else 0, width))
         self.adapter: nn.Module | None = None
         self.text_scale: nn.Parameter | None = None
         if cfg.text and cfg.adapter == "linear":
@@ -133,11 +156,45 @@ class ItemTower(nn.Module):
         self.register_buffer("has_id", torch.arange(n_items + 1) > 0)
 
     @torch.no_grad()
-    def set_text_table(self, table: Tensor) -> None:
-        """Install the frozen text table [N + 1, W] (row 0 = padding), e.g. from `build_text_table`."""
+    def set_text_table(self, table: Tensor, mean: Tensor | None = None, proj: Tensor | None = None) -> None:
+        """Install the frozen text table [N + 1, W] (row 0 = padding), e.g. `build_text_view`'s, and the
+        reduction that made it (needed to add items by text later)."""
         if table.shape != self.text_table.shape:
             raise ValueError(f"text table must be {tuple(self.text_table.shape)}, got {tuple(table.shape)}")
         self.text_table.copy_(table)
+        if mean is not None and proj is not None:
+            self.text_mean.copy_(mean)
+            self.text_proj.copy_(proj)
+
+    @torch.no_grad()
+    def add_items(self, texts: list[str]) -> Tensor:
+        """Append items N + 1 .. N + K by their sentences (`sentence_of`): the encoder's vectors through the
+        catalog's reduction, text part only (no ID row). Returns their fused vectors [K, D]."""
+        if not self.cfg.text:
+            raise ValueError("this item tower has no text view: it cannot add items by text")
+        if self.cfg.random_text:
+            raise ValueError("a random_text tower (the control) has no text encoder to add items with")
+        if not bool(self.text_proj.any()):
+            raise ValueError("this model was saved without its text reduction; re-train it to add items by text")
+        vectors, _ = encoder_vectors(self.cfg, texts)
+        rows = apply_reduction(vectors, self.text_mean, self.text_proj).to(self.text_table)
+        first = len(self.has_id)
+        self.text_table = torch.cat([self.text_table, rows])
+        self.has_id = torch.cat([self.has_id, torch.zeros(len(texts), dtype=torch.bool, device=self.has_id.device)])
+        if self.id_emb is not None:  # unused zero rows: the table keeps one row per item (a saved model reloads)
+            weight = self.id_emb.weight
+            self.id_emb.weight = nn.Parameter(torch.cat([weight, weight.new_zeros(len(texts), weight.shape[1])]))
+            self.id_emb.num_embeddings += len(texts)
+            self.id_emb.n_items += len(texts)
+        out: Tensor = self(torch.arange(first, first + len(texts), device=self.has_id.device))
+        return out
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Tensor], prefix: str, *args: object, **kwargs: object
+    ) -> None:
+        for name in ("text_mean", "text_proj"):  # saved before the reduction was kept: left unknown (zeros)
+            state_dict.setdefault(prefix + name, getattr(self, name))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def drop_ids(self, items: Tensor) -> None:

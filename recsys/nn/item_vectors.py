@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -40,7 +40,13 @@ def item_sentence(features: ItemFeatures, item_idx: int, fields: Sequence[str] =
     unknown = [f for f in fields if f not in features.text]
     if unknown:
         raise KeyError(f"item text fields {unknown} not in the dataset's {list(features.text_fields)}")
-    values = {f: features.text[f][item_idx] for f in fields}
+    return sentence_of({f: features.text[f][item_idx] for f in fields}, fields)
+
+
+def sentence_of(values: Mapping[str, str | None], fields: Sequence[str] = ("title", "year", "genres")) -> str:
+    """`item_sentence` of one item given by its text fields (e.g. an item added by text); a field
+    missing from `values` is left out, as an empty one is."""
+    values = {f: values.get(f) for f in fields}
     title = values.pop("title", None) or ""
     for article in _ARTICLES:  # MovieLens writes "American President, The"
         if title.endswith(article):
@@ -168,39 +174,52 @@ def cached_item_vectors(
     )
 
 
-def reduce_table(table: torch.Tensor, width: int, *, whiten: bool = True) -> torch.Tensor:
-    """PCA of an item table's rows 1..N (row 0 = padding) to `width` components, fitted on the catalog.
+def fit_reduction(table: torch.Tensor, width: int | None, *, whiten: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The affine map `(x - mean) @ proj` fitted on an item table's rows 1..N (row 0 = padding).
 
-    The rows are centred; whitened, each component has unit variance over the catalog (an identity
-    covariance); not whitened, the components keep their relative variances, scaled together so
-    their mean variance is 1. Either way the result has the scale an adapter expects.
+    `width` given: PCA to `width` components. The rows are centred; whitened, each component has unit
+    variance over the catalog (an identity covariance); not whitened, the components keep their
+    relative variances, scaled together so their mean variance is 1. `width` None: the centred rows
+    scaled by one number to a mean per-dimension variance of 1 (the input a learned adapter expects).
+    A new item's vector goes through the same map as the catalog's (`apply_reduction`).
 
     Args:
         table: [N + 1, E] vectors, row 0 = padding.
-        width: components kept, 1..min(N - 1, E).
-        whiten: divide each component by its standard deviation.
+        width: components kept, 1..min(N - 1, E), or None (standardise, E wide).
+        whiten: PCA: divide each component by its standard deviation.
 
     Returns:
-        [N + 1, width] float32, row 0 zeros.
+        (mean [E], proj [E, width or E]), float64.
     """
     rows = table[1:].double()
+    mean = rows.mean(0)
+    centred = rows - mean
+    if width is None:
+        return mean, torch.eye(rows.shape[1], dtype=torch.float64) / centred.var(0).mean().sqrt().clamp(min=1e-12)
     if not 1 <= width <= min(len(rows) - 1, rows.shape[1]):
         raise ValueError(f"width must be in 1..{min(len(rows) - 1, rows.shape[1])} for a {tuple(table.shape)} table")
-    centred = rows - rows.mean(0)
     _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
-    out = centred @ vh[:width].T  # [N, width]
     var = singular[:width] ** 2 / (len(rows) - 1)  # each component's variance
-    out = out / var.sqrt() if whiten else out / var.mean().sqrt()
-    return torch.cat([torch.zeros(1, width, dtype=out.dtype), out]).float()
+    return mean, vh[:width].T / (var.sqrt() if whiten else var.mean().sqrt())
+
+
+def apply_reduction(vectors: torch.Tensor, mean: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
+    """`(vectors - mean) @ proj` [K, W] in float64, returned as float32 (`fit_reduction`'s map)."""
+    return ((vectors.double() - mean.double()) @ proj.double()).float()
+
+
+def reduce_table(table: torch.Tensor, width: int, *, whiten: bool = True) -> torch.Tensor:
+    """PCA of an item table's rows 1..N (row 0 = padding) to `width` components, fitted on the catalog
+    (`fit_reduction`); [N + 1, width] float32, row 0 zeros."""
+    mean, proj = fit_reduction(table, width, whiten=whiten)
+    return torch.cat([torch.zeros(1, width), apply_reduction(table[1:], mean, proj)])
 
 
 def standardize_table(table: torch.Tensor) -> torch.Tensor:
     """An item table's rows 1..N centred and scaled by one number to a mean per-dimension variance of 1
     (the input a learned adapter expects); row 0 stays zeros."""
-    rows = table[1:].double()
-    centred = rows - rows.mean(0)
-    out = centred / centred.var(0).mean().sqrt().clamp(min=1e-12)
-    return torch.cat([torch.zeros(1, table.shape[1], dtype=out.dtype), out]).float()
+    mean, proj = fit_reduction(table, None)
+    return torch.cat([torch.zeros(1, table.shape[1]), apply_reduction(table[1:], mean, proj)])
 
 
 def random_like_table(table: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -24,8 +24,13 @@ from recsys.retrieval.index import ItemIndex, exact_search
 class TextCatalogModel(Protocol):
     """A model that embeds items from their text fields, so new items join without retraining."""
 
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        """The item text fields the model reads."""
+        ...
+
     def add_items(self, items: list[dict[str, str | None]]) -> torch.Tensor:
-        """Append items by their text; their unit vectors [K, D]."""
+        """Append items by their text; their vectors [K, D] as the index holds them."""
         ...
 
 
@@ -143,7 +148,7 @@ class Recommender:
             raise CatalogError(f"model {bundle.meta.model!r} cannot embed items from text (no add_items)")
         if not items:
             raise CatalogError("no items to add")
-        reads = list(getattr(getattr(bundle.model, "cfg", None), "fields", ()))
+        reads = list(bundle.model.text_fields)
         unknown = sorted({name for fields in items.values() for name in fields} - set(reads))
         if reads and unknown:
             raise CatalogError(f"unknown text fields {unknown}; this model reads {reads}")
@@ -151,7 +156,10 @@ class Recommender:
         if taken:
             raise CatalogError(f"item ids already in the catalog: {taken[:10]}")
         model = copy.deepcopy(bundle.model)  # requests in flight keep the old one
-        vectors = model.add_items([dict(fields) for fields in items.values()]).float().numpy()
+        try:
+            vectors = model.add_items([dict(fields) for fields in items.values()]).float().numpy()
+        except ValueError as err:  # e.g. a control model without a text encoder
+            raise CatalogError(f"model {bundle.meta.model!r} cannot add items by text: {err}") from err
         first = bundle.meta.n_items + 1
         new_ids = np.arange(first, first + len(items), dtype=np.int64)
         index = faiss.clone_index(bundle.index.index)

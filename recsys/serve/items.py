@@ -13,7 +13,7 @@ import anyio
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from recsys.retrieval.recommender import CatalogError
+from recsys.retrieval.recommender import CatalogError, TextCatalogModel
 from recsys.serve.auth import ADMIN_RESPONSES, AdminAuth
 from recsys.serve.deps import CurrentModel, Holder
 from recsys.serve.schemas import JSON_BODY_RESPONSES, Text, error_response
@@ -78,5 +78,5 @@ async def add_item(req: AddItemRequest, current: CurrentModel, holder: Holder) -
 
 def _model_fields(model: LoadedModel) -> list[str]:
     """The text fields the serving model reads (none for an ID-only model: every add is refused)."""
-    cfg = getattr(model.recommender.bundle.model, "cfg", None)
-    return list(getattr(cfg, "fields", ()))
+    served = model.recommender.bundle.model
+    return list(served.text_fields) if isinstance(served, TextCatalogModel) else []

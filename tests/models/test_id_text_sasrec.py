@@ -21,7 +21,7 @@ def _features(n_items: int) -> ItemFeatures:
 def test_id_text_sasrec_ties_the_tower_and_scores_a_cold_item_by_text(
     views: str, tiny_llama_backbone: Path, tmp_path: Path
 ) -> None:
-    tower = {"text": str(tiny_llama_backbone), "fields": ["title"], "cache_dir": str(tmp_path)}
+    tower = {"text": str(tiny_llama_backbone), "fields": ["title"], "cache_dir": str(tmp_path), "text_dim": 32}
     params = {"max_len": 6, "hidden": 16, "n_heads": 2, "views": views, "item_tower": tower}
     model = build_model("id_text_sasrec", params, 40, item_features=_features(40)).eval()
     width = 16 if views == "fused" else 32  # dual: the ID view's state, then the text view's

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recsys.data.item_features import ItemFeatures
-from recsys.nn.item_tower import ItemTower, ItemTowerConfig, build_text_table
+from recsys.nn.item_tower import ItemTower, ItemTowerConfig, build_text_table, build_text_view
+from recsys.nn.item_vectors import sentence_of
 
 N_ITEMS, DIM = 11, 8
 
@@ -85,17 +87,17 @@ def _features(n_items: int) -> ItemFeatures:
 
 
 def test_text_table_from_item_text_pca_linear_and_random(tiny_llama_backbone: Path, tmp_path: Path) -> None:
-    base = {"text": str(tiny_llama_backbone), "fields": ("title",), "cache_dir": str(tmp_path)}
+    base = {"text": str(tiny_llama_backbone), "fields": ("title",), "cache_dir": str(tmp_path), "text_dim": 32}
     features = _features(40)
     white, hit = build_text_table(ItemTowerConfig(**base), features, 16)  # type: ignore[arg-type]
     assert white.shape == (41, 16) and not hit and torch.equal(white[0], torch.zeros(16))
     torch.testing.assert_close(torch.cov(white[1:].T.double()), torch.eye(16, dtype=torch.float64), atol=1e-4, rtol=0)
-    linear, hit = build_text_table(ItemTowerConfig(**base, adapter="linear", text_dim=32), features, 16)  # type: ignore[arg-type]
+    linear, hit = build_text_table(ItemTowerConfig(**base, adapter="linear"), features, 16)  # type: ignore[arg-type]
     assert linear.shape == (41, 32) and hit  # the same vectors, from the cache
     random, _ = build_text_table(ItemTowerConfig(**base, random_text=True), features, 16)  # type: ignore[arg-type]
     assert random.shape == (41, 16) and not torch.allclose(random, white, atol=0.1)
     with pytest.raises(ValueError, match="text_dim"):
-        build_text_table(ItemTowerConfig(**base, adapter="linear", text_dim=7), features, 16)  # type: ignore[arg-type]
+        build_text_table(ItemTowerConfig(**{**base, "text_dim": 7}), features, 16)  # type: ignore[arg-type]
 
 
 def test_keep_ids_of_the_trained_items_drops_the_rest_unless_ids_for_all() -> None:
@@ -107,3 +109,36 @@ def test_keep_ids_of_the_trained_items_drops_the_rest_unless_ids_for_all() -> No
     assert every.has_id[1:].all() and not every.has_id[0]
     with pytest.raises(ValueError, match="ids_for"):
         ItemTowerConfig(ids_for="some")
+
+
+@pytest.mark.parametrize("kw", [{}, {"fuse": "concat"}, {"adapter": "linear"}, {"id_embedding": False}])
+def test_an_item_added_by_text_gets_its_catalog_twins_text_vector(
+    kw: dict[str, object], tiny_llama_backbone: Path, tmp_path: Path
+) -> None:
+    cfg = ItemTowerConfig(
+        **{"text": str(tiny_llama_backbone), "fields": ("title",), "cache_dir": str(tmp_path), "text_dim": 32, **kw}
+    )  # type: ignore[arg-type]
+    features = _features(40)
+    view = build_text_view(cfg, features, 16)
+    tower = ItemTower(cfg, 40, 16)
+    tower.set_text_table(view.table, view.mean, view.proj)
+    twin = 7
+    added = tower.add_items([sentence_of({"title": features.text["title"][twin]}, ("title",))])
+    assert added.shape == (1, 16) and len(tower.has_id) == 42 and not tower.has_id[41]
+    text = tower.text_view(torch.tensor([twin, 41]))
+    assert F.cosine_similarity(text[0], text[1], dim=0) >= 0.999  # the same text, the same vector
+    torch.testing.assert_close(added[0], text[1])  # text only: no ID row for an added item
+    torch.testing.assert_close(tower.item_weight()[41], added[0])
+    if not cfg.id_embedding:
+        torch.testing.assert_close(tower(torch.tensor(twin)), added[0], atol=1e-5, rtol=1e-4)
+
+
+def test_a_tower_without_its_reduction_or_text_refuses_to_add_items(tiny_llama_backbone: Path, tmp_path: Path) -> None:
+    base = {"text": str(tiny_llama_backbone), "fields": ("title",), "cache_dir": str(tmp_path), "text_dim": 32}
+    loaded = ItemTower(ItemTowerConfig(**base), 40, 16)  # type: ignore[arg-type]
+    state = {k: v for k, v in loaded.state_dict().items() if k not in ("text_mean", "text_proj")}
+    loaded.load_state_dict(state)  # a model saved before the reduction was kept still loads
+    with pytest.raises(ValueError, match="without its text reduction"):
+        loaded.add_items(["Item 1 red."])
+    with pytest.raises(ValueError, match="random_text"):
+        ItemTower(ItemTowerConfig(**base, random_text=True), 40, 16).add_items(["x"])  # type: ignore[arg-type]

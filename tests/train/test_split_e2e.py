@@ -46,7 +46,12 @@ def test_runs_logged_before_splits_were_configurable_score_on_leave_one_out() ->
 def test_an_item_no_training_sequence_holds_keeps_no_id_row(
     tmp_path: Path, planted_experiment: Callable[..., Path], tiny_llama_backbone: Path
 ) -> None:
-    tower = {"text": str(tiny_llama_backbone), "fields": ["title"], "cache_dir": str(tmp_path / "cache")}
+    tower = {
+        "text": str(tiny_llama_backbone),
+        "fields": ["title"],
+        "cache_dir": str(tmp_path / "cache"),
+        "text_dim": 32,
+    }
     model = {"name": "id_text_sasrec", "params": {"max_len": 8, "hidden": 16, "n_heads": 2, "item_tower": tower}}
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = load_experiment(planted_experiment(model=model, max_epochs=1), ["split.cold_item_share=0.2"])
