@@ -5,6 +5,7 @@ with the best validation checkpoint kept (configs/train/fast.yaml).
 python bench/llm_views.py --variants sasrec id+smollm2 id+random --seeds 0 1 2           # leave-one-out
 python bench/llm_views.py --protocol cold --variants id+smollm2 smollm2_only --seeds 0 1 2
 python bench/llm_views.py --speed      # parameters and users/s of one trained model per variant, alone
+python bench/llm_views.py --probe      # each two-view model's test NDCG@10 with one view zeroed
 python bench/llm_views.py --summary    # bench/results/llm_rec.json (+ the table in docs/item_tower.md)
 
 Each run is `python -m pipelines.train --config <variant's experiment> train.seed=S` (cold: plus
@@ -26,6 +27,7 @@ import math
 import os
 import sys
 import tempfile
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +41,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 from llm_rec import count_parameters, trained_model, users_per_second  # noqa: E402
 
 from pipelines import train  # noqa: E402
+from recsys.data.datamodule import SequenceDataModule  # noqa: E402
+from recsys.eval.evaluate import evaluate  # noqa: E402
 from recsys.eval.per_user import RANK, beside_record  # noqa: E402
+from recsys.models.id_text_sasrec import IDTextSASRec  # noqa: E402
 from recsys.tracking.config import DEFAULT_TRACKING_URI  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, summarize, write_record  # noqa: E402
+from recsys.train.fit import ensure_processed  # noqa: E402
 
 OUT = ROOT / "bench/results/experiments/llm_views"
 SUMMARY = ROOT / "bench/results/llm_rec.json"
@@ -199,7 +205,45 @@ def speed(tracking_uri: str) -> dict[str, Any]:
     return out
 
 
-def write_summary(speeds: dict[str, Any] | None) -> dict[str, Any]:
+def zeroed(model: IDTextSASRec, view: str) -> IDTextSASRec:
+    """A copy of `model` with its `text` or `id` view zeroed for every item (`none`: as trained)."""
+    copy = deepcopy(model)
+    with torch.no_grad():
+        if view == "text":
+            copy.tower.text_table.zero_()
+        elif view == "id" and copy.tower.id_emb is not None:
+            copy.tower.id_emb.weight.zero_()
+    return copy
+
+
+def probe(tracking_uri: str) -> dict[str, Any]:
+    """What each view contributes: test NDCG@10 (leave-one-out, every user) of every two-view model
+    with the text view or the ID view zeroed at test time, per seed."""
+    data_dir = ensure_processed(str(ROOT / "configs/data/ml-1m.yaml"))
+    out: dict[str, Any] = {}
+    for variant in ("id+smollm2", "id+smollm2_dual", "id+minilm", "id+random"):
+        per_view: dict[str, list[float]] = {"none": [], "text": [], "id": []}
+        for path in sorted(OUT.glob(f"{variant}_loo_seed*.json")):
+            record = json.loads(path.read_text())
+            with tempfile.TemporaryDirectory() as tmp:
+                model = trained_model(record, tracking_uri, Path(tmp))
+            assert isinstance(model, IDTextSASRec)
+            dm = SequenceDataModule(data_dir, max_len=model.max_len, batch_size=256, eval_batch_size=256, seed=0)
+            dm.setup()
+            for view, values in per_view.items():
+                result = evaluate(zeroed(model, view), dm.test_dataloader(), split="test")
+                values.append(result.metrics["test/ndcg@10"])
+            if not math.isclose(per_view["none"][-1], record["metrics"]["test/ndcg@10"], rel_tol=1e-4):
+                raise ValueError(f"{path}: re-evaluated {per_view['none'][-1]} != the record's")
+        if per_view["none"]:
+            out[variant] = {
+                f"{view} zeroed" if view != "none" else "as trained": summarize(values)
+                for view, values in per_view.items()
+            }
+    return out
+
+
+def write_summary(speeds: dict[str, Any] | None, probes: dict[str, Any] | None = None) -> dict[str, Any]:
     rows = own_rows() + external_rows()
     previous = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {}
     record = base_record("llm_rec", " ".join(["python", *sys.argv]), now_iso(), 0.0) | {
@@ -209,6 +253,7 @@ def write_summary(speeds: dict[str, Any] | None) -> dict[str, Any]:
         "rows": rows,
         "targets": targets(rows),
         "speed": speeds if speeds is not None else previous.get("speed", {}),
+        "probe": probes if probes is not None else previous.get("probe", {}),
     }
     write_record(SUMMARY, record)
     return record
@@ -221,6 +266,7 @@ def main() -> None:
     p.add_argument("--protocol", choices=["loo", "cold"], default="loo")
     p.add_argument("--summary", action="store_true", help="only write the summary from the records")
     p.add_argument("--speed", action="store_true", help="measure parameters and users/s, then the summary")
+    p.add_argument("--probe", action="store_true", help="zero each view at test time, then the summary")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. train.num_threads=1)")
     args = p.parse_args()
@@ -228,6 +274,9 @@ def main() -> None:
     if args.speed:
         torch.set_num_threads(2)
         write_summary(speed(args.tracking_uri))
+        return
+    if args.probe:
+        write_summary(None, probe(args.tracking_uri))
         return
     if not args.summary:
         for seed in args.seeds:  # seed-major: an interrupted queue leaves whole seeds
