@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from llm_rec import count_parameters, trained_model, users_per_second  # noqa: E402
+from results_table import format_mean_sd  # noqa: E402
 
 from pipelines import train  # noqa: E402
 from recsys.data.datamodule import SequenceDataModule  # noqa: E402
@@ -51,6 +52,8 @@ from recsys.train.fit import ensure_processed  # noqa: E402
 
 OUT = ROOT / "bench/results/experiments/llm_views"
 SUMMARY = ROOT / "bench/results/llm_rec.json"
+DOC = ROOT / "docs/item_tower.md"  # its tables between these markers are generated from the summary
+DOC_START, DOC_END = "<!-- llm_views:start -->", "<!-- llm_views:end -->"
 COLD_START = ROOT / "bench/results/experiments/cold_start"
 LLM_REC = ROOT / "bench/results/experiments/llm_rec"
 EXPERIMENTS = {
@@ -256,7 +259,37 @@ def write_summary(speeds: dict[str, Any] | None, probes: dict[str, Any] | None =
         "probe": probes if probes is not None else previous.get("probe", {}),
     }
     write_record(SUMMARY, record)
+    text = DOC.read_text()
+    if DOC_START in text and DOC_END in text:
+        head, rest = text.split(DOC_START, 1)
+        DOC.write_text(head + DOC_START + "\n" + markdown(record) + DOC_END + rest.split(DOC_END, 1)[1])
     return record
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary's rows, targets and probe as the tables of docs/item_tower.md."""
+    lines = [
+        "| variant | subset | seeds | test NDCG@10 | test HR@10 | median NDCG@10 | fit s / run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in summary["rows"]:
+        ndcg, hr = row["test/ndcg@10"], row["test/hr@10"]
+        fit = f"{row['fit_s']['mean']:.0f}" if "fit_s" in row else ""
+        seeds = ", ".join(str(s) for s in row["seeds"])
+        lines.append(
+            f"| {row['variant']} | {row['subset']} | {seeds} | {format_mean_sd(ndcg['values'])} | {format_mean_sd(hr['values'])} "
+            f"| {ndcg['median']:.4f} | {fit} |"
+        )
+    lines += ["", "| target | value | reference | ratio | met |", "|---|---|---|---|---|"]
+    for t in summary["targets"]:
+        cells = [f"{t[k]:.4f}" if isinstance(t[k], float) else "n/a" for k in ("value", "reference", "ratio")]
+        lines.append(f"| {t['target']} | {' | '.join(cells)} | {t['met'] if t['met'] is not None else 'n/a'} |")
+    if summary.get("probe"):
+        lines += ["", "| two-view model | as trained | text view zeroed | ID view zeroed |", "|---|---|---|---|"]
+        for variant, views in summary["probe"].items():
+            cells = [format_mean_sd(views[k]["values"]) for k in ("as trained", "text zeroed", "id zeroed")]
+            lines.append(f"| {variant} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
