@@ -276,10 +276,8 @@ def markdown(summary: dict[str, Any]) -> str:
         ndcg, hr = row["test/ndcg@10"], row["test/hr@10"]
         fit = f"{row['fit_s']['mean']:.0f}" if "fit_s" in row else ""
         seeds = ", ".join(str(s) for s in row["seeds"])
-        lines.append(
-            f"| {row['variant']} | {row['subset']} | {seeds} | {format_mean_sd(ndcg['values'])} | {format_mean_sd(hr['values'])} "
-            f"| {ndcg['median']:.4f} | {fit} |"
-        )
+        means = f"{format_mean_sd(ndcg['values'])} | {format_mean_sd(hr['values'])}"
+        lines.append(f"| {row['variant']} | {row['subset']} | {seeds} | {means} | {ndcg['median']:.4f} | {fit} |")
     lines += ["", "| target | value | reference | ratio | met |", "|---|---|---|---|---|"]
     for t in summary["targets"]:
         cells = [f"{t[k]:.4f}" if isinstance(t[k], float) else "n/a" for k in ("value", "reference", "ratio")]
