@@ -29,6 +29,8 @@ FAMILIES = {
     "icsrec": "ICSRec",
     "recformer": "Recformer",
     "llm_rec": "LLM-backed `llm_rec` (SmolLM2-135M)",
+    "id_text_sasrec_smollm2": "SASRec + SmolLM2 item vectors (ID + text views, `id_text_sasrec`)",
+    "id_text_sasrec_random": "SASRec + random frozen item vectors (the control of the row above)",
     "sasrec+dare": "two-stage: SASRec top-200 + DARE ranker",
     "sasrec+twin": "two-stage: SASRec top-200 + TWIN ranker",
     "sasrec+din": "two-stage: SASRec top-200 + DIN ranker",
@@ -76,6 +78,8 @@ def entry(record: Mapping[str, Any]) -> Entry | None:
         if f"stage1_{TEST}" in metrics:  # kept beside the entry's metrics; the note gives the group's mean
             metrics = {**metrics, STAGE1: metrics[f"stage1_{TEST}"]}
         fit_note = "ranker only"
+    if family == "id_text_sasrec":  # one row per item tower variant: its experiment's name
+        family = str(record.get("name", "")).removesuffix("_ml-1m")
     if family not in FAMILIES or TEST not in metrics or "test/hr@10" not in metrics:
         return None
     if fit_s is None and record.get("wall_s") is not None:

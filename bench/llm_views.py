@@ -6,6 +6,7 @@ python bench/llm_views.py --variants sasrec id+smollm2 id+random --seeds 0 1 2  
 python bench/llm_views.py --protocol cold --variants id+smollm2 smollm2_only --seeds 0 1 2
 python bench/llm_views.py --speed      # parameters and users/s of one trained model per variant, alone
 python bench/llm_views.py --probe      # each two-view model's test NDCG@10 with one view zeroed
+python bench/llm_views.py --neighbours # the vectors alone, untrained: text neighbours per pooling / reduction
 python bench/llm_views.py --summary    # bench/results/llm_rec.json (+ the table in docs/item_tower.md)
 
 Each run is `python -m pipelines.train --config <variant's experiment> train.seed=S` (cold: plus
@@ -33,19 +34,25 @@ from typing import Any
 
 import polars as pl
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from cold_start import TextNeighbours  # noqa: E402
 from llm_rec import count_parameters, trained_model, users_per_second  # noqa: E402
 from results_table import format_mean_sd  # noqa: E402
 
 from pipelines import train  # noqa: E402
 from recsys.data.datamodule import SequenceDataModule  # noqa: E402
+from recsys.data.item_features import load_item_features  # noqa: E402
+from recsys.data.split import SplitConfig  # noqa: E402
 from recsys.eval.evaluate import evaluate  # noqa: E402
 from recsys.eval.per_user import RANK, beside_record  # noqa: E402
 from recsys.models.id_text_sasrec import IDTextSASRec  # noqa: E402
+from recsys.nn.item_vectors import cached_item_vectors, item_sentence, random_like_table, reduce_table  # noqa: E402
+from recsys.nn.pretrained import MINILM, SMOLLM2  # noqa: E402
 from recsys.tracking.config import DEFAULT_TRACKING_URI  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, summarize, write_record  # noqa: E402
 from recsys.train.fit import ensure_processed  # noqa: E402
@@ -246,7 +253,53 @@ def probe(tracking_uri: str) -> dict[str, Any]:
     return out
 
 
-def write_summary(speeds: dict[str, Any] | None, probes: dict[str, Any] | None = None) -> dict[str, Any]:
+# the item vectors compared untrained: (encoder, pooling); "random" = SmolLM2 mean's widths and norms
+VECTOR_KINDS = {
+    "smollm2 mean": (SMOLLM2, "mean"),
+    "smollm2 last token": (SMOLLM2, "last"),
+    "minilm mean": (MINILM, "mean"),
+    "random (smollm2 mean's norms)": (SMOLLM2, "mean"),
+}
+
+
+def neighbours() -> dict[str, Any]:
+    """What the item vectors know before any training: test NDCG@10 of text neighbours (the mean of the
+    history's last 8 item vectors, cosine against every item; bench/cold_start.py's `text_knn`) for each
+    pooling and reduction, leave-one-out and the cold-item protocol (cold seeds 0-2)."""
+    data_dir = ensure_processed(str(ROOT / "configs/data/ml-1m.yaml"))
+    features = load_item_features(data_dir)
+    texts = [item_sentence(features, i) for i in range(1, features.n_items + 1)]
+    splits = {"loo": [SplitConfig()], "cold": [SplitConfig(cold_item_share=0.1, cold_seed=s) for s in (0, 1, 2)]}
+    loaders = {}
+    for protocol, configs in splits.items():
+        for split in configs:
+            dm = SequenceDataModule(data_dir, max_len=50, batch_size=256, eval_batch_size=256, seed=0, split=split)
+            dm.setup()
+            loaders[(protocol, split.cold_seed)] = (dm.test_dataloader(), dm.protocol)
+    out: dict[str, Any] = {}
+    for kind, (encoder, pooling) in VECTOR_KINDS.items():
+        vectors, _ = cached_item_vectors(texts, encoder, "data/cache", pooling=pooling)
+        table = torch.cat([torch.zeros(1, vectors.shape[1]), vectors])
+        if kind.startswith("random"):
+            table = random_like_table(table, torch.Generator().manual_seed(0))
+        for reduction in ("raw", "pca 64 whitened"):
+            reduced = table if reduction == "raw" else reduce_table(table, 64, whiten=True)
+            model = TextNeighbours(F.normalize(reduced, dim=-1), max_len=8)
+            row: dict[str, Any] = {}
+            for protocol in splits:
+                values = [
+                    evaluate(model, loader, split="test", split_protocol=split_protocol).metrics["test/ndcg@10"]
+                    for (p, _), (loader, split_protocol) in loaders.items()
+                    if p == protocol
+                ]
+                row[protocol] = summarize(values)
+            out[f"{kind}, {reduction}"] = row
+    return out
+
+
+def write_summary(
+    speeds: dict[str, Any] | None, probes: dict[str, Any] | None = None, near: dict[str, Any] | None = None
+) -> dict[str, Any]:
     rows = own_rows() + external_rows()
     previous = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {}
     record = base_record("llm_rec", " ".join(["python", *sys.argv]), now_iso(), 0.0) | {
@@ -257,6 +310,7 @@ def write_summary(speeds: dict[str, Any] | None, probes: dict[str, Any] | None =
         "targets": targets(rows),
         "speed": speeds if speeds is not None else previous.get("speed", {}),
         "probe": probes if probes is not None else previous.get("probe", {}),
+        "neighbours": near if near is not None else previous.get("neighbours", {}),
     }
     write_record(SUMMARY, record)
     text = DOC.read_text()
@@ -282,6 +336,16 @@ def markdown(summary: dict[str, Any]) -> str:
     for t in summary["targets"]:
         cells = [f"{t[k]:.4f}" if isinstance(t[k], float) else "n/a" for k in ("value", "reference", "ratio")]
         lines.append(f"| {t['target']} | {' | '.join(cells)} | {t['met'] if t['met'] is not None else 'n/a'} |")
+    if summary.get("neighbours"):
+        lines += [
+            "",
+            "| item vectors, untrained (text neighbours) | loo test NDCG@10 | cold test NDCG@10 |",
+            "|---|---|---|",
+        ]
+        for kind, row in summary["neighbours"].items():
+            lines.append(
+                f"| {kind} | {format_mean_sd(row['loo']['values'])} | {format_mean_sd(row['cold']['values'])} |"
+            )
     if summary.get("probe"):
         lines += ["", "| two-view model | as trained | text view zeroed | ID view zeroed |", "|---|---|---|---|"]
         for variant, views in summary["probe"].items():
@@ -298,6 +362,7 @@ def main() -> None:
     p.add_argument("--summary", action="store_true", help="only write the summary from the records")
     p.add_argument("--speed", action="store_true", help="measure parameters and users/s, then the summary")
     p.add_argument("--probe", action="store_true", help="zero each view at test time, then the summary")
+    p.add_argument("--neighbours", action="store_true", help="the vectors alone as text neighbours, then the summary")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. train.num_threads=1)")
     args = p.parse_args()
@@ -305,6 +370,9 @@ def main() -> None:
     if args.speed:
         torch.set_num_threads(2)
         write_summary(speed(args.tracking_uri))
+        return
+    if args.neighbours:
+        write_summary(None, None, neighbours())
         return
     if args.probe:
         write_summary(None, probe(args.tracking_uri))
