@@ -98,7 +98,7 @@ def encoder_vectors(cfg: ItemTowerConfig, texts: list[str]) -> tuple[Tensor, boo
     vectors, hit = cached_item_vectors(
         texts, cfg.text, cfg.cache_dir, layer=cfg.layer, pooling=cfg.pooling, max_tokens=cfg.max_tokens
     )
-    if vectors.shape[1] != cfg.text_dim:
+    if cfg.adapter == "linear" and vectors.shape[1] != cfg.text_dim:
         raise ValueError(f"text_dim is {cfg.text_dim} but {cfg.text!r} gives {vectors.shape[1]}-wide vectors")
     return (nn.functional.normalize(vectors, dim=-1) if cfg.normalize else vectors), hit
 
@@ -138,11 +138,12 @@ class ItemTower(nn.Module):
         self.text_table: Tensor  # [N + 1, W] frozen, row 0 zeros
         width = cfg.table_width(dim) if cfg.text else 0
         self.register_buffer("text_table", torch.zeros(n_items + 1, width))
-        # the catalog's reduction of encoder vectors (TextTable.mean / .proj): how an added item gets its row
+        # the catalog's reduction of encoder vectors (TextTable.mean / .proj): how an added item gets its row;
+        # E is the encoder's width, known once the table is set or loaded (empty: unknown)
         self.text_mean: Tensor  # [E]
-        self.text_proj: Tensor  # [E, W]; all zeros: unknown (a model saved before it was kept)
-        self.register_buffer("text_mean", torch.zeros(cfg.text_dim if cfg.text else 0))
-        self.register_buffer("text_proj", torch.zeros(cfg.text_dim if cfg.text else 0, width))
+        self.text_proj: Tensor  # [E, W]
+        self.register_buffer("text_mean", torch.zeros(0))
+        self.register_buffer("text_proj", torch.zeros(0, width))
         self.adapter: nn.Module | None = None
         self.text_scale: nn.Parameter | None = None
         if cfg.text and cfg.adapter == "linear":
@@ -163,8 +164,10 @@ class ItemTower(nn.Module):
             raise ValueError(f"text table must be {tuple(self.text_table.shape)}, got {tuple(table.shape)}")
         self.text_table.copy_(table)
         if mean is not None and proj is not None:
-            self.text_mean.copy_(mean)
-            self.text_proj.copy_(proj)
+            if proj.shape != (len(mean), table.shape[1]):
+                raise ValueError(f"text reduction must be [E] and [E, {table.shape[1]}], got {tuple(proj.shape)}")
+            self.text_mean = mean.to(self.text_table).clone()
+            self.text_proj = proj.to(self.text_table).clone()
 
     @torch.no_grad()
     def add_items(self, texts: list[str]) -> Tensor:
@@ -174,7 +177,7 @@ class ItemTower(nn.Module):
             raise ValueError("this item tower has no text view: it cannot add items by text")
         if self.cfg.random_text:
             raise ValueError("a random_text tower (the control) has no text encoder to add items with")
-        if not bool(self.text_proj.any()):
+        if self.text_proj.numel() == 0:
             raise ValueError("this model was saved without its text reduction; re-train it to add items by text")
         vectors, _ = encoder_vectors(self.cfg, texts)
         rows = apply_reduction(vectors, self.text_mean, self.text_proj).to(self.text_table)
@@ -192,8 +195,9 @@ class ItemTower(nn.Module):
     def _load_from_state_dict(
         self, state_dict: dict[str, Tensor], prefix: str, *args: object, **kwargs: object
     ) -> None:
-        for name in ("text_mean", "text_proj"):  # saved before the reduction was kept: left unknown (zeros)
-            state_dict.setdefault(prefix + name, getattr(self, name))
+        for name in ("text_mean", "text_proj"):  # sized as saved; a model saved before they were kept: empty
+            saved = state_dict.setdefault(prefix + name, getattr(self, name))
+            setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()

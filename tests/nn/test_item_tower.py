@@ -97,7 +97,7 @@ def test_text_table_from_item_text_pca_linear_and_random(tiny_llama_backbone: Pa
     random, _ = build_text_table(ItemTowerConfig(**base, random_text=True), features, 16)  # type: ignore[arg-type]
     assert random.shape == (41, 16) and not torch.allclose(random, white, atol=0.1)
     with pytest.raises(ValueError, match="text_dim"):
-        build_text_table(ItemTowerConfig(**{**base, "text_dim": 7}), features, 16)  # type: ignore[arg-type]
+        build_text_table(ItemTowerConfig(**{**base, "adapter": "linear", "text_dim": 7}), features, 16)  # type: ignore[arg-type]
 
 
 def test_keep_ids_of_the_trained_items_drops_the_rest_unless_ids_for_all() -> None:
