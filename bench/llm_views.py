@@ -62,6 +62,7 @@ SUMMARY = ROOT / "bench/results/llm_rec.json"
 DOC = ROOT / "docs/item_tower.md"  # its tables between these markers are generated from the summary
 DOC_START, DOC_END = "<!-- llm_views:start -->", "<!-- llm_views:end -->"
 COLD_START = ROOT / "bench/results/experiments/cold_start"
+BASELINES = ROOT / "bench/results/experiments/baselines"
 LLM_REC = ROOT / "bench/results/experiments/llm_rec"
 EXPERIMENTS = {
     "sasrec": "sasrec_ml-1m",
@@ -76,7 +77,15 @@ K = 10
 
 
 def record_path(variant: str, protocol: str, seed: int) -> Path:
+    if variant == "sasrec" and protocol == "loo":  # the shared baseline records (bench/baselines.py)
+        return BASELINES / f"sasrec_seed{seed}.json"
     return OUT / f"{variant}_{protocol}_seed{seed}.json"
+
+
+def record_paths(variant: str, protocol: str) -> list[Path]:
+    """Every recorded seed of a variant under a protocol, by seed."""
+    pattern = record_path(variant, protocol, 0).name.replace("seed0", "seed*")
+    return sorted(record_path(variant, protocol, 0).parent.glob(pattern))
 
 
 def run(variant: str, protocol: str, seed: int, extra: list[str]) -> int:
@@ -106,6 +115,8 @@ def seed_subsets(path: Path, protocol: str) -> dict[str, dict[str, float]]:
     if protocol == "cold":
         return {"cold": {m: record["metrics"][m] for m in METRICS}}
     tables = beside_record(path)
+    if not tables.is_dir():  # a record written without its per-user results: no subsets
+        return {"all": {m: record["metrics"][m] for m in METRICS}}
     test = pl.read_parquet(tables / "test.parquet")
     every = ranks_metrics(test[RANK].to_list())
     if not math.isclose(every["test/ndcg@10"], record["metrics"]["test/ndcg@10"], rel_tol=1e-5):
@@ -127,15 +138,16 @@ def own_rows() -> list[dict[str, Any]]:
     rows = []
     for variant in EXPERIMENTS:
         for protocol in ("loo", "cold"):
-            paths = sorted(OUT.glob(f"{variant}_{protocol}_seed*.json"))
+            paths = record_paths(variant, protocol)
             if not paths:
                 continue
             records = [json.loads(p.read_text()) for p in paths]
-            seeds = [r["config"]["train"]["seed"] for r in records]
             by_subset: dict[str, list[dict[str, float]]] = {}
-            for path in paths:
+            seeds: dict[str, list[int]] = {}
+            for path, record in zip(paths, records, strict=True):
                 for subset, values in seed_subsets(path, protocol).items():
                     by_subset.setdefault(subset, []).append(values)
+                    seeds.setdefault(subset, []).append(record["config"]["train"]["seed"])
             cost = {
                 "fit_s": summarize([r["fit_s"] for r in records]),
                 "epoch_s": summarize([r["fit_s"] / max(r["epochs"], 1) for r in records]),
@@ -143,7 +155,7 @@ def own_rows() -> list[dict[str, Any]]:
             names = [str(p.relative_to(ROOT)) for p in paths]
             for subset, per_seed in by_subset.items():
                 extra = {"users": per_seed[0]["users"]} if "users" in per_seed[0] else {}
-                rows.append(summary_row(variant, subset, seeds, per_seed, names, **cost, **extra))
+                rows.append(summary_row(variant, subset, seeds[subset], per_seed, names, **cost, **extra))
     return rows
 
 
@@ -233,7 +245,7 @@ def probe(tracking_uri: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for variant in ("id+smollm2", "id+smollm2_dual", "id+minilm", "id+random"):
         per_view: dict[str, list[float]] = {"none": [], "text": [], "id": []}
-        for path in sorted(OUT.glob(f"{variant}_loo_seed*.json")):
+        for path in record_paths(variant, "loo"):
             record = json.loads(path.read_text())
             with tempfile.TemporaryDirectory() as tmp:
                 model = trained_model(record, tracking_uri, Path(tmp))
