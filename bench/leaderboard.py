@@ -82,6 +82,8 @@ def entry(record: Mapping[str, Any]) -> Entry | None:
         family = str(record.get("name", "")).removesuffix("_ml-1m")
     if family not in FAMILIES or TEST not in metrics or "test/hr@10" not in metrics:
         return None
+    if ((record.get("config") or {}).get("train") or {}).get("num_threads") == 1:
+        fit_note = ", ".join(n for n in (fit_note, "1 thread") if n)  # e.g. beside another run: not alone
     if fit_s is None and record.get("wall_s") is not None:
         fit_s, fit_note = record["wall_s"], "whole run"
     return Entry(
@@ -164,6 +166,7 @@ def render_leaderboard(entries: list[Entry]) -> str:
         "with the best mean validation NDCG@10 among those run on >= 3 seeds (else among all); "
         "mean ± sample sd over the n seeds run",
         f"- fit / run: mean training time of one run, on {'; '.join(machines) or '—'}; *whole run*: no fit time "
-        "recorded; *ranker only*: the ranker's training over an already trained SASRec",
+        "recorded; *ranker only*: the ranker's training over an already trained SASRec; *1 thread*: trained on one "
+        "thread (the ML-1M baselines and item-tower runs ran two at a time), not a 2-core timing",
     ]
     return "\n".join(lines)
