@@ -215,13 +215,6 @@ def reduce_table(table: torch.Tensor, width: int, *, whiten: bool = True) -> tor
     return torch.cat([torch.zeros(1, width), apply_reduction(table[1:], mean, proj)])
 
 
-def standardize_table(table: torch.Tensor) -> torch.Tensor:
-    """An item table's rows 1..N centred and scaled by one number to a mean per-dimension variance of 1
-    (the input a learned adapter expects); row 0 stays zeros."""
-    mean, proj = fit_reduction(table, None)
-    return torch.cat([torch.zeros(1, table.shape[1]), apply_reduction(table[1:], mean, proj)])
-
-
 def random_like_table(table: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Gaussian random vectors with the width and row norms of `table` (row 0 stays zeros): the
     same-shaped control that carries no knowledge."""

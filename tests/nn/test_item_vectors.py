@@ -12,13 +12,14 @@ import torch
 from recsys.data.item_features import ItemFeatures
 from recsys.nn import item_vectors
 from recsys.nn.item_vectors import (
+    apply_reduction,
     cached_item_vectors,
+    fit_reduction,
     item_sentence,
     pooled_hidden_states,
     random_like_table,
     reduce_table,
     resolve_layer,
-    standardize_table,
 )
 from recsys.nn.pretrained import MINILM, SMOLLM2
 
@@ -122,8 +123,11 @@ def test_pca_has_the_asked_width_and_whitening_gives_identity_covariance() -> No
     assert (cov.diagonal()[:-1] >= cov.diagonal()[1:] - 1e-6).all()  # in decreasing variance
     with pytest.raises(ValueError, match="width"):
         reduce_table(table, 41)
-    standard = standardize_table(table)
-    assert standard[1:].var(0).mean() == pytest.approx(1.0, rel=1e-4) and standard[1:].mean(0).abs().max() < 1e-4
+    mean, proj = fit_reduction(table, None)  # standardised: a learned adapter's input
+    standard = apply_reduction(table[1:], mean, proj)
+    assert standard.var(0).mean() == pytest.approx(1.0, rel=1e-4) and standard.mean(0).abs().max() < 1e-4
+    mean, proj = fit_reduction(table, 16)  # a new vector goes through the catalog's own map
+    torch.testing.assert_close(apply_reduction(table[1:], mean, proj), white[1:])
 
 
 def test_random_table_keeps_width_and_row_norms() -> None:
