@@ -13,7 +13,8 @@ Interface (what a sequence model uses, e.g. as `ItemSequenceEncoder`'s item tabl
 `tower.set_text_table(table)` (built by `build_text_table` from `ItemFeatures`), and
 `tower.drop_ids(items)`: items without an ID row (new, cold items) are represented by their text
 part only; `tower.keep_ids_of(trained)` drops every item outside the training sequences (`ids_for:
-trained`, the default). Padding (id 0) is always zeros.
+trained`, the default); `id_dropout` trains that text-only form on items that have an ID row too.
+Padding (id 0) is always zeros.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class ItemTowerConfig:
     # both views: which items keep an ID row. trained: only items of the training sequences (a cold or
     # new item is its text part only; an untrained ID row would be noise); all: every catalog item
     ids_for: str = "trained"
+    # both views, training only: each item (per forward call) is its text part only with this probability,
+    # so the model also learns to rank items that have no ID row (DropoutNet; Volkovs et al., 2017)
+    id_dropout: float = 0.0
     cache_dir: str = "data/cache"  # converted checkpoints and cached vectors (git-ignored)
 
     def __post_init__(self) -> None:
@@ -72,6 +76,10 @@ class ItemTowerConfig:
             raise ValueError(f"ids_for must be one of {IDS_FOR}, got {self.ids_for!r}")
         if self.fuse not in FUSES:
             raise ValueError(f"fuse must be one of {FUSES}, got {self.fuse!r}")
+        if not 0.0 <= self.id_dropout < 1.0:
+            raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
+        if self.id_dropout > 0 and not (self.id_embedding and self.text):
+            raise ValueError("id_dropout needs both an ID view and a text view (an item without its ID is its text)")
         for name in ("max_tokens", "text_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -217,12 +225,20 @@ class ItemTower(nn.Module):
         untrained[trained.to(self.has_id.device)] = False
         self.drop_ids(untrained.nonzero().flatten())
 
+    def uses_id(self, items: Tensor) -> Tensor:
+        """Whether each of `items` [...] is represented with its ID row [...] bool: it has one and, when
+        training with `id_dropout`, the row was not dropped for this call (one draw per item id)."""
+        uses = self.has_id
+        if self.training and self.cfg.id_dropout > 0:
+            uses = uses & (torch.rand(uses.shape, device=uses.device) >= self.cfg.id_dropout)
+        return uses[items]
+
     def id_view(self, items: Tensor) -> Tensor:
         """The ID view [..., D] of `items` [...] (zeros for items without an ID row)."""
         if self.id_emb is None:
             raise ValueError("this item tower has no ID view (id_embedding: false)")
         ids: Tensor = self.id_emb(items)  # [..., D]
-        return ids * self.has_id[items][..., None]
+        return ids * self.uses_id(items)[..., None]
 
     def text_view(self, items: Tensor) -> Tensor:
         """The projected text view [..., D] of `items` [...] (padding zeros)."""
@@ -242,12 +258,14 @@ class ItemTower(nn.Module):
         text = self.text_view(items)
         if self.id_emb is None:
             return text
-        ids = self.id_view(items)
+        assert self.id_emb is not None
+        uses = self.uses_id(items)[..., None]  # [..., 1]
+        ids = self.id_emb(items) * uses
         if self.fuse is None:
             return ids + text
         fused: Tensor = self.fuse(torch.cat([ids, text], dim=-1))
         # an item without an ID row is its text part only (the fused projection would mix in a zero ID)
-        return torch.where(self.has_id[items][..., None], fused, text)
+        return torch.where(uses, fused, text)
 
     def item_weight(self) -> Tensor:
         """The fused table [N + 1, D] of every item (the tied scoring table); row 0 zeros."""

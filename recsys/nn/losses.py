@@ -161,6 +161,29 @@ def info_nce(
     return F.cross_entropy(logits, torch.zeros_like(rows))
 
 
+def over_classes(loss: LossFn, classes: torch.Tensor) -> LossFn:
+    """`loss` with only the items `classes` [K] (ids >= 1) as classes: the item table is cut to padding +
+    those rows and each target renumbered, so items outside them are never negatives (e.g. items that
+    no training sequence holds: cold or added later, which do not exist when a model trains)."""
+    keep = torch.cat([classes.new_zeros(1), classes.unique()])  # [K + 1], padding first
+    if bool((keep[1:] < 1).any()):
+        raise ValueError("classes must be item ids >= 1 (0 is padding)")
+
+    def restricted(
+        hidden: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor, **kwargs: object
+    ) -> torch.Tensor:
+        index = torch.full((item_emb.shape[0],), -1, dtype=torch.long, device=item_emb.device)
+        kept = keep.to(item_emb.device)
+        index[kept] = torch.arange(len(kept), device=item_emb.device)
+        renumbered = index[targets]
+        if bool((renumbered < 1).any()):
+            bad = targets[renumbered < 1][:5].tolist()
+            raise ValueError(f"targets {bad} are not among the loss's classes ({len(kept) - 1} items)")
+        return loss(hidden, item_emb[kept], renumbered, **kwargs)
+
+    return restricted
+
+
 LOSSES: dict[str, LossFn] = {
     "ce": full_cross_entropy,
     "sampled_softmax": sampled_softmax,

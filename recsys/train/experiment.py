@@ -33,6 +33,10 @@ class TrainConfig:
     loss: str = "ce"  # a key of recsys.nn.losses.LOSSES
     n_negatives: int = 256  # for sampled losses
     label_smoothing: float = 0.0  # loss "ce" only: share of each target's mass spread over the catalog
+    # the items a training target is ranked against: "catalog" every item; "trained" only the items of
+    # the training sequences (an item that never trains, e.g. the cold-item protocol's, is no negative:
+    # items added after training do not exist while it runs)
+    negatives: Literal["catalog", "trained"] = "catalog"
     patience: int = 10  # validation checks without NDCG@10 improvement before stopping
     val_every: int = 1  # epochs between validation checks
     # < 1: multiply the lr by this after `lr_decay_patience` + 1 validation checks in a row without
@@ -118,6 +122,8 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.label_smoothing > 0 and self.loss != "ce":
             raise ValueError(f"label_smoothing applies to loss 'ce' only, got loss={self.loss!r}")
+        if self.negatives not in ("catalog", "trained"):
+            raise ValueError(f"negatives must be 'catalog' or 'trained', got {self.negatives!r}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
 

@@ -18,7 +18,7 @@ from recsys.eval.labelled import labelled_predictions, metrics_of_predictions
 from recsys.eval.two_stage import ListScores, choose_stage1_weight, score_lists, two_stage_metrics
 from recsys.models.base import SequentialRecommender
 from recsys.models.ranker import AnyModel, Ranker
-from recsys.nn.losses import LOSSES, in_batch_softmax
+from recsys.nn.losses import LOSSES, in_batch_softmax, over_classes
 from recsys.objectives import build_objective, training_losses
 from recsys.objectives.base import Batch, LossFn, Objective
 from recsys.objectives.base import NonFiniteLossError as NonFiniteLossError  # re-exported for callers
@@ -94,7 +94,12 @@ class RecModule(pl.LightningModule):
     def on_train_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if isinstance(datamodule, SequenceDataModule) and isinstance(self.model, SequentialRecommender):
-            self.model.observe_training_items(datamodule.training_items())
+            trained = datamodule.training_items()
+            self.model.observe_training_items(trained)
+            if self.train_cfg.negatives == "trained":
+                self.loss = over_classes(build_loss(self.train_cfg), trained)
+        elif self.train_cfg.negatives == "trained":
+            raise ValueError("negatives='trained' needs a sequence model trained on a SequenceDataModule")
         if (
             self.train_cfg.length_pool
             and isinstance(datamodule, SequenceDataModule)

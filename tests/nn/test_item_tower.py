@@ -81,6 +81,30 @@ def test_config_refuses_bad_values_naming_the_field() -> None:
         _tower().set_text_table(torch.zeros(N_ITEMS + 1, DIM + 1))
 
 
+@pytest.mark.parametrize("kw", [{"fuse": "sum"}, {"fuse": "concat"}])
+def test_id_dropout_makes_items_text_only_in_training_and_never_in_eval(kw: dict[str, object]) -> None:
+    tower = _tower(id_dropout=0.5, **kw)
+    items = torch.arange(1, N_ITEMS + 1)
+    text_only = tower.text_view(items)
+    tower.eval()
+    full = tower(items)
+    torch.testing.assert_close(tower(items), full)  # evaluation: every item keeps its ID row
+    tower.train()
+    torch.manual_seed(3)
+    dropped = [torch.isclose(tower(items), text_only).all(-1) for _ in range(200)]  # [N] per call
+    share = torch.stack(dropped).float().mean()
+    assert 0.4 < float(share) < 0.6  # about half the items lose their ID row in each call
+    kept = ~dropped[-1]
+    torch.manual_seed(3)
+    for _ in range(199):
+        tower.uses_id(items)  # replays the draws before the last call
+    torch.testing.assert_close(tower(items)[kept], full[kept])  # the others are whole
+    with pytest.raises(ValueError, match="id_dropout"):
+        ItemTowerConfig(id_dropout=1.0)
+    with pytest.raises(ValueError, match="id_dropout"):
+        ItemTowerConfig(id_dropout=0.2, id_embedding=False)
+
+
 def _features(n_items: int) -> ItemFeatures:
     titles = [None, *[f"Item {i} {['red', 'blue', 'green'][i % 3]}" for i in range(1, n_items + 1)]]
     return ItemFeatures(n_items, ["", *map(str, range(1, n_items + 1))], {"title": titles}, None, 0)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recsys.nn.losses import bce_with_negatives, full_cross_entropy, gbce, in_batch_softmax, sampled_softmax
+from recsys.nn.losses import (
+    LOSSES,
+    bce_with_negatives,
+    full_cross_entropy,
+    gbce,
+    in_batch_softmax,
+    over_classes,
+    sampled_softmax,
+)
 from recsys.train.experiment import TrainConfig
 from recsys.train.module import build_loss
 
@@ -151,3 +159,25 @@ def test_in_batch_softmax_is_its_written_out_definition() -> None:
         logits = torch.stack([hidden[t] @ item_emb[j] - log_q[j] for j in targets])
         expected += -torch.log_softmax(logits, 0)[t] / len(targets)
     torch.testing.assert_close(loss, torch.as_tensor(expected), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ce", "sampled_softmax", "bce"])
+def test_over_classes_equals_the_loss_on_the_cut_catalog(name: str) -> None:
+    torch.manual_seed(0)
+    hidden, item_emb = torch.randn(6, 4), torch.randn(9, 4)  # items 1..8
+    classes = torch.tensor([2, 3, 5, 8])
+    targets = torch.tensor([2, 3, 5, 8, 5, 2])
+    fn = LOSSES[name]
+    torch.manual_seed(1)
+    restricted = over_classes(fn, classes)(hidden, item_emb, targets)
+    cut = item_emb[torch.tensor([0, 2, 3, 5, 8])]  # padding + the classes, renumbered 1..4
+    torch.manual_seed(1)
+    torch.testing.assert_close(restricted, fn(hidden, cut, torch.tensor([1, 2, 3, 4, 3, 1])))
+    if name == "ce":  # an item outside the classes is no negative: moving it changes nothing
+        moved = item_emb.clone()
+        moved[4] = 100 * hidden[0]
+        torch.testing.assert_close(over_classes(fn, classes)(hidden, moved, targets), restricted)
+    with pytest.raises(ValueError, match=r"targets \[4\]"):
+        over_classes(fn, classes)(hidden, item_emb, torch.tensor([4]))
+    with pytest.raises(ValueError, match="ids >= 1"):
+        over_classes(fn, torch.tensor([0, 2]))

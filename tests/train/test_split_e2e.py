@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from pipelines.evaluate import run_split
 from recsys.data.split import SplitConfig
 from recsys.model_io import load_model
 from recsys.models.id_text_sasrec import IDTextSASRec
 from recsys.tracking.mlflow import download_run_artifacts, read_run
+from recsys.train import run
 from recsys.train.experiment import load_experiment
 from recsys.train.run import train_experiment
 
@@ -61,3 +64,32 @@ def test_an_item_no_training_sequence_holds_keeps_no_id_row(
     counts = outcome.per_user["items"].sort("item_idx")["train_count"].to_list()
     assert isinstance(trained, IDTextSASRec) and counts.count(0) == 8  # the cold items
     assert trained.tower.has_id[1:].tolist() == [c > 0 for c in counts]  # saved with the model
+
+
+@pytest.mark.parametrize("negatives", ["catalog", "trained"])
+def test_with_negatives_trained_an_item_that_never_trains_is_never_pushed_down(
+    tmp_path: Path, planted_experiment: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, negatives: str
+) -> None:
+    built: list[dict[str, torch.Tensor]] = []
+
+    def assemble_and_keep(*args: Any, **kwargs: Any) -> run.RunParts:
+        parts = assemble(*args, **kwargs)
+        built.append({k: v.clone() for k, v in parts.model.state_dict().items()})
+        return parts
+
+    assemble = run.assemble_run
+    monkeypatch.setattr(run, "assemble_run", assemble_and_keep)
+    overrides = ["split.cold_item_share=0.2", f"train.negatives={negatives}"]
+    cfg = load_experiment(planted_experiment(max_epochs=1, weight_decay=0.0), overrides)
+    outcome = train_experiment(cfg, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", command="test")
+    assert outcome is not None and len(built) == 1
+    trained = load_model(
+        download_run_artifacts(f"sqlite:///{tmp_path}/mlflow.db", outcome.run_id, "model", tmp_path / "m")
+    )
+    counts = torch.tensor(outcome.per_user["items"].sort("item_idx")["train_count"].to_list())
+    cold = torch.cat([torch.zeros(1, dtype=torch.bool), counts == 0])  # the 8 cold items' rows
+    key = next(k for k in built[0] if k.endswith("item_emb.weight"))
+    before, after = built[0][key], trained.state_dict()[key]
+    assert int(cold.sum()) == 8 and not torch.equal(before[~cold], after[~cold])
+    # without gradient (never a class) a cold row keeps its initial value; as a negative it moves
+    assert torch.equal(before[cold], after[cold]) == (negatives == "trained")
