@@ -258,9 +258,8 @@ class ItemTower(nn.Module):
         text = self.text_view(items)
         if self.id_emb is None:
             return text
-        assert self.id_emb is not None
         uses = self.uses_id(items)[..., None]  # [..., 1]
-        ids = self.id_emb(items) * uses
+        ids: Tensor = self.id_emb(items) * uses
         if self.fuse is None:
             return ids + text
         fused: Tensor = self.fuse(torch.cat([ids, text], dim=-1))

@@ -165,7 +165,7 @@ def over_classes(loss: LossFn, classes: torch.Tensor) -> LossFn:
     """`loss` with only the items `classes` [K] (ids >= 1) as classes: the item table is cut to padding +
     those rows and each target renumbered, so items outside them are never negatives (e.g. items that
     no training sequence holds: cold or added later, which do not exist when a model trains)."""
-    keep = torch.cat([classes.new_zeros(1), classes.unique()])  # [K + 1], padding first
+    keep = torch.cat([classes.new_zeros(1), torch.unique(classes)])  # [K + 1], padding first
     if bool((keep[1:] < 1).any()):
         raise ValueError("classes must be item ids >= 1 (0 is padding)")
 
