@@ -10,7 +10,8 @@ python bench/llm_views.py --neighbours # the vectors alone, untrained: text neig
 python bench/llm_views.py --summary    # bench/results/llm_rec.json (+ the table in docs/item_tower.md)
 
 Each run is `python -m pipelines.train --config <variant's experiment> train.seed=S` (cold: plus
-`split.cold_item_share=0.1 split.cold_seed=S`, the cold-item protocol of bench/cold_start.py), its
+`split.cold_item_share=0.1 split.cold_seed=S`, the cold-item protocol of bench/cold_start.py, and
+`train.negatives=trained`: a held-out item is no negative of the training loss), its
 record and per-user results under bench/results/experiments/llm_views/<variant>_<protocol>_seed<S>.*.
 Subsets: `all` (the record's test metrics), `long_tail` (leave-one-out users whose test target is in
 the less popular half of the catalog by training count, from the per-user ranks) and `cold` (the
@@ -68,6 +69,7 @@ EXPERIMENTS = {
     "sasrec": "sasrec_ml-1m",
     "id+smollm2": "id_text_sasrec_smollm2_ml-1m",
     "id+smollm2_dual": "id_text_sasrec_smollm2_dual_ml-1m",
+    "id+smollm2_iddrop": "id_text_sasrec_smollm2_iddrop_ml-1m",
     "id+minilm": "id_text_sasrec_minilm_ml-1m",
     "id+random": "id_text_sasrec_random_ml-1m",
     "smollm2_only": "id_text_sasrec_smollm2_only_ml-1m",
@@ -91,8 +93,8 @@ def record_paths(variant: str, protocol: str) -> list[Path]:
 def run(variant: str, protocol: str, seed: int, extra: list[str]) -> int:
     """Train one seed of a variant through `pipelines.train`; record and per-user results under OUT."""
     overrides = [f"train.seed={seed}", "train.progress_bar=false", *extra]
-    if protocol == "cold":
-        overrides += ["split.cold_item_share=0.1", f"split.cold_seed={seed}"]
+    if protocol == "cold":  # held-out items do not exist while the model trains: they are no negatives
+        overrides += ["split.cold_item_share=0.1", f"split.cold_seed={seed}", "train.negatives=trained"]
     config = f"configs/experiment/{EXPERIMENTS[variant]}.yaml"
     return train.main(["--config", config, "--results-json", str(record_path(variant, protocol, seed)), *overrides])
 

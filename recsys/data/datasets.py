@@ -92,30 +92,36 @@ class TrainSequences(Dataset[TrainBatch]):
 
 
 class RandomCuts(Dataset[TrainBatch]):
-    """One row per user: at each read, the `max_len` items before a drawn target, and the target.
+    """`cuts` rows per user: at each read, the `max_len` items before a drawn target, and the target.
 
     Args:
         seqs: the users' training sequences (>= 2 items each).
         max_len: history items per row.
         generator: draws the targets.
+        cuts: rows per user and epoch (row r is user r mod U), each cut at its own drawn target.
     """
 
-    def __init__(self, seqs: Sequence[Sequence[int]], max_len: int, *, generator: torch.Generator) -> None:
+    def __init__(
+        self, seqs: Sequence[Sequence[int]], max_len: int, *, generator: torch.Generator, cuts: int = 1
+    ) -> None:
+        if cuts < 1:
+            raise ValueError(f"cuts must be >= 1, got {cuts}")
         self.n = torch.tensor([len(s) for s in seqs])  # [U]
         if (self.n < 2).any():
             raise ValueError("random cuts need training sequences of >= 2 items")
         self.seqs = left_pad(seqs, int(self.n.max()))  # [U, S], most recent last
         self.max_len = max_len
         self.generator = generator
+        self.cuts = cuts
 
     def __len__(self) -> int:
-        return len(self.n)
+        return len(self.n) * self.cuts
 
     def lengths(self) -> torch.Tensor:
-        return self.n.clamp(max=self.max_len + 1)
+        return self.n.clamp(max=self.max_len + 1).repeat(self.cuts)
 
     def __getitem__(self, rows: list[int]) -> TrainBatch:
-        idx = torch.as_tensor(rows, dtype=torch.long)
+        idx = torch.as_tensor(rows, dtype=torch.long) % len(self.n)  # [B] users
         n = self.n[idx]  # [B]
         target = 1 + (torch.rand(len(idx), generator=self.generator) * (n - 1)).long().clamp(max=n - 2)  # in [1, n)
         width = self.seqs.shape[1]

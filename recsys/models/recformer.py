@@ -44,6 +44,7 @@ class RecformerConfig:
     max_item_tokens: int = 24  # tokens of one item
     max_tokens: int = 160  # tokens of one history, the summary token included
     temperature: float = 0.05  # of the cosine scores (the paper's)
+    cuts_per_user: int = 1  # training rows per user and epoch, each cut at a fresh random target
     pretrain_epochs: int = 0  # first epochs on MLM + item-item contrast (in-batch negatives)
     # fine-tuning stage 1: the item table is re-encoded from text before each of this many epochs;
     # stage 2 (the epochs after): the table stays frozen
@@ -65,7 +66,7 @@ class RecformerConfig:
     SAVED_BEFORE: ClassVar[dict[str, Any]] = {"pooling": "cls"}
 
     def __post_init__(self) -> None:
-        for name in ("max_len", "max_field_tokens", "max_item_tokens", "item_batch"):
+        for name in ("max_len", "max_field_tokens", "max_item_tokens", "item_batch", "cuts_per_user"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_tokens < self.max_item_tokens + 1:

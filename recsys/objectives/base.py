@@ -22,6 +22,7 @@ from recsys.models.ranker import AnyModel
 # (hidden [T, D], item_emb [N + 1, D], targets [T]) -> scalar, a loss of recsys.nn.losses
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = TrainBatch | ViewBatch | LabelledBatch | CandidateListBatch
+RowsFn = Callable[..., TrainRows]  # (seqs, max_len, *, generator) -> the training rows
 
 REC = "rec"  # the name of the main (next-item) term in `LossParts.terms`
 
@@ -53,6 +54,11 @@ class Objective:
     def train_rows(self, seqs: Sequence[Sequence[int]], max_len: int, *, generator: torch.Generator) -> TrainRows:
         """The training rows of the users' training sequences `seqs` (oldest first)."""
         return TrainSequences(seqs, max_len, generator=generator)
+
+    def rows_for(self, model: AnyModel) -> RowsFn:
+        """How the training rows of `model` are built (`train_rows`, unless the model's config sets them)."""
+        del model
+        return self.train_rows
 
     def inputs_and_targets(self, model: SequentialRecommender, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Model inputs [B, L] and targets [B, L] (0 = no target) of a batch of rows [B, L + 1]."""

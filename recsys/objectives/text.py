@@ -2,8 +2,8 @@
 
 Rows are random cuts: each time a user's row is read, a target position is drawn in their training
 sequence and the row is the `max_len` items before it and the target, so every epoch sees each user
-once at a fresh point of their history (a model reading a few items would otherwise only ever
-learn from the end of a long history).
+`cuts_per_user` times at fresh points of their history (a model reading a few items would otherwise
+only ever learn from the end of a long history).
 
 Phases, by epoch (the model's config says how many of each):
 - pre-training: masked-language modelling on the history's value tokens plus an item-item contrast,
@@ -17,6 +17,7 @@ catalog and items added later by text (`Recformer.add_items`) come from one enco
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -27,7 +28,7 @@ from recsys.data.datasets import RandomCuts, TrainRows
 from recsys.models.base import SequentialRecommender
 from recsys.models.ranker import AnyModel
 from recsys.nn.losses import paired_softmax
-from recsys.objectives.base import REC, Batch, LossFn, Objective, retrieval_model
+from recsys.objectives.base import REC, Batch, LossFn, Objective, RowsFn, retrieval_model
 
 MLM = "mlm"
 
@@ -53,6 +54,7 @@ class TextModel(Protocol):
 
 
 class TextSchedule(Protocol):
+    cuts_per_user: int
     pretrain_epochs: int
     refresh_epochs: int
     mlm_prob: float
@@ -65,6 +67,11 @@ class TextNextItem(Objective):
 
     def train_rows(self, seqs: Sequence[Sequence[int]], max_len: int, *, generator: torch.Generator) -> TrainRows:
         return RandomCuts(seqs, max_len, generator=generator)
+
+    def rows_for(self, model: AnyModel) -> RowsFn:
+        """`cuts_per_user` random cuts per user and epoch, as the text model's config says."""
+        cuts = _text(retrieval_model(model, self)).cfg.cuts_per_user
+        return functools.partial(RandomCuts, cuts=cuts)
 
     def inputs_and_targets(self, model: SequentialRecommender, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         del model

@@ -84,12 +84,13 @@ class WeightEMA(pl.Callback):
             raise ValueError(f"ema decay must be in (0, 1), got {decay}")
         self.decay = decay
         self._average: dict[str, torch.Tensor] | None = None
+        self._averaged_step = -1  # the optimiser step last averaged in (a batch that only accumulates is none)
 
     def _params(self, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
         return {name: p for name, p in pl_module.named_parameters() if p.requires_grad}
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        del trainer
+        self._averaged_step = trainer.global_step  # a resumed fit has averaged its steps so far
         params = self._params(pl_module)
         if self._average is None:
             self._average = {name: p.detach().clone() for name, p in params.items()}
@@ -100,8 +101,11 @@ class WeightEMA(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        del trainer, outputs, batch, batch_idx
+        del outputs, batch, batch_idx
         assert self._average is not None
+        if trainer.global_step == self._averaged_step:  # gradients accumulated, no optimiser step yet
+            return
+        self._averaged_step = trainer.global_step
         for name, p in self._params(pl_module).items():
             self._average[name].lerp_(p.detach(), 1.0 - self.decay)
 

@@ -56,6 +56,9 @@ class TrainConfig:
     min_epochs: int = 1
     max_minutes: float | None = None  # wall-clock budget for fit
     grad_clip: float | None = 1.0
+    # batches whose gradients are summed into one optimiser step (an effective batch of
+    # batch_size * accumulate_batches; per-step lr schedules and the weight average count steps)
+    accumulate_batches: int = 1
     seed: int = 42
     accelerator: str = "auto"  # cpu | gpu | auto
     devices: int = 1  # processes (GPUs) per machine
@@ -79,6 +82,7 @@ class TrainConfig:
             "patience",
             "val_every",
             "min_epochs",
+            "accumulate_batches",
             "devices",
             "num_nodes",
         ):

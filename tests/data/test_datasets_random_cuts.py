@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from recsys.data.datasets import RandomCuts
@@ -35,3 +36,14 @@ def test_draws_follow_the_generator() -> None:
         return RandomCuts(SEQS, max_len=6, generator=torch.Generator().manual_seed(seed))[[0, 2]].items
 
     assert torch.equal(draw(1), draw(1)) and not torch.equal(draw(1), draw(2))
+
+
+def test_cuts_per_user_repeat_each_user_at_independent_targets() -> None:
+    rows = RandomCuts(SEQS, max_len=6, generator=torch.Generator().manual_seed(0), cuts=4)
+    assert len(rows) == 12 and rows.lengths().tolist() == [7, 2, 7] * 4
+    batch = rows[[0, 3, 6, 9]].items  # user 0's four rows
+    assert all(_contiguous_in(row, SEQS[0]) for row in batch.tolist())
+    assert len({row[-1] for row in batch.tolist()}) > 1  # four cuts, not one copied
+    assert rows[[1, 4]].items[:, -2:].tolist() == [[5, 6], [5, 6]]
+    with pytest.raises(ValueError, match="cuts must be >= 1, got 0"):
+        RandomCuts(SEQS, max_len=6, generator=torch.Generator(), cuts=0)

@@ -4,13 +4,14 @@ pre-training then both fine-tuning stages, saved and reloaded with its item tabl
 from __future__ import annotations
 
 from collections.abc import Callable
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from recsys.model_io import load_model
-from recsys.tracking.mlflow import download_run_artifacts, read_run
+from recsys.tracking.mlflow import download_run_artifacts, metric_history, read_run
 from recsys.train.experiment import load_experiment
 from recsys.train.run import train_experiment
 
@@ -28,8 +29,11 @@ def test_recformer_pretrains_fine_tunes_and_reloads(
         "max_tokens": 30,
         "pretrain_epochs": 1,
         "refresh_epochs": 1,
+        "cuts_per_user": 2,
     }
-    path = planted_experiment({"name": "recformer", "params": params}, batch_size=32, val_every=1, max_epochs=3)
+    path = planted_experiment(
+        {"name": "recformer", "params": params}, batch_size=32, val_every=1, max_epochs=3, accumulate_batches=2
+    )
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = train_experiment(load_experiment(path), tracking_uri=uri, command="test")
     assert outcome is not None
@@ -38,6 +42,12 @@ def test_recformer_pretrains_fine_tunes_and_reloads(
     for key in ("train/loss", "train/mlm_loss", "val/ndcg@10", "test/ndcg@10"):  # mlm: the pre-training epoch
         assert key in run["metrics"], key
     assert outcome.record["epochs"] == 3
+    # two cuts per user and epoch, two batches per optimiser step: the steps the loss was logged at
+    users = outcome.per_user["test"].height + outcome.record["protocol"]["train_only_users"]
+    steps_per_epoch = math.ceil(math.ceil(2 * users / 32) / 2)
+    assert metric_history(uri, outcome.run_id, "train/loss")["step"].tolist() == [
+        steps_per_epoch * e - 1 for e in (1, 2, 3)
+    ]
     model = load_model(download_run_artifacts(uri, outcome.run_id, "model", tmp_path / "dl"))
     table = model.item_embeddings()
     assert torch.isfinite(table).all() and torch.allclose(table[1:].norm(dim=-1), torch.ones(len(table) - 1))

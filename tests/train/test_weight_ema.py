@@ -135,3 +135,20 @@ def test_a_run_with_ema_exports_the_average_validation_chose(
 def test_ema_decay_must_be_below_one() -> None:
     with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\), got 1.0"):
         TrainConfig(ema_decay=1.0)
+
+
+def test_with_accumulated_gradients_the_average_moves_once_per_optimiser_step() -> None:
+    ema, module = WeightEMA(0.5), torch.nn.Linear(1, 1, bias=False)
+    trainer: Any = type("Trainer", (), {"global_step": 0})()
+    with torch.no_grad():
+        module.weight.fill_(0.0)
+    ema.on_fit_start(trainer, module)  # type: ignore[arg-type]
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+    averages = []
+    for step in (0, 1, 1, 2):  # batch 1 only accumulates; batches 2 and 4 step; batch 3 accumulates
+        trainer.global_step = step
+        ema.on_train_batch_end(trainer, module, None, None, 0)  # type: ignore[arg-type]
+        assert ema._average is not None
+        averages.append(float(ema._average["weight"]))
+    assert averages == [0.0, 0.5, 0.5, 0.75]
