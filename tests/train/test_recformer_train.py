@@ -3,8 +3,8 @@ pre-training then both fine-tuning stages, saved and reloaded with its item tabl
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
