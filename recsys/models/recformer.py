@@ -11,6 +11,11 @@ was trained, or the summary token's state, as the paper after its own pre-traini
 alike, so any item with text has a vector, including items never seen in training. Scores are cosine
 similarities over `temperature`.
 
+Text + ID (`item_ids: true`): the item table goes through the shared item tower
+(`recsys.nn.item_tower`, `adapter: identity`): an item of the training sequences adds a learned ID
+vector to its text vector (initialised from it, so training starts from the text-only model), the sum
+unit-normalised; items never trained (cold, or added later by text) keep their text vector only.
+
 Exception to "shared pieces come only from recsys/nn": the encoder is a pretrained model, used
 through `transformers` (imported lazily) and adapted here, as STYLE.md's habit 16 asks.
 """
@@ -27,6 +32,7 @@ from torch import nn
 from recsys.data.item_features import ItemFeatures
 from recsys.models.base import SequentialRecommender
 from recsys.nn.hf_attention import use_linear_attention
+from recsys.nn.item_tower import ItemTower, ItemTowerConfig
 from recsys.nn.pretrained import MINILM, model_path
 
 SUMMARY, KEY, VALUE = 0, 1, 2  # token types; the summary token leads every sequence
@@ -61,6 +67,10 @@ class RecformerConfig:
     # pooling (its 1_Pooling/config.json); "cls" suits a backbone whose first token was trained to
     # summarise (the paper's Longformer after Recformer pre-training)
     pooling: str = "mean"
+    # text + ID: items of the training sequences add a learned ID vector, initialised from their text
+    # vector; items never trained (cold, added by text) keep text only (see the module docstring)
+    item_ids: bool = False
+    id_dropout: float = 0.0  # item_ids: share of items scored by their text alone in each training step
 
     # what a model saved before a field existed was trained with (recsys.model_io.saved_config)
     SAVED_BEFORE: ClassVar[dict[str, Any]] = {"pooling": "cls"}
@@ -82,6 +92,8 @@ class RecformerConfig:
             raise ValueError(f"mlm_prob must be in (0, 1), got {self.mlm_prob}")
         if self.attention not in ("sdpa", "linear"):
             raise ValueError(f"attention must be 'sdpa' or 'linear', got {self.attention!r}")
+        if self.id_dropout > 0 and not self.item_ids:
+            raise ValueError(f"id_dropout={self.id_dropout} needs item_ids: true (a text-only model has no ID rows)")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
 
@@ -130,6 +142,10 @@ class Recformer(SequentialRecommender):
         self.register_buffer("item_tokens", torch.full((n_items + 1, cfg.max_item_tokens), self.pad_id))
         self.register_buffer("item_types", torch.full((n_items + 1, cfg.max_item_tokens), VALUE))
         self.register_buffer("item_table", torch.zeros(n_items + 1, dim))
+        self.tower: ItemTower | None = None  # text + ID: the item table as the tower's text view
+        if cfg.item_ids:
+            tower = ItemTowerConfig(text=cfg.backbone, adapter="identity", fields=cfg.fields, id_dropout=cfg.id_dropout)
+            self.tower = ItemTower(tower, n_items, dim)
         if item_features is not None:
             self.set_item_text(item_features)
 
@@ -230,6 +246,8 @@ class Recformer(SequentialRecommender):
         self.item_tokens = torch.cat([self.item_tokens, ids.to(device)])
         self.item_types = torch.cat([self.item_types, types.to(device)])
         self.item_table = torch.cat([self.item_table, vectors])
+        if self.tower is not None:  # text only: an added item has no ID row
+            self.tower.append_text_rows(vectors)
         return vectors
 
     def encode_tokens(
@@ -275,7 +293,17 @@ class Recformer(SequentialRecommender):
         ids = torch.arange(1, len(self.item_table), device=self.item_table.device)
         for chunk in torch.split(ids, self.cfg.item_batch):
             self.item_table[chunk] = self.encode_items(chunk)
+        if self.tower is not None:
+            self.tower.set_text_table(self.item_table)
         self.train(was_training)
+
+    def observe_training_items(self, items: torch.Tensor) -> None:
+        """Text + ID: the items of the training sequences keep an ID row, initialised from their text vector."""
+        if self.tower is None:
+            return
+        self.item_embeddings()  # the text table first
+        self.tower.keep_ids_of(items)
+        self.tower.init_ids_from_text()
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, 1, D]: one state summarises the whole history (scaled unit vector, see `item_embeddings`)."""
@@ -288,7 +316,10 @@ class Recformer(SequentialRecommender):
         return F.normalize(self.encode_history(items)[0], dim=-1) / self.cfg.temperature
 
     def item_embeddings(self) -> torch.Tensor:
-        """The unit item table [N + 1, D] (encoded from text on first use; row 0 = padding, zeros)."""
+        """The unit item table [N + 1, D] (encoded from text on first use; row 0 = padding, zeros); text + ID:
+        each trained item's text and ID vectors summed, then unit-normalised."""
         if not self.item_table[1:].any():
             self.refresh_items()
-        return self.item_table
+        if self.tower is None:
+            return self.item_table
+        return F.normalize(self.tower.item_weight(), dim=-1)

@@ -3,8 +3,9 @@
 - ID view: a learned table (`ItemEmbedding`), one row per catalog item;
 - text view: a frozen [N + 1, W] table of a pretrained model's item vectors (`recsys.nn.item_vectors`,
   cached on disk), brought to the model width D by an adapter: `linear` (a learned Linear over the
-  standardised vectors) or `pca` (reduced offline to D by PCA, whitened or not, used as is times a
-  learned scale);
+  standardised vectors), `pca` (reduced offline to D by PCA, whitened or not, used as is times a
+  learned scale) or `identity` (used as is: vectors of width D that the model encodes itself and
+  installs with `set_text_table`, e.g. Recformer's re-encoded item table);
 - fused by `sum` or `concat` (then a learned Linear(2D -> D)).
 
 Interface (what a sequence model uses, e.g. as `ItemSequenceEncoder`'s item table):
@@ -36,7 +37,7 @@ from recsys.nn.item_vectors import (
 )
 from recsys.nn.pretrained import SMOLLM2
 
-ADAPTERS = ("linear", "pca")
+ADAPTERS = ("linear", "pca", "identity")
 FUSES = ("sum", "concat")
 IDS_FOR = ("trained", "all")
 INIT_STD = 0.02  # the ID table's init (GPT-2); each view starts at this per-dimension scale
@@ -53,7 +54,7 @@ class ItemTowerConfig:
     pooling: str = "mean"  # mean | last (token)
     normalize: bool = False  # unit-normalise each pooled vector first (sentence-transformer style, MiniLM)
     max_tokens: int = 48  # tokens of one item's text (ML-1M's longest: 41 SmolLM2 tokens)
-    adapter: str = "pca"  # pca: reduced offline to the model width; linear: a learned projection
+    adapter: str = "pca"  # pca: reduced offline to the model width; linear: a learned projection; identity: as is
     whiten: bool = True  # pca: unit variance per component (identity covariance over the catalog)
     text_dim: int = 576  # the encoder's width (SmolLM2 576, MiniLM 384); a linear adapter's table width
     fuse: str = "sum"  # sum | concat (both views only)
@@ -88,7 +89,7 @@ class ItemTowerConfig:
 
     def table_width(self, dim: int) -> int:
         """The frozen text table's width for a model of width `dim`."""
-        return dim if self.adapter == "pca" else self.text_dim
+        return self.text_dim if self.adapter == "linear" else dim
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ def encoder_vectors(cfg: ItemTowerConfig, texts: list[str]) -> tuple[Tensor, boo
 def build_text_view(cfg: ItemTowerConfig, features: ItemFeatures, dim: int) -> TextTable:
     """The tower's frozen text table [N + 1, `cfg.table_width(dim)`] (row 0 zeros) from the items' text,
     with the reduction fitted on the catalog (PCA to `dim`, or standardised for a `linear` adapter)."""
+    if cfg.adapter == "identity":
+        raise ValueError("adapter 'identity' takes vectors the model encodes itself (set_text_table), not an encoder's")
     texts = [item_sentence(features, i, cfg.fields) for i in range(1, features.n_items + 1)]
     vectors, hit = encoder_vectors(cfg, texts)
     table = torch.cat([torch.zeros(1, vectors.shape[1]), vectors])  # row 0 = padding
@@ -157,7 +160,7 @@ class ItemTower(nn.Module):
         if cfg.text and cfg.adapter == "linear":
             self.adapter = nn.Linear(cfg.text_dim, dim, bias=False)
             nn.init.normal_(self.adapter.weight, std=INIT_STD / cfg.text_dim**0.5)  # unit-variance inputs
-        elif cfg.text:  # the table has unit variance per dimension: start at the ID table's scale
+        elif cfg.text and cfg.adapter == "pca":  # the table has unit variance per dimension: the ID table's scale
             self.text_scale = nn.Parameter(torch.tensor(INIT_STD))
         both = cfg.id_embedding and bool(cfg.text)
         self.fuse = nn.Linear(2 * dim, dim, bias=False) if both and cfg.fuse == "concat" else None
@@ -188,17 +191,32 @@ class ItemTower(nn.Module):
         if self.text_proj.numel() == 0:
             raise ValueError("this model was saved without its text reduction; re-train it to add items by text")
         vectors, _ = encoder_vectors(self.cfg, texts)
-        rows = apply_reduction(vectors, self.text_mean, self.text_proj).to(self.text_table)
-        first = len(self.has_id)
-        self.text_table = torch.cat([self.text_table, rows])
-        self.has_id = torch.cat([self.has_id, torch.zeros(len(texts), dtype=torch.bool, device=self.has_id.device)])
+        return self.append_text_rows(apply_reduction(vectors, self.text_mean, self.text_proj))
+
+    @torch.no_grad()
+    def append_text_rows(self, rows: Tensor) -> Tensor:
+        """Append items N + 1 .. N + K by their text-table rows [K, W] (text part only, no ID row).
+        Returns their fused vectors [K, D]."""
+        if rows.shape[1:] != self.text_table.shape[1:]:
+            raise ValueError(f"text rows must be [K, {self.text_table.shape[1]}], got {tuple(rows.shape)}")
+        first, added = len(self.has_id), len(rows)
+        self.text_table = torch.cat([self.text_table, rows.to(self.text_table)])
+        self.has_id = torch.cat([self.has_id, torch.zeros(added, dtype=torch.bool, device=self.has_id.device)])
         if self.id_emb is not None:  # unused zero rows: the table keeps one row per item (a saved model reloads)
             weight = self.id_emb.weight
-            self.id_emb.weight = nn.Parameter(torch.cat([weight, weight.new_zeros(len(texts), weight.shape[1])]))
-            self.id_emb.num_embeddings += len(texts)
-            self.id_emb.n_items += len(texts)
-        out: Tensor = self(torch.arange(first, first + len(texts), device=self.has_id.device))
+            self.id_emb.weight = nn.Parameter(torch.cat([weight, weight.new_zeros(added, weight.shape[1])]))
+            self.id_emb.num_embeddings += added
+            self.id_emb.n_items += added
+        out: Tensor = self(torch.arange(first, first + added, device=self.has_id.device))
         return out
+
+    @torch.no_grad()
+    def init_ids_from_text(self) -> None:
+        """Set every used ID row to its item's text view: a text + ID item starts from its text vector."""
+        if self.id_emb is None or not self.cfg.text:
+            raise ValueError("initialising ID rows from text needs both an ID view and a text view")
+        items = self.has_id.nonzero().flatten()
+        self.id_emb.weight[items] = self.text_view(items).to(self.id_emb.weight)
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Tensor], prefix: str, *args: object, **kwargs: object
@@ -248,8 +266,9 @@ class ItemTower(nn.Module):
         if self.adapter is not None:
             out: Tensor = self.adapter(vectors)
             return out
-        assert self.text_scale is not None
-        return vectors * self.text_scale
+        if self.text_scale is not None:
+            return vectors * self.text_scale
+        return vectors  # identity
 
     def forward(self, items: Tensor) -> Tensor:
         """The fused item vectors [..., D] of `items` [...]."""

@@ -105,6 +105,28 @@ def test_id_dropout_makes_items_text_only_in_training_and_never_in_eval(kw: dict
         ItemTowerConfig(id_dropout=0.2, id_embedding=False)
 
 
+def test_identity_text_view_ids_from_text_and_appended_rows() -> None:
+    tower = _tower(adapter="identity")
+    items = torch.arange(N_ITEMS + 1)
+    assert tower.text_scale is None and tower.adapter is None
+    torch.testing.assert_close(tower.text_view(items), tower.text_table)  # used as is
+    tower.keep_ids_of(torch.tensor([2, 5]))
+    tower.init_ids_from_text()
+    fused = tower(items)
+    torch.testing.assert_close(fused[[2, 5]], 2 * tower.text_table[[2, 5]])  # ID row = text vector at the start
+    torch.testing.assert_close(fused[[1, 3]], tower.text_table[[1, 3]])  # untrained: text only
+    rows = torch.randn(2, DIM)
+    torch.testing.assert_close(tower.append_text_rows(rows), rows)  # added: text only, no ID row
+    assert len(tower.has_id) == N_ITEMS + 3 and not tower.has_id[-2:].any()
+    assert tower.item_weight().shape == (N_ITEMS + 3, DIM)
+    with pytest.raises(ValueError, match=r"\[K, 8\]"):
+        tower.append_text_rows(torch.randn(2, DIM + 1))
+    with pytest.raises(ValueError, match="both an ID view and a text view"):
+        _tower(id_embedding=False).init_ids_from_text()
+    with pytest.raises(ValueError, match="identity"):
+        build_text_view(ItemTowerConfig(adapter="identity"), _features(3), DIM)
+
+
 def _features(n_items: int) -> ItemFeatures:
     titles = [None, *[f"Item {i} {['red', 'blue', 'green'][i % 3]}" for i in range(1, n_items + 1)]]
     return ItemFeatures(n_items, ["", *map(str, range(1, n_items + 1))], {"title": titles}, None, 0)

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recsys.model_io import load_model
+from recsys.models.recformer import RecformerConfig
 from recsys.tracking.mlflow import download_run_artifacts, metric_history, read_run
 from recsys.train.experiment import load_experiment
 from recsys.train.run import train_experiment
@@ -58,3 +60,35 @@ def test_recformer_experiment_configs_resolve(monkeypatch: pytest.MonkeyPatch) -
     cold = load_experiment(REPO / "configs/experiment/recformer_ml-1m_cold.yaml")
     assert cold.model.name == "recformer" and cold.split.cold_item_share == 0.1
     assert load_experiment(REPO / "configs/experiment/sasrec_ml-1m_cold.yaml").split.cold_item_share == 0.1
+
+
+def test_recformer_with_item_ids_keeps_text_only_cold_items(
+    tmp_path: Path, planted_experiment: Callable[..., Path], tiny_text_backbone: Path
+) -> None:
+    params = {
+        "backbone": str(tiny_text_backbone),
+        "max_len": 4,
+        "fields": ["title"],
+        "max_item_tokens": 6,
+        "max_tokens": 30,
+        "refresh_epochs": 1,
+        "item_ids": True,
+        "id_dropout": 0.2,
+    }
+    path = planted_experiment({"name": "recformer", "params": params}, batch_size=32, max_epochs=2)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = train_experiment(load_experiment(path, ["split.cold_item_share=0.2"]), tracking_uri=uri, command="test")
+    assert outcome is not None
+    model = load_model(download_run_artifacts(uri, outcome.run_id, "model", tmp_path / "dl"))
+    counts = torch.tensor(outcome.per_user["items"].sort("item_idx")["train_count"].to_list())
+    warm = torch.cat([torch.zeros(1, dtype=torch.bool), counts > 0])
+    cold = torch.cat([torch.zeros(1, dtype=torch.bool), counts == 0])
+    assert model.tower is not None and torch.equal(model.tower.has_id, warm)
+    with torch.no_grad():
+        table = model.item_embeddings()
+    torch.testing.assert_close(table[cold], model.item_table[cold])  # the cold items: their text vector
+    assert torch.allclose(table[1:].norm(dim=-1), torch.ones(len(table) - 1))
+    # the warm items' ID rows started at their text vector and trained away from it
+    assert float(F.cosine_similarity(table[warm], model.item_table[warm]).mean()) < 0.9999
+    with pytest.raises(ValueError, match="id_dropout=0.2 needs item_ids"):
+        RecformerConfig(id_dropout=0.2)
