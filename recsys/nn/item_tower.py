@@ -64,6 +64,10 @@ class ItemTowerConfig:
     # both views, training only: each item (per forward call) is its text part only with this probability,
     # so the model also learns to rank items that have no ID row (DropoutNet; Volkovs et al., 2017)
     id_dropout: float = 0.0
+    # both views: k > 0 gives an item without an ID row (cold, added, or dropped by id_dropout) the mean ID
+    # row of its k nearest text neighbours that have one (cosine over the text table), fixed when the
+    # trained items are known (`keep_ids_of`) or an item is added; 0: such an item is its text part only
+    borrow_ids: int = 0
     cache_dir: str = "data/cache"  # converted checkpoints and cached vectors (git-ignored)
 
     def __post_init__(self) -> None:
@@ -81,6 +85,10 @@ class ItemTowerConfig:
             raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
         if self.id_dropout > 0 and not (self.id_embedding and self.text):
             raise ValueError("id_dropout needs both an ID view and a text view (an item without its ID is its text)")
+        if self.borrow_ids < 0:
+            raise ValueError(f"borrow_ids must be >= 0, got {self.borrow_ids}")
+        if self.borrow_ids > 0 and not (self.id_embedding and self.text):
+            raise ValueError("borrow_ids needs both an ID view and a text view (neighbours are found by text)")
         for name in ("max_tokens", "text_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -166,6 +174,9 @@ class ItemTower(nn.Module):
         self.fuse = nn.Linear(2 * dim, dim, bias=False) if both and cfg.fuse == "concat" else None
         self.has_id: Tensor  # [N + 1] bool: whether an item's ID row is used (padding: no)
         self.register_buffer("has_id", torch.arange(n_items + 1) > 0)
+        # [N + 1, borrow_ids] the items whose ID rows an item without its own borrows (0 = none)
+        self.id_neighbours: Tensor
+        self.register_buffer("id_neighbours", torch.zeros(n_items + 1, cfg.borrow_ids, dtype=torch.long))
 
     @torch.no_grad()
     def set_text_table(self, table: Tensor, mean: Tensor | None = None, proj: Tensor | None = None) -> None:
@@ -202,6 +213,8 @@ class ItemTower(nn.Module):
         first, added = len(self.has_id), len(rows)
         self.text_table = torch.cat([self.text_table, rows.to(self.text_table)])
         self.has_id = torch.cat([self.has_id, torch.zeros(added, dtype=torch.bool, device=self.has_id.device)])
+        self.id_neighbours = torch.cat([self.id_neighbours, self.id_neighbours.new_zeros(added, self.cfg.borrow_ids)])
+        self.find_id_neighbours(torch.arange(first, first + added, device=self.has_id.device))
         if self.id_emb is not None:  # unused zero rows: the table keeps one row per item (a saved model reloads)
             weight = self.id_emb.weight
             self.id_emb.weight = nn.Parameter(torch.cat([weight, weight.new_zeros(added, weight.shape[1])]))
@@ -221,7 +234,7 @@ class ItemTower(nn.Module):
     def _load_from_state_dict(
         self, state_dict: dict[str, Tensor], prefix: str, *args: object, **kwargs: object
     ) -> None:
-        for name in ("text_mean", "text_proj"):  # sized as saved; a model saved before they were kept: empty
+        for name in ("text_mean", "text_proj", "id_neighbours"):  # sized as saved; saved before they were kept: empty
             saved = state_dict.setdefault(prefix + name, getattr(self, name))
             setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -235,13 +248,45 @@ class ItemTower(nn.Module):
 
     @torch.no_grad()
     def keep_ids_of(self, trained: Tensor) -> None:
-        """With both views and `ids_for: trained`, every item outside `trained` (ids) is its text part only."""
-        if not (self.cfg.id_embedding and self.cfg.text and self.cfg.ids_for == "trained"):
+        """With both views and `ids_for: trained`, every item outside `trained` (ids) is its text part only
+        (plus its neighbours' ID rows with `borrow_ids`); then every item's ID neighbours are found."""
+        if not (self.cfg.id_embedding and self.cfg.text):
             return
-        untrained = torch.ones_like(self.has_id)
-        untrained[0] = False
-        untrained[trained.to(self.has_id.device)] = False
-        self.drop_ids(untrained.nonzero().flatten())
+        if self.cfg.ids_for == "trained":
+            untrained = torch.ones_like(self.has_id)
+            untrained[0] = False
+            untrained[trained.to(self.has_id.device)] = False
+            self.drop_ids(untrained.nonzero().flatten())
+        self.find_id_neighbours(torch.arange(1, len(self.has_id), device=self.has_id.device))
+
+    @torch.no_grad()
+    def find_id_neighbours(self, items: Tensor, chunk: int = 4096) -> None:
+        """`items`' `borrow_ids` nearest text neighbours (cosine) among the other items with an ID row."""
+        k = self.cfg.borrow_ids
+        donors = self.has_id.nonzero().flatten()  # [M]
+        if k == 0 or len(items) == 0 or len(donors) == 0:
+            return
+        text = nn.functional.normalize(self.text_table.float(), dim=-1)
+        for part in torch.split(items, chunk):
+            sims = text[part] @ text[donors].T  # [P, M]
+            sims[part[:, None] == donors[None, :]] = float("-inf")  # never an item's own row
+            top = sims.topk(min(k, len(donors)), dim=1)
+            self.id_neighbours[part] = 0
+            self.id_neighbours[part, : top.indices.shape[1]] = torch.where(
+                top.values.isfinite(), donors[top.indices], 0
+            )
+
+    def _id_rows(self, items: Tensor, uses: Tensor) -> Tensor:
+        """ID rows [..., D] of `items` [...]: their own where `uses` [...], else (`borrow_ids`) the mean of
+        their text neighbours' rows, or zeros."""
+        assert self.id_emb is not None
+        own: Tensor = self.id_emb(items)  # [..., D]
+        if self.cfg.borrow_ids == 0:
+            return own * uses[..., None]
+        neighbours = self.id_neighbours[items]  # [..., k], 0 = none (padding row: zeros)
+        count = (neighbours != 0).sum(-1, keepdim=True).clamp(min=1)  # [..., 1]
+        borrowed = self.id_emb(neighbours).sum(-2) / count  # [..., D]
+        return torch.where(uses[..., None], own, borrowed)
 
     def uses_id(self, items: Tensor) -> Tensor:
         """Whether each of `items` [...] is represented with its ID row [...] bool: it has one and, when
@@ -252,11 +297,11 @@ class ItemTower(nn.Module):
         return uses[items]
 
     def id_view(self, items: Tensor) -> Tensor:
-        """The ID view [..., D] of `items` [...] (zeros for items without an ID row)."""
+        """The ID view [..., D] of `items` [...] (an item without an ID row: zeros, or with `borrow_ids` the
+        mean of its text neighbours' rows)."""
         if self.id_emb is None:
             raise ValueError("this item tower has no ID view (id_embedding: false)")
-        ids: Tensor = self.id_emb(items)  # [..., D]
-        return ids * self.uses_id(items)[..., None]
+        return self._id_rows(items, self.uses_id(items))
 
     def text_view(self, items: Tensor) -> Tensor:
         """The projected text view [..., D] of `items` [...] (padding zeros)."""
@@ -277,13 +322,15 @@ class ItemTower(nn.Module):
         text = self.text_view(items)
         if self.id_emb is None:
             return text
-        uses = self.uses_id(items)[..., None]  # [..., 1]
-        ids: Tensor = self.id_emb(items) * uses
+        uses = self.uses_id(items)  # [...]
+        ids = self._id_rows(items, uses)
         if self.fuse is None:
             return ids + text
         fused: Tensor = self.fuse(torch.cat([ids, text], dim=-1))
+        if self.cfg.borrow_ids > 0:  # every item has an ID part, its own or borrowed
+            return fused
         # an item without an ID row is its text part only (the fused projection would mix in a zero ID)
-        return torch.where(uses, fused, text)
+        return torch.where(uses[..., None], fused, text)
 
     def item_weight(self) -> Tensor:
         """The fused table [N + 1, D] of every item (the tied scoring table); row 0 zeros."""

@@ -127,6 +127,45 @@ def test_identity_text_view_ids_from_text_and_appended_rows() -> None:
         build_text_view(ItemTowerConfig(adapter="identity"), _features(3), DIM)
 
 
+def _nearest(tower: ItemTower, item: int, donors: list[int], k: int) -> list[int]:
+    """The `k` donors nearest to `item` by cosine over the text table (the slow reference)."""
+    text = F.normalize(tower.text_table, dim=-1)
+    ranked = sorted((d for d in donors if d != item), key=lambda d: -float(text[item] @ text[d]))
+    return ranked[:k]
+
+
+@pytest.mark.parametrize("kw", [{"fuse": "sum"}, {"fuse": "concat"}])
+def test_an_item_without_an_id_row_borrows_its_text_neighbours_rows(kw: dict[str, object]) -> None:
+    tower = _tower(borrow_ids=2, id_dropout=0.5, **kw)
+    tower.keep_ids_of(torch.tensor([2, 5, 7, 11]))
+    assert tower.id_emb is not None
+    rows = tower.id_emb.weight.detach()
+    tower.eval()
+    with torch.no_grad():
+        for item in range(1, N_ITEMS + 1):
+            own = item in (2, 5, 7, 11)
+            expected = rows[item] if own else rows[_nearest(tower, item, [2, 5, 7, 11], 2)].mean(0)
+            torch.testing.assert_close(tower.id_view(torch.tensor(item)), expected)
+        # training: a dropped item borrows from its neighbours (never itself) instead of its own row
+        tower.train()
+        torch.manual_seed(0)
+        dropped = ~tower.uses_id(torch.arange(N_ITEMS + 1))
+        torch.manual_seed(0)
+        views = tower.id_view(torch.arange(N_ITEMS + 1))
+        warm_dropped = [i for i in (2, 5, 7, 11) if dropped[i]]
+        assert warm_dropped
+        for item in warm_dropped:
+            torch.testing.assert_close(views[item], rows[_nearest(tower, item, [2, 5, 7, 11], 2)].mean(0))
+        tower.eval()
+        # an item added by text finds its neighbours too: a copy of item 5's text borrows item 5's row first
+        tower.append_text_rows(tower.text_table[5:6].clone())
+        assert tower.id_neighbours[-1, 0] == 5
+    with pytest.raises(ValueError, match="borrow_ids"):
+        ItemTowerConfig(borrow_ids=2, id_embedding=False)
+    with pytest.raises(ValueError, match="borrow_ids must be >= 0"):
+        ItemTowerConfig(borrow_ids=-1)
+
+
 def _features(n_items: int) -> ItemFeatures:
     titles = [None, *[f"Item {i} {['red', 'blue', 'green'][i % 3]}" for i in range(1, n_items + 1)]]
     return ItemFeatures(n_items, ["", *map(str, range(1, n_items + 1))], {"title": titles}, None, 0)
