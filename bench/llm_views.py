@@ -7,6 +7,7 @@ python bench/llm_views.py --protocol cold --variants id+smollm2 smollm2_only --s
 python bench/llm_views.py --speed      # parameters and users/s of one trained model per variant, alone
 python bench/llm_views.py --probe      # each two-view model's test NDCG@10 with one view zeroed
 python bench/llm_views.py --neighbours # the vectors alone, untrained: text neighbours per pooling / reduction
+python bench/llm_views.py --cold-probe # cold items with borrowed ID rows switched on / off at test time
 python bench/llm_views.py --summary    # bench/results/llm_rec.json (+ the table in docs/item_tower.md)
 
 Each run is `python -m pipelines.train --config <variant's experiment> train.seed=S` (cold: plus
@@ -30,6 +31,7 @@ import os
 import sys
 import tempfile
 from copy import deepcopy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +270,51 @@ def probe(tracking_uri: str) -> dict[str, Any]:
     return out
 
 
+def borrowing(model: IDTextSASRec, k: int) -> IDTextSASRec:
+    """A copy of `model` whose items without an ID row borrow the mean ID row of their `k` nearest text
+    neighbours (k = 0: such an item is its text part only), whatever it was trained with."""
+    copy = deepcopy(model)
+    tower = copy.tower
+    tower.cfg = replace(tower.cfg, borrow_ids=k)
+    tower.id_neighbours = torch.zeros(len(tower.has_id), k, dtype=torch.long)
+    tower.find_id_neighbours(torch.arange(1, len(tower.has_id)))
+    return copy
+
+
+COLD_PROBES = {"id+smollm2_iddrop": {"borrowing 10 at test": 10}, "id+smollm2_borrow": {"no borrowing at test": 0}}
+
+
+def cold_probe(tracking_uri: str) -> dict[str, Any]:
+    """What borrowing ID rows does for cold items: test NDCG@10 on the cold-item protocol of the cold
+    models as trained and with borrowing switched on (a model trained without it) or off, per seed."""
+    data_dir = ensure_processed(str(ROOT / "configs/data/ml-1m.yaml"))
+    out: dict[str, Any] = {}
+    for variant, switches in COLD_PROBES.items():
+        values: dict[str, list[float]] = {"as trained": [], **{name: [] for name in switches}}
+        for path in record_paths(variant, "cold"):
+            record = json.loads(path.read_text())
+            with tempfile.TemporaryDirectory() as tmp:
+                model = trained_model(record, tracking_uri, Path(tmp))
+            assert isinstance(model, IDTextSASRec)
+            seed = record["config"]["split"]["cold_seed"]
+            split = SplitConfig(cold_item_share=0.1, cold_seed=seed)
+            dm = SequenceDataModule(
+                data_dir, max_len=model.max_len, batch_size=256, eval_batch_size=256, seed=0, split=split
+            )
+            dm.setup()
+            for name, k in [("as trained", None), *switches.items()]:
+                probed = model if k is None else borrowing(model, k)
+                result = evaluate(probed, dm.test_dataloader(), split="test", split_protocol=dm.protocol)
+                values[name].append(result.metrics["test/ndcg@10"])
+            if not math.isclose(
+                values["as trained"][-1], record["metrics"]["test/ndcg@10"], rel_tol=1e-4, abs_tol=1e-9
+            ):
+                raise ValueError(f"{path}: re-evaluated {values['as trained'][-1]} != the record's")
+        if values["as trained"]:
+            out[variant] = {name: summarize(v) for name, v in values.items()}
+    return out
+
+
 # the item vectors compared untrained: (encoder, pooling); "random" = SmolLM2 mean's widths and norms
 VECTOR_KINDS = {
     "smollm2 mean": (SMOLLM2, "mean"),
@@ -313,7 +360,10 @@ def neighbours() -> dict[str, Any]:
 
 
 def write_summary(
-    speeds: dict[str, Any] | None, probes: dict[str, Any] | None = None, near: dict[str, Any] | None = None
+    speeds: dict[str, Any] | None,
+    probes: dict[str, Any] | None = None,
+    near: dict[str, Any] | None = None,
+    cold_probes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     rows = own_rows() + external_rows()
     previous = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {}
@@ -326,6 +376,7 @@ def write_summary(
         "speed": speeds if speeds is not None else previous.get("speed", {}),
         "probe": probes if probes is not None else previous.get("probe", {}),
         "neighbours": near if near is not None else previous.get("neighbours", {}),
+        "cold_probe": cold_probes if cold_probes is not None else previous.get("cold_probe", {}),
     }
     write_record(SUMMARY, record)
     text = DOC.read_text()
@@ -366,6 +417,11 @@ def markdown(summary: dict[str, Any]) -> str:
         for variant, views in summary["probe"].items():
             cells = [format_mean_sd(views[k]["values"]) for k in ("as trained", "text zeroed", "id zeroed")]
             lines.append(f"| {variant} | {' | '.join(cells)} |")
+    if summary.get("cold_probe"):
+        lines += ["", "| cold-item protocol, at test time | test NDCG@10 |", "|---|---|"]
+        for variant, switches in summary["cold_probe"].items():
+            for name, value in switches.items():
+                lines.append(f"| {variant}, {name} | {format_mean_sd(value['values'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -378,6 +434,7 @@ def main() -> None:
     p.add_argument("--speed", action="store_true", help="measure parameters and users/s, then the summary")
     p.add_argument("--probe", action="store_true", help="zero each view at test time, then the summary")
     p.add_argument("--neighbours", action="store_true", help="the vectors alone as text neighbours, then the summary")
+    p.add_argument("--cold-probe", action="store_true", help="borrowed ID rows on / off at test, then the summary")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. train.num_threads=1)")
     args = p.parse_args()
@@ -391,6 +448,9 @@ def main() -> None:
         return
     if args.probe:
         write_summary(None, probe(args.tracking_uri))
+        return
+    if args.cold_probe:
+        write_summary(None, cold_probes=cold_probe(args.tracking_uri))
         return
     if not args.summary:
         for seed in args.seeds:  # seed-major: an interrupted queue leaves whole seeds
