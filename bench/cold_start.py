@@ -41,7 +41,12 @@ from recsys.train.experiment import load_experiment  # noqa: E402
 from recsys.train.fit import ensure_processed  # noqa: E402
 from recsys.train.run import train_experiment  # noqa: E402
 
-EXPERIMENTS = {"sasrec": "sasrec_ml-1m_cold", "recformer": "recformer_ml-1m_cold"}
+EXPERIMENTS = {
+    "sasrec": "sasrec_ml-1m_cold",
+    "recformer": "recformer_ml-1m_cold",
+    "recformer_converge": "recformer_converge_ml-1m_cold",  # issue 45: the converge recipe, text only
+    "recformer_id": "recformer_id_ml-1m_cold",  # issue 45: text + ID on the item tower
+}
 OUT = ROOT / "bench/results/experiments/cold_start"
 FIELDS = ("title", "year", "genres")
 
