@@ -14,7 +14,8 @@ Interface (what a sequence model uses, e.g. as `ItemSequenceEncoder`'s item tabl
 `tower.set_text_table(table)` (built by `build_text_table` from `ItemFeatures`), and
 `tower.drop_ids(items)`: items without an ID row (new, cold items) are represented by their text
 part only; `tower.keep_ids_of(trained)` drops every item outside the training sequences (`ids_for:
-trained`, the default); `id_dropout` trains that text-only form on items that have an ID row too.
+trained`, the default); `id_dropout` trains that text-only form on items that have an ID row too, and
+`borrow_ids: k` gives such an item the mean ID row of its k nearest text neighbours instead of none.
 Padding (id 0) is always zeros.
 """
 
