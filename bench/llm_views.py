@@ -73,6 +73,7 @@ EXPERIMENTS = {
     "id+smollm2_dual": "id_text_sasrec_smollm2_dual_ml-1m",
     "id+smollm2_linear": "id_text_sasrec_smollm2_linear_ml-1m",
     "id+smollm2_iddrop": "id_text_sasrec_smollm2_iddrop_ml-1m",
+    "id+smollm2_iddrop8": "id_text_sasrec_smollm2_iddrop8_ml-1m",
     "id+smollm2_borrow": "id_text_sasrec_smollm2_borrow_ml-1m",
     "id+minilm": "id_text_sasrec_minilm_ml-1m",
     "id+random": "id_text_sasrec_random_ml-1m",
