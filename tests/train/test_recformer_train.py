@@ -20,22 +20,17 @@ from recsys.train.run import train_experiment
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _tiny(backbone: Path, **settings: object) -> dict[str, object]:
+    """A tiny Recformer on the planted titles: 4 items of history, 6 tokens an item, 30 a history."""
+    base = {"backbone": str(backbone), "max_len": 4, "fields": ["title"], "max_item_tokens": 6, "max_tokens": 30}
+    return {"name": "recformer", "params": base | settings}
+
+
 def test_recformer_pretrains_fine_tunes_and_reloads(
     tmp_path: Path, planted_experiment: Callable[..., Path], tiny_text_backbone: Path
 ) -> None:
-    params = {
-        "backbone": str(tiny_text_backbone),
-        "max_len": 4,
-        "fields": ["title"],
-        "max_item_tokens": 6,
-        "max_tokens": 30,
-        "pretrain_epochs": 1,
-        "refresh_epochs": 1,
-        "cuts_per_user": 2,
-    }
-    path = planted_experiment(
-        {"name": "recformer", "params": params}, batch_size=32, val_every=1, max_epochs=3, accumulate_batches=2
-    )
+    model = _tiny(tiny_text_backbone, pretrain_epochs=1, refresh_epochs=1, cuts_per_user=2)
+    path = planted_experiment(model, batch_size=32, val_every=1, max_epochs=3, accumulate_batches=2)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = train_experiment(load_experiment(path), tracking_uri=uri, command="test")
     assert outcome is not None
@@ -65,17 +60,8 @@ def test_recformer_experiment_configs_resolve(monkeypatch: pytest.MonkeyPatch) -
 def test_recformer_with_item_ids_keeps_text_only_cold_items(
     tmp_path: Path, planted_experiment: Callable[..., Path], tiny_text_backbone: Path
 ) -> None:
-    params = {
-        "backbone": str(tiny_text_backbone),
-        "max_len": 4,
-        "fields": ["title"],
-        "max_item_tokens": 6,
-        "max_tokens": 30,
-        "refresh_epochs": 1,
-        "item_ids": True,
-        "id_dropout": 0.2,
-    }
-    path = planted_experiment({"name": "recformer", "params": params}, batch_size=32, max_epochs=2)
+    model = _tiny(tiny_text_backbone, refresh_epochs=1, item_ids=True, id_dropout=0.2)
+    path = planted_experiment(model, batch_size=32, max_epochs=2)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = train_experiment(load_experiment(path, ["split.cold_item_share=0.2"]), tracking_uri=uri, command="test")
     assert outcome is not None
