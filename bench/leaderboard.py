@@ -31,6 +31,8 @@ FAMILIES = {
     "llm_rec": "LLM-backed `llm_rec` (SmolLM2-135M)",
     "id_text_sasrec_smollm2": "SASRec + SmolLM2 item vectors (ID + text views, `id_text_sasrec`)",
     "id_text_sasrec_random": "SASRec + random frozen item vectors (the control of the row above)",
+    "id_text_sasrec_minilm": "SASRec + MiniLM item vectors (ID + text views)",
+    "id_text_sasrec_smollm2_only": "SmolLM2 item vectors without IDs (text view only)",
     "sasrec+dare": "two-stage: SASRec top-200 + DARE ranker",
     "sasrec+twin": "two-stage: SASRec top-200 + TWIN ranker",
     "sasrec+din": "two-stage: SASRec top-200 + DIN ranker",
