@@ -144,8 +144,10 @@ def split_tag(split: SplitConfig) -> str:
     return "cold" if split.cold_item_share > 0 else "loo"
 
 
-def train_model(name: str, split_kind: str, seed: int, extra: list[str], tracking_uri: str) -> dict[str, float]:
-    overrides = [f"train.seed={seed}", "train.progress_bar=false", *extra]
+def train_model(
+    name: str, split_kind: str, seed: int, extra: list[str], tracking_uri: str, threads: int
+) -> dict[str, float]:
+    overrides = [f"train.seed={seed}", f"train.num_threads={threads}", "train.progress_bar=false", *extra]
     # the experiments are the cold-start configs: the standard protocol turns their cold share off
     if split_kind == "cold":
         overrides += ["split.cold_item_share=0.1", f"split.cold_seed={seed}"]
@@ -153,7 +155,7 @@ def train_model(name: str, split_kind: str, seed: int, extra: list[str], trackin
         overrides += ["split.cold_item_share=0.0"]
     cfg = load_experiment(ROOT / f"configs/experiment/{EXPERIMENTS[name]}.yaml", overrides)
     sets = [f"--set {o}" for o in extra]
-    args = ["--models", name, "--split", split_kind, "--seeds", str(seed), *sets]
+    args = ["--models", name, "--split", split_kind, "--seeds", str(seed), "--threads", str(threads), *sets]
     command = " ".join(["python bench/cold_start.py", *args])
     outcome = train_experiment(cfg, tracking_uri=tracking_uri, command=command)
     assert outcome is not None
@@ -227,7 +229,7 @@ def main() -> None:
         for name in args.models:
             torch.manual_seed(seed)
             if name in EXPERIMENTS:
-                metrics = train_model(name, args.split, seed, args.overrides, args.tracking_uri)
+                metrics = train_model(name, args.split, seed, args.overrides, args.tracking_uri, args.threads)
             else:
                 metrics = score_baseline(name, data_dir, split_config(args.split, seed), seed, command)
             print(f"{name} seed {seed}: test NDCG@10 {metrics['test/ndcg@10']:.4f} HR@10 {metrics['test/hr@10']:.4f}")
