@@ -32,6 +32,7 @@ from torch import nn
 from recsys.data.item_features import ItemFeatures
 from recsys.models.base import SequentialRecommender
 from recsys.nn.hf_attention import use_linear_attention
+from recsys.nn.hf_positions import extend_positions
 from recsys.nn.item_tower import ItemTower, ItemTowerConfig
 from recsys.nn.pretrained import MINILM, model_path
 
@@ -48,7 +49,8 @@ class RecformerConfig:
     fields: tuple[str, ...] = ("title", "year", "genres")  # item text fields, in this order
     max_field_tokens: int = 10  # tokens of one field's value (its key's tokens come on top)
     max_item_tokens: int = 24  # tokens of one item
-    max_tokens: int = 160  # tokens of one history, the summary token included
+    max_tokens: int = 160  # tokens of one history, the summary token included (beyond the backbone's
+    # position table, its positions are extended: recsys.nn.hf_positions)
     temperature: float = 0.05  # of the cosine scores (the paper's)
     cuts_per_user: int = 1  # training rows per user and epoch, each cut at a fresh random target
     pretrain_epochs: int = 0  # first epochs on MLM + item-item contrast (in-batch negatives)
@@ -124,6 +126,9 @@ class Recformer(SequentialRecommender):
             self.backbone = AutoModel.from_config(AutoConfig.from_pretrained(path))  # type: ignore[no-untyped-call]
         if cfg.attention == "linear":
             use_linear_attention(self.backbone)
+        # histories longer than the backbone's position table (50 items ~ 670 tokens on MiniLM's 512):
+        # the pretrained positions repeated, as Longformer extended RoBERTa's (recsys.nn.hf_positions)
+        extend_positions(self.backbone, cfg.max_tokens)
         self.backbone.train()  # from_pretrained returns it in eval mode; modes follow this module's
         dim = int(self.backbone.config.hidden_size)
         # added to the backbone's own token + position embeddings; zero at the start, so the

@@ -213,3 +213,21 @@ def test_a_model_saved_before_pooling_existed_loads_as_cls(tiny_text_backbone: P
             loaded.sequence_representation(HISTORIES, HISTORIES != 0),
             model.sequence_representation(HISTORIES, HISTORIES != 0),
         )
+
+
+def test_histories_longer_than_the_backbone_positions_encode_and_survive_a_save(
+    tiny_text_backbone: Path, tmp_path: Path
+) -> None:
+    from recsys.model_io import load_model, resolved_config, save_model
+
+    model = _model(tiny_text_backbone, max_len=100, max_tokens=800, attention="linear").eval()
+    assert model.backbone.config.max_position_embeddings == 800  # the tiny backbone has MiniLM's 512
+    history = torch.arange(100)[None] % 7 + 1
+    assert model.history_tokens(history)[0].shape[1] > 512  # past the pretrained table
+    with torch.no_grad():
+        vector = model.sequence_representation(history, history != 0)
+    assert torch.isfinite(vector).all()
+    save_model(model, "recformer", resolved_config(model), 7, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.sequence_representation(history, history != 0), vector)
