@@ -48,6 +48,10 @@ EXPERIMENTS = {
     "recformer_id": "recformer_id_ml-1m_cold",  # issue 45: text + ID on the item tower
 }
 OUT = ROOT / "bench/results/experiments/cold_start"
+# the shared 3-seed SASRec baseline (bench/baselines.py, leave-one-out): the summary's `sasrec` row on `loo`;
+# this script's own leave-one-out SASRec record (the early-stopping recipe, 110 epochs) is `sasrec_converged`
+BASELINES = ROOT / "bench/results/experiments/baselines"
+RENAMED = {("loo", "sasrec"): "sasrec_converged"}
 FIELDS = ("title", "year", "genres")
 
 
@@ -173,8 +177,14 @@ def write_summary(out_json: Path, out_md: Path) -> None:
     for path in sorted(OUT.glob("*.json")):
         stem, seed = path.stem.rsplit("_seed", 1)
         variant, protocol = stem.rsplit("_", 1)
+        variant = RENAMED.get((protocol, variant), variant)
         record = json.loads(path.read_text())
-        groups.setdefault((protocol, variant), []).append({"seed": int(seed), "record": record, "file": path.name})
+        groups.setdefault((protocol, variant), []).append({"seed": int(seed), "record": record, "file": path})
+    for path in sorted(BASELINES.glob("sasrec_seed*.json")):
+        seed = path.stem.rsplit("_seed", 1)[1]
+        groups.setdefault(("loo", "sasrec"), []).append(
+            {"seed": int(seed), "record": json.loads(path.read_text()), "file": path}
+        )
     rows = []
     for (protocol, variant), runs in sorted(groups.items()):
         row: dict[str, Any] = {"protocol": protocol, "variant": variant, "seeds": sorted(r["seed"] for r in runs)}
@@ -184,7 +194,9 @@ def write_summary(out_json: Path, out_md: Path) -> None:
         epochs = [r["record"].get("epochs") for r in runs if r["record"].get("epochs") is not None]
         row["fit_s_median"] = summarize(fits)["median"] if fits else None
         row["epochs"] = epochs or None
-        row["n_users"] = [r["record"]["protocol"]["n_users"] for r in sorted(runs, key=lambda r: r["seed"])]
+        ordered = sorted(runs, key=lambda r: r["seed"])
+        row["n_users"] = [r["record"]["protocol"]["n_users"] for r in ordered]
+        row["records"] = [str(r["file"].relative_to(ROOT)) for r in ordered]
         rows.append(row)
     record = base_record(
         "cold_start_summary", "python bench/cold_start.py --summary", started, time.perf_counter() - t0
