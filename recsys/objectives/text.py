@@ -11,8 +11,10 @@ Phases, by epoch (the model's config says how many of each):
 - fine-tuning stage 1: the item table is re-encoded from text before every epoch and the history's
   summary is trained against it with the main loss (full softmax over the catalog);
 - fine-tuning stage 2: the same, with the table frozen.
-When training ends, the table is re-encoded once more by the final weights (`on_fit_end`), so the
-catalog and items added later by text (`Recformer.add_items`) come from one encoder.
+Items added later by text (`Recformer.add_items`) must come from the encoder that encoded the catalog
+table: the model keeps a snapshot of it (`item_encoder: snapshot`, the default), so the table that
+validation scored stays as it is; a model without one (`live`) has its table re-encoded by the final
+weights when training ends (`on_fit_end`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class TextSchedule(Protocol):
     mlm_prob: float
     mlm_weight: float
     temperature: float
+    item_encoder: str
 
 
 class TextNextItem(Objective):
@@ -105,10 +108,12 @@ class TextNextItem(Objective):
             text.refresh_items()
 
     def on_fit_end(self, model: SequentialRecommender) -> None:
-        """Re-encode the item table with the final weights: the table was encoded before the last
-        epoch (or frozen for stage 2) while the encoder trained on, and items added later by text are
-        embedded by the final encoder; the served catalog must come from the same one."""
-        _text(model).refresh_items()
+        """A model that embeds added items by its live encoder (`item_encoder: live`) gets its table
+        re-encoded by the final weights, so catalog and added items come from one encoder. With a
+        snapshot (the default) the table and its encoder are already one pair: nothing changes."""
+        text = _text(model)
+        if text.cfg.item_encoder == "live":
+            text.refresh_items()
 
     def expected_targets_per_batch(
         self, model: SequentialRecommender, rows: TrainRows, batch_size: int

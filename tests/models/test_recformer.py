@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recsys.data.item_features import ItemFeatures
 from recsys.models.recformer import KEY, SUMMARY, VALUE, Recformer, RecformerConfig
@@ -196,18 +197,20 @@ def test_an_unknown_pooling_is_refused_by_name() -> None:
         RecformerConfig(pooling="max")
 
 
-def test_a_model_saved_before_pooling_existed_loads_as_cls(tiny_text_backbone: Path, tmp_path: Path) -> None:
+def test_a_model_saved_before_pooling_and_the_snapshot_existed_loads_as_cls_and_live(
+    tiny_text_backbone: Path, tmp_path: Path
+) -> None:
     import json
 
     from recsys.model_io import MODEL_JSON, load_model, resolved_config, save_model
 
-    model = _model(tiny_text_backbone, pooling="cls").eval()
+    model = _model(tiny_text_backbone, pooling="cls", item_encoder="live").eval()
     save_model(model, "recformer", resolved_config(model), 7, tmp_path / "m")
     spec = json.loads((tmp_path / "m" / MODEL_JSON).read_text())
-    del spec["config"]["pooling"]  # what a model saved before the field was written
+    del spec["config"]["pooling"], spec["config"]["item_encoder"]  # a model saved before the fields existed
     (tmp_path / "m" / MODEL_JSON).write_text(json.dumps(spec))
     loaded = load_model(tmp_path / "m")
-    assert loaded.cfg.pooling == "cls"  # type: ignore[attr-defined]
+    assert loaded.cfg.pooling == "cls" and loaded.cfg.item_encoder == "live"  # type: ignore[attr-defined]
     with torch.no_grad():
         torch.testing.assert_close(
             loaded.sequence_representation(HISTORIES, HISTORIES != 0),
@@ -231,3 +234,34 @@ def test_histories_longer_than_the_backbone_positions_encode_and_survive_a_save(
     loaded = load_model(tmp_path / "m")
     with torch.no_grad():
         torch.testing.assert_close(loaded.sequence_representation(history, history != 0), vector)
+
+
+@pytest.mark.parametrize("item_encoder", ["snapshot", "live"])
+def test_the_table_and_added_items_come_from_one_encoder_and_a_snapshot_keeps_the_validated_table(
+    tiny_text_backbone: Path, item_encoder: str
+) -> None:
+    model = _model(tiny_text_backbone, item_encoder=item_encoder)
+    objective = build_objective(model.objective)
+    objective.on_epoch_start(model, [], 0)  # stage 1: the table encoded before the epoch
+    encoded = model.item_embeddings().clone()
+    rows = objective.train_rows([[1, 2, 3, 4, 5, 6, 7]] * 8, model.max_len, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):  # the encoder moves on while the table stays (as within an epoch)
+        loss = training_losses(model.train(), objective, rows[list(range(8))], build_loss(TrainConfig())).total
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    if model.table_encoder is not None:
+        assert not any(p.requires_grad or p.grad is not None for p in model.table_encoder.parameters())
+    objective.on_fit_end(model.eval())
+    table = model.item_embeddings().clone()
+    heat = {"title": "Heat", "year": None, "genres": "Action"}  # item 2's text, added again as a new item
+    with torch.no_grad():
+        live = model.item_vectors(model.item_tokens[2:3], model.item_types[2:3])
+        twin = model.add_items([heat])
+    assert float(F.cosine_similarity(twin, table[2:3])) > 0.9999  # the twin gets its catalog row
+    assert float(F.cosine_similarity(live, encoded[2:3])) < 0.999  # the live encoder has moved
+    if item_encoder == "snapshot":
+        torch.testing.assert_close(table, encoded)  # the table validation scored, unchanged
+    else:
+        assert not torch.allclose(table, encoded)  # re-encoded by the final weights
