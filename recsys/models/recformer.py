@@ -9,7 +9,10 @@ into the history's vector (`pooling`: the mean over real tokens, as the sentence
 was trained, or the summary token's state, as the paper after its own pre-training). One function,
 `item_vectors`, embeds item text as one-item histories, for the catalog table and for added items
 alike, so any item with text has a vector, including items never seen in training. Scores are cosine
-similarities over `temperature`.
+similarities over `temperature`. The table is encoded before training epochs and kept frozen within
+them (as the reference does); the encoder that encoded it is kept as a frozen snapshot (`item_encoder`),
+so items added by text later are embedded exactly as the catalog was, and the model tested and served is
+the table + history-encoder pair that validation scored.
 
 Text + ID (`item_ids: true`): the item table goes through the shared item tower
 (`recsys.nn.item_tower`, `adapter: identity`): an item of the training sequences adds a learned ID
