@@ -281,10 +281,9 @@ class Recformer(SequentialRecommender):
     ) -> torch.Tensor:
         """Token states [B, T, D] of token ids [B, T] with their types, item positions and mask; `table`: by
         the snapshot that encoded the item table (where `item_encoder` keeps one), else the live encoder."""
-        parts: Any = self.table_encoder if table and self.table_encoder is not None else self
-        backbone, token_type, item_position = (
-            getattr(parts, name) if parts is self else parts[name] for name in ENCODER_PARTS
-        )
+        frozen = self.table_encoder if table else None
+        parts: tuple[Any, ...] = tuple(frozen[n] if frozen is not None else getattr(self, n) for n in ENCODER_PARTS)
+        backbone, token_type, item_position = parts
         embeds = backbone.get_input_embeddings()(ids) + token_type(types) + item_position(pos)
         states: torch.Tensor = backbone(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
         return states
