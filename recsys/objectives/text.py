@@ -11,6 +11,9 @@ Phases, by epoch (the model's config says how many of each):
 - fine-tuning stage 1: the item table is re-encoded from text before every epoch and the history's
   summary is trained against it with the main loss (full softmax over the catalog);
 - fine-tuning stage 2: the same, with the table frozen.
+A text + ID model with a user-side ID encoder (`id_epochs` > 0) first warms it up, at the start of the
+first epoch: passes over the training rows that train only the ID encoder and the ID rows, next item at
+every position (SASRec's objective), with their own Adam and a cosine to 0; the text encoder is not run.
 Items added later by text (`Recformer.add_items`) must come from the encoder that encoded the catalog
 table: the model keeps a snapshot of it (`item_encoder: snapshot`, the default), so the table that
 validation scored stays as it is; a model without one (`live`) has its table re-encoded by the final
@@ -20,6 +23,9 @@ weights when training ends (`on_fit_end`).
 from __future__ import annotations
 
 import functools
+import logging
+import math
+import time
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -33,6 +39,7 @@ from recsys.nn.losses import paired_softmax
 from recsys.objectives.base import REC, Batch, LossFn, Objective, RowsFn, retrieval_model
 
 MLM = "mlm"
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -54,6 +61,22 @@ class TextModel(Protocol):
         """Re-encode the item table from text."""
         ...
 
+    def id_states(self, items: torch.Tensor) -> torch.Tensor:
+        """The ID encoder's user states [B, L, D], one per position."""
+        ...
+
+    def id_parameters(self) -> list[torch.nn.Parameter]:
+        """The ID encoder's and the ID rows' parameters (empty: no ID encoder)."""
+        ...
+
+    def item_embeddings(self) -> torch.Tensor:
+        """The scoring table [N + 1, D]."""
+        ...
+
+    def trained_items(self) -> torch.Tensor:
+        """[N + 1] bool: the items of the training sequences (those with an ID row)."""
+        ...
+
 
 class TextSchedule(Protocol):
     cuts_per_user: int
@@ -63,6 +86,10 @@ class TextSchedule(Protocol):
     mlm_weight: float
     temperature: float
     item_encoder: str
+    id_epochs: int
+    id_lr: float
+    id_batch: int
+    id_bf16: bool
 
 
 class TextNextItem(Objective):
@@ -100,12 +127,13 @@ class TextNextItem(Objective):
         return {REC: loss(user, model.item_embeddings(), targets)}
 
     def on_epoch_start(self, model: SequentialRecommender, batches: Iterable[Batch], epoch: int) -> None:
-        del batches
         text = _text(model)
         cfg = text.cfg
         text.pretraining = epoch < cfg.pretrain_epochs
         if epoch < cfg.pretrain_epochs + cfg.refresh_epochs:  # pre-training and stage 1; stage 2 keeps the table
             text.refresh_items()
+        if epoch == 0 and cfg.id_epochs > 0:
+            warm_up_ids(text, batches, epochs=cfg.id_epochs, lr=cfg.id_lr, batch_size=cfg.id_batch, bf16=cfg.id_bf16)
 
     def on_fit_end(self, model: SequentialRecommender) -> None:
         """A model that embeds added items by its live encoder (`item_encoder: live`) gets its table
@@ -120,6 +148,51 @@ class TextNextItem(Objective):
     ) -> float | None:
         del model, rows, batch_size
         return None  # one target per row
+
+
+def warm_up_ids(
+    model: TextModel, batches: Iterable[Batch], *, epochs: int, lr: float, batch_size: int, bf16: bool = False
+) -> list[float]:
+    """Train the ID encoder and the ID rows alone for `epochs` passes over `batches` (the training rows, in
+    steps of `batch_size` rows; `bf16`: under bfloat16 autocast):
+    the next item at every position of each row, softmax over the trained items (as `negatives:
+    trained`: an item held out of training is no class), Adam at `lr` with a cosine to 0. Returns each
+    pass's mean loss."""
+    params = model.id_parameters()
+    if not params:
+        raise ValueError("the ID warm-up needs a text + ID model with an ID encoder (item_ids: true, id_len > 0)")
+    device = params[0].device
+    optimiser = torch.optim.Adam(params, lr=lr)
+    absent = ~model.trained_items()  # [N + 1]: padding and items held out of training
+    schedule: torch.optim.lr_scheduler.LambdaLR | None = None
+    losses: list[float] = []
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        rows = [chunk for batch in batches for chunk in torch.split(batch.items, batch_size)]  # fresh random cuts
+        if schedule is None:  # the cosine runs over every step of every pass
+            total = epochs * len(rows)
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, functools.partial(_cosine, total=total))
+        running = 0.0
+        for items in rows:
+            items = items.to(device)
+            targets = items[:, 1:]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                states = model.id_states(items[:, :-1])[targets != 0]  # [T, D]: the positions with a next item
+                logits = (states @ model.item_embeddings().T).masked_fill(absent, -torch.inf)  # [T, N + 1]
+            loss = F.cross_entropy(logits.float(), targets[targets != 0])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimiser.step()
+            schedule.step()
+            running += float(loss.detach())
+        losses.append(running / len(rows))
+        seconds = time.perf_counter() - started
+        log.info("ID warm-up pass %d/%d: loss %.4f, %.1f s", epoch + 1, epochs, losses[-1], seconds)
+    return losses
+
+
+def _cosine(step: int, *, total: int) -> float:
+    return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
 
 def _text(model: SequentialRecommender) -> TextModel:

@@ -8,9 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from recsys.data.datasets import TrainBatch
 from recsys.data.item_features import ItemFeatures
 from recsys.models.recformer import KEY, SUMMARY, VALUE, Recformer, RecformerConfig
 from recsys.objectives import build_objective, training_losses
+from recsys.objectives.text import warm_up_ids
 from recsys.train.experiment import TrainConfig
 from recsys.train.module import build_loss
 
@@ -141,6 +143,45 @@ def test_config_rejects_bad_values() -> None:
         RecformerConfig(temperature=0)
     with pytest.raises(ValueError, match="'flash'"):
         RecformerConfig(attention="flash")
+    with pytest.raises(ValueError, match="id_len=5 needs item_ids"):
+        RecformerConfig(id_len=5)
+    with pytest.raises(ValueError, match="id_epochs=3 needs an ID encoder"):
+        RecformerConfig(item_ids=True, id_epochs=3)
+
+
+def _id_user_model(backbone: Path) -> Recformer:
+    model = _model(backbone, item_ids=True, id_len=5, id_hidden=8, id_heads=2, id_encoder_dropout=0.0)
+    model.observe_training_items(torch.arange(1, 6))  # items 6 and 7 held out of training: text only
+    return model
+
+
+def test_the_user_vector_is_the_text_summary_plus_the_id_encoders_last_state(tiny_text_backbone: Path) -> None:
+    model = _id_user_model(tiny_text_backbone).eval()
+    assert model.max_len == 5  # rows and evaluation read the ID encoder's history; the text its last 3
+    history = torch.tensor([[4, 1, 2, 5, 3], [0, 0, 0, 2, 6]])
+    with torch.no_grad():
+        user = model.sequence_representation(history, history != 0)
+        text = F.normalize(model.encode_history(history[:, -3:])[0], dim=-1) / model.cfg.temperature
+        ids = model.id_encoder(history, model.item_embeddings())[:, -1]  # type: ignore[misc]
+    torch.testing.assert_close(user, text + ids)
+    assert model.trained_items().nonzero().flatten().tolist() == [1, 2, 3, 4, 5]
+
+
+def test_the_id_warm_up_trains_only_the_id_parts_and_never_scores_held_out_items(tiny_text_backbone: Path) -> None:
+    model = _id_user_model(tiny_text_backbone).train()
+    model.item_embeddings()  # the text table, encoded once
+    text_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    table_before = model.item_table.clone()
+    rows = [TrainBatch(torch.tensor([[1, 2, 3, 4, 5, 1], [0, 0, 3, 4, 5, 2]] * 4))]
+    losses = warm_up_ids(model, rows, epochs=12, lr=1e-2, batch_size=3)
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(torch.equal(v, text_before[k]) for k, v in model.backbone.state_dict().items())
+    torch.testing.assert_close(model.item_table, table_before)  # the text table is not trained here
+    assert model.tower is not None and model.tower.id_emb is not None
+    grad = model.tower.id_emb.weight.grad
+    assert grad is not None and grad[1:6].abs().sum() > 0 and grad[6:].abs().sum() == 0  # held out: no ID row
+    with pytest.raises(ValueError, match="needs a text \\+ ID model with an ID encoder"):
+        warm_up_ids(_model(tiny_text_backbone), rows, epochs=1, lr=1e-2, batch_size=3)
 
 
 # the first components of two user vectors and of items 2 and 6 with `pooling: cls`, written by the

@@ -78,3 +78,23 @@ def test_recformer_with_item_ids_keeps_text_only_cold_items(
     assert float(F.cosine_similarity(table[warm], model.item_table[warm]).mean()) < 0.9999
     with pytest.raises(ValueError, match="id_dropout=0.2 needs item_ids"):
         RecformerConfig(id_dropout=0.2)
+
+
+def test_recformer_with_ids_on_the_user_side_warms_them_up_then_trains_and_reloads(
+    tmp_path: Path, planted_experiment: Callable[..., Path], tiny_text_backbone: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    params = {"refresh_epochs": 1, "item_ids": True, "id_len": 8, "id_hidden": 8, "id_epochs": 2, "id_batch": 16}
+    path = planted_experiment(_tiny(tiny_text_backbone, **params), batch_size=32, max_epochs=2)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with caplog.at_level("INFO", logger="recsys.objectives.text"):
+        outcome = train_experiment(load_experiment(path), tracking_uri=uri, command="test")
+    assert outcome is not None and "test/ndcg@10" in outcome.metrics
+    passes = [r.getMessage() for r in caplog.records if "ID warm-up pass" in r.getMessage()]
+    assert [p.split(":")[0] for p in passes] == ["ID warm-up pass 1/2", "ID warm-up pass 2/2"]  # once, epoch 0
+    model = load_model(download_run_artifacts(uri, outcome.run_id, "model", tmp_path / "dl")).eval()
+    assert model.max_len == 8 and model.id_encoder is not None
+    history = torch.tensor([[0, 0, 1, 2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        user = model.sequence_representation(history, history != 0)
+        text = F.normalize(model.encode_history(history)[0], dim=-1) / model.cfg.temperature
+    assert not torch.allclose(user, text)  # the ID encoder's state is part of the user vector
