@@ -29,6 +29,7 @@ FAMILIES = {
     "icsrec": "ICSRec",
     "recformer": "Recformer",
     "recformer_id": "Recformer text + ID (learned ID vectors for trained items)",
+    "recformer_id_user": "Recformer text + ID, IDs on the user side too (an ID encoder over 200 items)",
     "llm_rec": "LLM-backed `llm_rec` (SmolLM2-135M)",
     "id_text_sasrec_smollm2": "SASRec + SmolLM2 item vectors (ID + text views, `id_text_sasrec`)",
     "id_text_sasrec_random": "SASRec + random frozen item vectors (the control of the row above)",
@@ -84,8 +85,8 @@ def entry(record: Mapping[str, Any]) -> Entry | None:
     if family == "id_text_sasrec":  # one row per item tower variant: its experiment's name
         family = str(record.get("name", "")).removesuffix("_ml-1m")
     params = (((record.get("config") or {}).get("model") or {}).get("params")) or {}
-    if family == "recformer" and params.get("item_ids"):  # text + ID: its own row
-        family = "recformer_id"
+    if family == "recformer" and params.get("item_ids"):  # text + ID: its own row, with or without user-side IDs
+        family = "recformer_id_user" if params.get("id_len") else "recformer_id"
     if family not in FAMILIES or TEST not in metrics or "test/hr@10" not in metrics:
         return None
     if ((record.get("config") or {}).get("train") or {}).get("num_threads") == 1:

@@ -198,7 +198,9 @@ def test_leaderboard_keeps_only_the_ml1m_half_protocol() -> None:
 def test_recformer_with_id_vectors_is_a_family_of_its_own() -> None:
     text_only = _ml1m("r.json", "recformer", 0.2, 0.1, config={"model": {"params": {"item_ids": False}}})
     with_ids = _ml1m("i.json", "recformer", 0.2, 0.1, config={"model": {"params": {"item_ids": True}}})
-    assert [e.family for r in (text_only, with_ids) if (e := lb.entry(r)) is not None] == ["recformer", "recformer_id"]
+    user_ids = _ml1m("u.json", "recformer", 0.2, 0.1, config={"model": {"params": {"item_ids": True, "id_len": 200}}})
+    families = [e.family for r in (text_only, with_ids, user_ids) if (e := lb.entry(r)) is not None]
+    assert families == ["recformer", "recformer_id", "recformer_id_user"]
 
 
 def test_leaderboard_picks_each_familys_best_validation_group_and_lists_every_family() -> None:
