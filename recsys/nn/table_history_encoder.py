@@ -40,7 +40,8 @@ class TableHistoryEncoder(nn.Module):
         self.proj_out = nn.Linear(hidden, width, bias=False)
 
     def forward(self, items: Tensor, table: Tensor) -> Tensor:
-        """States [B, L, W] of left-padded histories `items` [B, L] (L <= max_len) over `table` [N + 1, W]."""
+        """States [B, L', W] of left-padded histories `items` [B, L] over `table` [N + 1, W]: their last
+        L' = min(L, max_len) items are read."""
         items = items[:, -self.max_len :]
         mask = items != 0
         x = self.proj_in(table[items]) * self.scale + self.pos_emb(items.shape[1])  # [B, L, H]
