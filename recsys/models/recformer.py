@@ -390,9 +390,12 @@ class Recformer(SequentialRecommender):
     def id_states(self, items: torch.Tensor) -> torch.Tensor:
         """The ID encoder's user states [B, L, D] of histories `items` [B, L], one per position (causal),
         over the item table: dot products with its rows are the ID part of the scores."""
-        if self.id_encoder is None:
+        if self.id_encoder is None or self.tower is None:
             raise ValueError("this Recformer has no ID encoder (id_len: 0)")
-        states: torch.Tensor = self.id_encoder(items, self.item_embeddings())
+        items = items[:, -self.id_encoder.max_len :]
+        self._ensure_table()
+        rows = F.normalize(self.tower(items), dim=-1)  # [B, L, D]: the history's rows of `item_embeddings`
+        states: torch.Tensor = self.id_encoder(items, rows)
         return states
 
     def trained_items(self) -> torch.Tensor:
@@ -407,11 +410,15 @@ class Recformer(SequentialRecommender):
             return []
         return [*self.id_encoder.parameters(), *self.tower.id_emb.parameters()]
 
+    def _ensure_table(self) -> None:
+        """Encode the item table from text if it is still empty."""
+        if not self.item_table[1:].any():
+            self.refresh_items()
+
     def item_embeddings(self) -> torch.Tensor:
         """The unit item table [N + 1, D] (encoded from text on first use; row 0 = padding, zeros); text + ID:
         each trained item's text and ID vectors summed, then unit-normalised."""
-        if not self.item_table[1:].any():
-            self.refresh_items()
+        self._ensure_table()
         if self.tower is None:
             return self.item_table
         return F.normalize(self.tower.item_weight(), dim=-1)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
@@ -164,14 +163,13 @@ def warm_up_ids(
     device = params[0].device
     optimiser = torch.optim.Adam(params, lr=lr)
     absent = ~model.trained_items()  # [N + 1]: padding and items held out of training
-    schedule: torch.optim.lr_scheduler.LambdaLR | None = None
+    rows = _chunks(batches, batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs * len(rows))  # to 0, every step
     losses: list[float] = []
     for epoch in range(epochs):
         started = time.perf_counter()
-        rows = [chunk for batch in batches for chunk in torch.split(batch.items, batch_size)]  # fresh random cuts
-        if schedule is None:  # the cosine runs over every step of every pass
-            total = epochs * len(rows)
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, functools.partial(_cosine, total=total))
+        if epoch > 0:
+            rows = _chunks(batches, batch_size)  # a pass of fresh random cuts
         running = 0.0
         for items in rows:
             items = items.to(device)
@@ -191,8 +189,9 @@ def warm_up_ids(
     return losses
 
 
-def _cosine(step: int, *, total: int) -> float:
-    return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+def _chunks(batches: Iterable[Batch], size: int) -> list[torch.Tensor]:
+    """One pass over `batches`' rows, in chunks of `size` rows."""
+    return [chunk for batch in batches for chunk in torch.split(batch.items, size)]
 
 
 def _text(model: SequentialRecommender) -> TextModel:

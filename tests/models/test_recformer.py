@@ -162,7 +162,7 @@ def test_the_user_vector_is_the_text_summary_plus_the_id_encoders_last_state(tin
     with torch.no_grad():
         user = model.sequence_representation(history, history != 0)
         text = F.normalize(model.encode_history(history[:, -3:])[0], dim=-1) / model.cfg.temperature
-        ids = model.id_encoder(history, model.item_embeddings())[:, -1]  # type: ignore[misc]
+        ids = model.id_encoder(history, model.item_embeddings()[history])[:, -1]  # type: ignore[misc]
     torch.testing.assert_close(user, text + ids)
     assert model.trained_items().nonzero().flatten().tolist() == [1, 2, 3, 4, 5]
 
@@ -180,6 +180,16 @@ def test_the_id_warm_up_trains_only_the_id_parts_and_never_scores_held_out_items
     assert model.tower is not None and model.tower.id_emb is not None
     grad = model.tower.id_emb.weight.grad
     assert grad is not None and grad[1:6].abs().sum() > 0 and grad[6:].abs().sum() == 0  # held out: no ID row
+    # held-out items are no class: with lr 0 a pass's loss is the cross-entropy over the trained items only
+    frozen = _id_user_model(tiny_text_backbone).eval()
+    items = rows[0].items
+    (loss,) = warm_up_ids(frozen, rows, epochs=1, lr=0.0, batch_size=len(items))
+    with torch.no_grad():
+        targets = items[:, 1:]
+        logits = frozen.id_states(items[:, :-1])[targets != 0] @ frozen.item_embeddings().T
+        trained_only = F.cross_entropy(logits[:, 1:6], targets[targets != 0] - 1)
+        every_item = F.cross_entropy(logits[:, 1:], targets[targets != 0] - 1)
+    assert loss == pytest.approx(float(trained_only), rel=1e-5) and loss != pytest.approx(float(every_item), rel=1e-3)
     with pytest.raises(ValueError, match="needs a text \\+ ID model with an ID encoder"):
         warm_up_ids(_model(tiny_text_backbone), rows, epochs=1, lr=1e-2, batch_size=3)
 
