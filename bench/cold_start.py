@@ -47,6 +47,7 @@ EXPERIMENTS = {
     "recformer_converge": "recformer_converge_ml-1m_cold",  # issue 45: the converge recipe, text only
     "recformer_id": "recformer_id_ml-1m_cold",  # issue 45: text + ID on the item tower
     "recformer_id_user": "recformer_id_user_ml-1m_cold",  # issue 45: text + ID, IDs on the user side too
+    "recformer_id_user_sasrec": "recformer_id_user_sasrec_ml-1m_cold",  # the same, ID warm-up as SASRec trains
     "recformer_long": "recformer_long_ml-1m_cold",  # issue 45: 50-item histories, linear attention
 }
 OUT = ROOT / "bench/results/experiments/cold_start"

@@ -102,6 +102,7 @@ class SequenceDataModule(pl.LightningDataModule):
             )
         gen = torch.Generator().manual_seed(self.seed)  # the rows' own draws (e.g. positive views)
         self.rows_generator = gen
+        self.train_sequences = train  # the users' training sequences the rows are drawn from
         self.train_set: TrainRows = self.rows(train, self.max_len, generator=gen)
         self.val_set = EvalSequences(
             split.validation[ITEMS].to_list(), split.validation[TARGET].to_list(), self.max_len

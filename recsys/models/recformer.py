@@ -96,11 +96,13 @@ class RecformerConfig:
     id_layers: int = 2
     id_heads: int = 2
     id_encoder_dropout: float = 0.2
-    # before fine-tuning, `id_epochs` passes over the training rows train the ID encoder and the ID rows alone
-    # (the next item at every position, softmax over the trained items, Adam at `id_lr` with a cosine to 0):
-    # the many cheap steps an ID model needs, which the text encoder's few hundred steps cannot give
+    # before fine-tuning, `id_epochs` passes over the users' training sequences train the ID encoder and the
+    # ID rows alone as SASRec trains (one window per user, the next item at every position, softmax over the
+    # trained items, Adam at `id_lr` rising over `id_warmup_frac` of the steps, then a cosine to 0): the many
+    # cheap steps an ID model needs, which the text encoder's few hundred steps cannot give
     id_epochs: int = 0
     id_lr: float = 0.004
+    id_warmup_frac: float = 0.05
     id_batch: int = 128  # rows per warm-up step
     # the warm-up under bfloat16 autocast (ML-1M on a 2-core EPYC with avx512_bf16: 37 s a pass, not 71)
     id_bf16: bool = False
@@ -135,6 +137,8 @@ class RecformerConfig:
             raise ValueError(f"id_len={self.id_len} needs item_ids: true (the ID encoder reads the ID rows)")
         if self.id_epochs > 0 and self.id_len == 0:
             raise ValueError(f"id_epochs={self.id_epochs} needs an ID encoder (id_len > 0)")
+        if not 0.0 <= self.id_warmup_frac < 1.0:
+            raise ValueError(f"id_warmup_frac must be in [0, 1), got {self.id_warmup_frac}")
         if self.item_encoder not in ITEM_ENCODERS:
             raise ValueError(f"item_encoder must be one of {list(ITEM_ENCODERS)}, got {self.item_encoder!r}")
 

@@ -71,10 +71,17 @@ class Objective:
         del model, batch, hidden
         return {}
 
-    def on_epoch_start(self, model: SequentialRecommender, batches: Iterable[Batch], epoch: int) -> None:
+    def on_epoch_start(
+        self,
+        model: SequentialRecommender,
+        batches: Iterable[Batch],
+        epoch: int,
+        *,
+        sequences: Sequence[Sequence[int]] = (),
+    ) -> None:
         """Called before training epoch `epoch` (0-based) with one unshuffled pass over the training
-        rows; a no-op here, which does not iterate."""
-        del model, batches, epoch
+        rows and the users' training `sequences` they are drawn from; a no-op here, which does not iterate."""
+        del model, batches, epoch, sequences
 
     def on_fit_end(self, model: SequentialRecommender) -> None:
         """Called once the final weights are in place (the best checkpoint's), before the final

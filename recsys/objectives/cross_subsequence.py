@@ -67,7 +67,15 @@ class CrossSubsequence(Objective):
         term = _contrastive(model).contrastive_loss(batch, hidden)
         return {} if term is None else {CONTRAST: term}
 
-    def on_epoch_start(self, model: SequentialRecommender, batches: Iterable[Batch], epoch: int) -> None:
+    def on_epoch_start(
+        self,
+        model: SequentialRecommender,
+        batches: Iterable[Batch],
+        epoch: int,
+        *,
+        sequences: Sequence[Sequence[int]] = (),
+    ) -> None:
+        del sequences
         _contrastive(model).refit(batches, epoch)  # type: ignore[arg-type]  # our rows are ViewBatches
 
     def expected_targets_per_batch(

@@ -12,8 +12,9 @@ Phases, by epoch (the model's config says how many of each):
   summary is trained against it with the main loss (full softmax over the catalog);
 - fine-tuning stage 2: the same, with the table frozen.
 A text + ID model with a user-side ID encoder (`id_epochs` > 0) first warms it up, at the start of the
-first epoch: passes over the training rows that train only the ID encoder and the ID rows, next item at
-every position (SASRec's objective), with their own Adam and a cosine to 0; the text encoder is not run.
+first epoch: passes over the users' training sequences that train only the ID encoder and the ID rows
+as SASRec trains (one window of the last `id_len` + 1 items per user, next item at every position, Adam
+with a warm-up and a cosine to 0); the text encoder is not run.
 Items added later by text (`Recformer.add_items`) must come from the encoder that encoded the catalog
 table: the model keeps a snapshot of it (`item_encoder: snapshot`, the default), so the table that
 validation scored stays as it is; a model without one (`live`) has its table re-encoded by the final
@@ -31,11 +32,12 @@ from typing import Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from recsys.data.datasets import RandomCuts, TrainRows
+from recsys.data.datasets import RandomCuts, TrainRows, TrainSequences
 from recsys.models.base import SequentialRecommender
 from recsys.models.ranker import AnyModel
 from recsys.nn.losses import paired_softmax
 from recsys.objectives.base import REC, Batch, LossFn, Objective, RowsFn, retrieval_model
+from recsys.train.schedules import warmup_cosine
 
 MLM = "mlm"
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class TextModel(Protocol):
 
     cfg: TextSchedule
     pretraining: bool  # set by the objective at each epoch start
+    tower: torch.nn.Module | None  # the text + ID item tower (None: text only)
 
     def encode_history(self, items: torch.Tensor, *, mlm_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Summary states [B, D] of histories [B, L] (and the MLM loss when `mlm_prob` > 0)."""
@@ -85,8 +88,10 @@ class TextSchedule(Protocol):
     mlm_weight: float
     temperature: float
     item_encoder: str
+    id_len: int
     id_epochs: int
     id_lr: float
+    id_warmup_frac: float
     id_batch: int
     id_bf16: bool
 
@@ -125,14 +130,30 @@ class TextNextItem(Objective):
         user = model.sequence_representation(history, history != 0)  # [B, D], cosine / temperature
         return {REC: loss(user, model.item_embeddings(), targets)}
 
-    def on_epoch_start(self, model: SequentialRecommender, batches: Iterable[Batch], epoch: int) -> None:
+    def on_epoch_start(
+        self,
+        model: SequentialRecommender,
+        batches: Iterable[Batch],
+        epoch: int,
+        *,
+        sequences: Sequence[Sequence[int]] = (),
+    ) -> None:
+        del batches  # the warm-up reads whole sequences, the rest only the model
         text = _text(model)
         cfg = text.cfg
         text.pretraining = epoch < cfg.pretrain_epochs
         if epoch < cfg.pretrain_epochs + cfg.refresh_epochs:  # pre-training and stage 1; stage 2 keeps the table
             text.refresh_items()
         if epoch == 0 and cfg.id_epochs > 0:
-            warm_up_ids(text, batches, epochs=cfg.id_epochs, lr=cfg.id_lr, batch_size=cfg.id_batch, bf16=cfg.id_bf16)
+            warm_up_ids(
+                text,
+                sequences,
+                epochs=cfg.id_epochs,
+                lr=cfg.id_lr,
+                batch_size=cfg.id_batch,
+                warmup_frac=cfg.id_warmup_frac,
+                bf16=cfg.id_bf16,
+            )
 
     def on_fit_end(self, model: SequentialRecommender) -> None:
         """A model that embeds added items by its live encoder (`item_encoder: live`) gets its table
@@ -150,29 +171,43 @@ class TextNextItem(Objective):
 
 
 def warm_up_ids(
-    model: TextModel, batches: Iterable[Batch], *, epochs: int, lr: float, batch_size: int, bf16: bool = False
+    model: TextModel,
+    sequences: Sequence[Sequence[int]],
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    warmup_frac: float = 0.05,
+    bf16: bool = False,
+    generator: torch.Generator | None = None,
 ) -> list[float]:
-    """Train the ID encoder and the ID rows alone for `epochs` passes over `batches` (the training rows, in
-    steps of `batch_size` rows; `bf16`: under bfloat16 autocast):
-    the next item at every position of each row, softmax over the trained items (as `negatives:
-    trained`: an item held out of training is no class), Adam at `lr` with a cosine to 0. Returns each
-    pass's mean loss."""
+    """Train the ID encoder and the ID rows alone for `epochs` passes over the users' training `sequences`,
+    as SASRec trains: one row per user, the last `id_len` + 1 items, shuffled by `generator` each pass, in
+    steps of `batch_size` rows (`bf16`: under bfloat16 autocast); the next item at every position, softmax
+    over the trained items (as `negatives: trained`: an item held out of training is no class); Adam at
+    `lr`, rising over the first `warmup_frac` of the steps, then a cosine to 0. The item tower runs in eval
+    mode (no `id_dropout`: every trained item is scored by its text + ID vector); the ID encoder keeps its
+    dropout. Returns each pass's mean loss."""
     params = model.id_parameters()
     if not params:
         raise ValueError("the ID warm-up needs a text + ID model with an ID encoder (item_ids: true, id_len > 0)")
+    if not sequences:
+        raise ValueError("the ID warm-up needs the users' training sequences; none were given")
     device = params[0].device
+    rows = TrainSequences(sequences, model.cfg.id_len)
+    steps_per_pass = -(-len(rows) // batch_size)
     optimiser = torch.optim.Adam(params, lr=lr)
+    schedule = warmup_cosine(optimiser, epochs * steps_per_pass, warmup_frac)
     absent = ~model.trained_items()  # [N + 1]: padding and items held out of training
-    rows = _chunks(batches, batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs * len(rows))  # to 0, every step
+    tower_was_training = model.tower.training if model.tower is not None else False
+    if model.tower is not None:
+        model.tower.eval()
     losses: list[float] = []
     for epoch in range(epochs):
         started = time.perf_counter()
-        if epoch > 0:
-            rows = _chunks(batches, batch_size)  # a pass of fresh random cuts
         running = 0.0
-        for items in rows:
-            items = items.to(device)
+        for chunk in torch.split(torch.randperm(len(rows), generator=generator), batch_size):
+            items = rows[chunk.tolist()].items.to(device)
             targets = items[:, 1:]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 states = model.id_states(items[:, :-1])[targets != 0]  # [T, D]: the positions with a next item
@@ -183,15 +218,12 @@ def warm_up_ids(
             optimiser.step()
             schedule.step()
             running += float(loss.detach())
-        losses.append(running / len(rows))
+        losses.append(running / steps_per_pass)
         seconds = time.perf_counter() - started
         log.info("ID warm-up pass %d/%d: loss %.4f, %.1f s", epoch + 1, epochs, losses[-1], seconds)
+    if model.tower is not None:
+        model.tower.train(tower_was_training)
     return losses
-
-
-def _chunks(batches: Iterable[Batch], size: int) -> list[torch.Tensor]:
-    """One pass over `batches`' rows, in chunks of `size` rows."""
-    return [chunk for batch in batches for chunk in torch.split(batch.items, size)]
 
 
 def _text(model: SequentialRecommender) -> TextModel:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 
 import pytorch_lightning as pl
 import torch
@@ -23,6 +22,7 @@ from recsys.objectives import build_objective, training_losses
 from recsys.objectives.base import Batch, LossFn, Objective
 from recsys.objectives.base import NonFiniteLossError as NonFiniteLossError  # re-exported for callers
 from recsys.train.experiment import EvalConfig, TrainConfig
+from recsys.train.schedules import warmup_cosine
 
 
 def build_loss(train_cfg: TrainConfig) -> LossFn:
@@ -112,7 +112,12 @@ class RecModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)  # set by Lightning when fit() is given one
         if isinstance(datamodule, SequenceDataModule) and isinstance(self.model, SequentialRecommender):
-            self.objective.on_epoch_start(self.model, datamodule.ordered_train_dataloader(), self.current_epoch)
+            self.objective.on_epoch_start(
+                self.model,
+                datamodule.ordered_train_dataloader(),
+                self.current_epoch,
+                sequences=datamodule.train_sequences,
+            )
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         del batch_idx
@@ -245,15 +250,7 @@ def step_schedule(
         )
     if train_cfg.lr_schedule != "warmup_cosine":
         raise ValueError(f"no per-step schedule for lr_schedule={train_cfg.lr_schedule!r}")
-    warmup = round(train_cfg.warmup_frac * total_steps)
-    decay_steps = max(1, total_steps - warmup)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup  # step 0 already trains, at lr / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / decay_steps)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return warmup_cosine(optimizer, total_steps, train_cfg.warmup_frac)
 
 
 def _check_fused_adamw(devices: set[torch.device]) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from recsys.data.datasets import TrainBatch
 from recsys.data.item_features import ItemFeatures
 from recsys.models.recformer import KEY, SUMMARY, VALUE, Recformer, RecformerConfig
 from recsys.objectives import build_objective, training_losses
@@ -147,10 +147,12 @@ def test_config_rejects_bad_values() -> None:
         RecformerConfig(id_len=5)
     with pytest.raises(ValueError, match="id_epochs=3 needs an ID encoder"):
         RecformerConfig(item_ids=True, id_epochs=3)
+    with pytest.raises(ValueError, match="id_warmup_frac must be in"):
+        RecformerConfig(id_warmup_frac=1.0)
 
 
-def _id_user_model(backbone: Path) -> Recformer:
-    model = _model(backbone, item_ids=True, id_len=5, id_hidden=8, id_heads=2, id_encoder_dropout=0.0)
+def _id_user_model(backbone: Path, **params: Any) -> Recformer:
+    model = _model(backbone, item_ids=True, id_len=5, id_hidden=8, id_heads=2, id_encoder_dropout=0.0, **params)
     model.observe_training_items(torch.arange(1, 6))  # items 6 and 7 held out of training: text only
     return model
 
@@ -172,18 +174,21 @@ def test_the_id_warm_up_trains_only_the_id_parts_and_never_scores_held_out_items
     model.item_embeddings()  # the text table, encoded once
     text_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     table_before = model.item_table.clone()
-    rows = [TrainBatch(torch.tensor([[1, 2, 3, 4, 5, 1], [0, 0, 3, 4, 5, 2]] * 4))]
-    losses = warm_up_ids(model, rows, epochs=12, lr=1e-2, batch_size=3)
+    seqs = [[2, 4, 1, 2, 3, 4, 5, 1], [3, 4, 5, 2]] * 4  # rows: the last id_len + 1 = 6 items of each
+    losses = warm_up_ids(model, seqs, epochs=12, lr=1e-2, batch_size=3, generator=torch.Generator().manual_seed(0))
     assert losses[-1] < 0.5 * losses[0]
     assert all(torch.equal(v, text_before[k]) for k, v in model.backbone.state_dict().items())
     torch.testing.assert_close(model.item_table, table_before)  # the text table is not trained here
     assert model.tower is not None and model.tower.id_emb is not None
     grad = model.tower.id_emb.weight.grad
     assert grad is not None and grad[1:6].abs().sum() > 0 and grad[6:].abs().sum() == 0  # held out: no ID row
-    # held-out items are no class: with lr 0 a pass's loss is the cross-entropy over the trained items only
-    frozen = _id_user_model(tiny_text_backbone).eval()
-    items = rows[0].items
-    (loss,) = warm_up_ids(frozen, rows, epochs=1, lr=0.0, batch_size=len(items))
+    # held-out items are no class: with lr 0 a pass's loss is the cross-entropy over the trained items only,
+    # every position of each user's last 6 items, every item by its text + ID vector (no id_dropout draws)
+    frozen = _id_user_model(tiny_text_backbone, id_dropout=0.9).train()
+    items = torch.tensor([[1, 2, 3, 4, 5, 1], [0, 0, 3, 4, 5, 2]] * 4)
+    (loss,) = warm_up_ids(frozen, seqs, epochs=1, lr=0.0, batch_size=len(seqs))
+    assert frozen.tower is not None and frozen.tower.training  # back in training mode after the warm-up
+    frozen.eval()
     with torch.no_grad():
         targets = items[:, 1:]
         logits = frozen.id_states(items[:, :-1])[targets != 0] @ frozen.item_embeddings().T
@@ -191,7 +196,9 @@ def test_the_id_warm_up_trains_only_the_id_parts_and_never_scores_held_out_items
         every_item = F.cross_entropy(logits[:, 1:], targets[targets != 0] - 1)
     assert loss == pytest.approx(float(trained_only), rel=1e-5) and loss != pytest.approx(float(every_item), rel=1e-3)
     with pytest.raises(ValueError, match="needs a text \\+ ID model with an ID encoder"):
-        warm_up_ids(_model(tiny_text_backbone), rows, epochs=1, lr=1e-2, batch_size=3)
+        warm_up_ids(_model(tiny_text_backbone), seqs, epochs=1, lr=1e-2, batch_size=3)
+    with pytest.raises(ValueError, match="needs the users' training sequences"):
+        warm_up_ids(model, [], epochs=1, lr=1e-2, batch_size=3)
 
 
 # the first components of two user vectors and of items 2 and 6 with `pooling: cls`, written by the
