@@ -29,6 +29,7 @@ through `transformers` (imported lazily) and adapted here, as STYLE.md's habit 1
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -96,6 +97,10 @@ class RecformerConfig:
     id_layers: int = 2
     id_heads: int = 2
     id_encoder_dropout: float = 0.2
+    # the user vector is text_weight * text summary + ID state; with `text_weights` the weight is chosen among
+    # them on validation NDCG@10 after training (recsys.eval.part_weight) and saved with the model
+    text_weight: float = 1.0
+    text_weights: tuple[float, ...] = ()
     # before fine-tuning, `id_epochs` passes over the users' training sequences train the ID encoder and the
     # ID rows alone as SASRec trains (one window per user, the next item at every position, softmax over the
     # trained items, Adam at `id_lr` rising over `id_warmup_frac` of the steps, then a cosine to 0): the many
@@ -137,6 +142,10 @@ class RecformerConfig:
             raise ValueError(f"id_len={self.id_len} needs item_ids: true (the ID encoder reads the ID rows)")
         if self.id_epochs > 0 and self.id_len == 0:
             raise ValueError(f"id_epochs={self.id_epochs} needs an ID encoder (id_len > 0)")
+        if self.text_weights and self.id_len == 0:
+            raise ValueError("text_weights weigh the text summary against the ID encoder's state: they need id_len > 0")
+        if self.text_weight < 0 or any(w < 0 for w in self.text_weights):
+            raise ValueError(f"text weights must be >= 0, got {self.text_weight} and {list(self.text_weights)}")
         if not 0.0 <= self.id_warmup_frac < 1.0:
             raise ValueError(f"id_warmup_frac must be in [0, 1), got {self.id_warmup_frac}")
         if self.item_encoder not in ITEM_ENCODERS:
@@ -384,12 +393,26 @@ class Recformer(SequentialRecommender):
 
     def sequence_representation(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The history's unit summary vector over `temperature` [B, D]: a dot product with the unit
-        item table is the cosine score the model trains on."""
+        item table is the cosine score the model trains on. With an ID encoder: `text_weight` times that,
+        plus the ID encoder's last state."""
         del mask  # the padding is 0 in `items`
-        text = F.normalize(self.encode_history(items)[0], dim=-1) / self.cfg.temperature
         if self.id_encoder is None:
-            return text
-        return text + self.id_states(items)[:, -1]
+            return self._text_summary(items)
+        ids, text = self.user_parts(items)
+        return ids + self.cfg.text_weight * text
+
+    def _text_summary(self, items: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.encode_history(items)[0], dim=-1) / self.cfg.temperature
+
+    def user_parts(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the ID encoder's last state, the text summary over `temperature`) [B, D] each (`part_weight`)."""
+        return self.id_states(items)[:, -1], self._text_summary(items)
+
+    def part_weights(self) -> tuple[float, ...]:
+        return self.cfg.text_weights
+
+    def set_part_weight(self, weight: float) -> None:
+        self.cfg = dataclasses.replace(self.cfg, text_weight=weight)
 
     def id_states(self, items: torch.Tensor) -> torch.Tensor:
         """The ID encoder's user states [B, L, D] of histories `items` [B, L], one per position (causal),

@@ -4,6 +4,7 @@ artifacts, all carrying one resolved experiment config."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from recsys.data.datamodule import SequenceDataModule
 from recsys.data.labelled_datamodule import LabelledDataModule
 from recsys.eval.evaluate import evaluate
 from recsys.eval.labelled import labelled_split_metrics
+from recsys.eval.part_weight import WeightedParts, choose_part_weight
 from recsys.eval.per_user import ITEMS_TABLE, item_stats, log_tables, per_user_results
 from recsys.eval.two_stage import choose_stage1_weight, score_lists, stage1_only, two_stage_metrics
 from recsys.model_io import resolved_config, write_model
@@ -32,6 +34,7 @@ from recsys.train.experiment import ExperimentConfig
 from recsys.train.fit import RunData
 from recsys.train.module import RecModule
 
+log = logging.getLogger(__name__)
 DATA_CONFIG_KEY = "data_config"  # the resolved data config, beside `data` (its path)
 
 
@@ -113,7 +116,11 @@ def evaluate_and_log(
         if not isinstance(model, SequentialRecommender):
             raise TypeError(f"full ranking needs a retrieval model, not a {type(model).__name__}")
         module.objective.on_fit_end(model)  # e.g. a text model's item table encoded by the final weights
+        chosen = _choose_part_weight(ctx, model, dm)
+        if chosen:  # the model's config changed: it is saved as chosen
+            ctx = dataclasses.replace(ctx, model_spec={**ctx.model_spec, "config": resolved_config(model)})
         metrics, protocol, per_user = _rank_val_test(ctx, model, dm)
+        metrics |= chosen
     config = resolved_experiment(cfg, model, ctx.data.config)
     record = base_record(cfg.name, ctx.command, ctx.started_at, time.perf_counter() - ctx.t0) | {
         "dataset": ctx.data.meta.get("name"),
@@ -152,6 +159,23 @@ def _two_stage_val_test(model: Ranker, dm: CandidateListDataModule, k: int, ks: 
         lists = score_lists(model, loader)
         metrics |= two_stage_metrics(lists, ks, split) | two_stage_metrics(stage1_only(lists), ks, f"stage1_{split}")
     return metrics
+
+
+def _choose_part_weight(ctx: RunContext, model: SequentialRecommender, dm: SequenceDataModule) -> dict[str, float]:
+    """For a model with a part weight to choose (`recsys.eval.part_weight`): choose it on every validation
+    user and return it with each weight's validation NDCG@k; otherwise nothing."""
+    if not (isinstance(model, WeightedParts) and model.part_weights()):
+        return {}
+    k = ctx.cfg.eval.monitor_k
+    weight, ndcg = choose_part_weight(
+        model,
+        dm.val_dataloader(all_users=True),
+        k=k,
+        exclude_seen=ctx.cfg.eval.exclude_seen,
+        item_chunk=ctx.cfg.eval.item_chunk,
+    )
+    log.info("part weight %g chosen on validation NDCG@%d: %s", weight, k, ndcg)
+    return {"part_weight": weight} | {f"val/ndcg@{k}_part_weight_{w:g}": v for w, v in ndcg.items()}
 
 
 def _rank_val_test(

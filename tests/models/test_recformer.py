@@ -147,6 +147,10 @@ def test_config_rejects_bad_values() -> None:
         RecformerConfig(id_len=5)
     with pytest.raises(ValueError, match="id_epochs=3 needs an ID encoder"):
         RecformerConfig(item_ids=True, id_epochs=3)
+    with pytest.raises(ValueError, match="text_weights weigh the text summary against the ID encoder's state"):
+        RecformerConfig(text_weights=(0.0, 1.0))
+    with pytest.raises(ValueError, match="text weights must be >= 0"):
+        RecformerConfig(item_ids=True, id_len=4, text_weights=(-1.0, 1.0))
     with pytest.raises(ValueError, match="id_warmup_frac must be in"):
         RecformerConfig(id_warmup_frac=1.0)
 
@@ -166,6 +170,9 @@ def test_the_user_vector_is_the_text_summary_plus_the_id_encoders_last_state(tin
         text = F.normalize(model.encode_history(history[:, -3:])[0], dim=-1) / model.cfg.temperature
         ids = model.id_encoder(history, model.item_embeddings()[history])[:, -1]  # type: ignore[misc]
     torch.testing.assert_close(user, text + ids)
+    model.set_part_weight(0.25)  # the text summary's weight, as chosen on validation (recsys.eval.part_weight)
+    with torch.no_grad():
+        torch.testing.assert_close(model.sequence_representation(history, history != 0), 0.25 * text + ids)
     assert model.trained_items().nonzero().flatten().tolist() == [1, 2, 3, 4, 5]
 
 

@@ -84,6 +84,7 @@ def test_recformer_with_ids_on_the_user_side_warms_them_up_then_trains_and_reloa
     tmp_path: Path, planted_experiment: Callable[..., Path], tiny_text_backbone: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     params = {"refresh_epochs": 1, "item_ids": True, "id_len": 8, "id_hidden": 8, "id_epochs": 2, "id_batch": 16}
+    params["text_weights"] = [0.0, 0.5, 1.0]  # the text summary's weight, chosen on validation after the fit
     path = planted_experiment(_tiny(tiny_text_backbone, **params), batch_size=32, max_epochs=2)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with caplog.at_level("INFO", logger="recsys.objectives.text"):
@@ -98,3 +99,10 @@ def test_recformer_with_ids_on_the_user_side_warms_them_up_then_trains_and_reloa
         user = model.sequence_representation(history, history != 0)
         text = F.normalize(model.encode_history(history)[0], dim=-1) / model.cfg.temperature
     assert not torch.allclose(user, text)  # the ID encoder's state is part of the user vector
+    # the weight chosen on every validation user is the one saved, and the final validation figure is its
+    weight = outcome.metrics["part_weight"]
+    assert weight in (0.0, 0.5, 1.0) and model.cfg.text_weight == weight
+    assert outcome.record["config"]["model"]["params"]["text_weight"] == weight
+    chosen = outcome.metrics[f"val/ndcg@10_part_weight_{weight:g}"]
+    assert outcome.metrics["val/ndcg@10"] == pytest.approx(chosen, abs=1e-9)
+    assert chosen == max(outcome.metrics[f"val/ndcg@10_part_weight_{w:g}"] for w in (0.0, 0.5, 1.0))
