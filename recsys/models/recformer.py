@@ -101,6 +101,9 @@ class RecformerConfig:
     # them on validation NDCG@10 after training (recsys.eval.part_weight) and saved with the model
     text_weight: float = 1.0
     text_weights: tuple[float, ...] = ()
+    # the weight of a second loss on the text summary alone, so it stays a ranker of its own (cold items have
+    # no ID row to lean on); 0: only the summed score trains
+    text_loss: float = 0.0
     # before fine-tuning, `id_epochs` passes over the users' training sequences train the ID encoder and the
     # ID rows alone as SASRec trains (one window per user, the next item at every position, softmax over the
     # trained items, Adam at `id_lr` rising over `id_warmup_frac` of the steps, then a cosine to 0): the many
@@ -142,8 +145,12 @@ class RecformerConfig:
             raise ValueError(f"id_len={self.id_len} needs item_ids: true (the ID encoder reads the ID rows)")
         if self.id_epochs > 0 and self.id_len == 0:
             raise ValueError(f"id_epochs={self.id_epochs} needs an ID encoder (id_len > 0)")
-        if self.text_weights and self.id_len == 0:
-            raise ValueError("text_weights weigh the text summary against the ID encoder's state: they need id_len > 0")
+        if (self.text_weights or self.text_loss) and self.id_len == 0:
+            raise ValueError(
+                "text_weights and text_loss weigh the text summary against the ID encoder's state: they need id_len > 0"
+            )
+        if self.text_loss < 0:
+            raise ValueError(f"text_loss must be >= 0, got {self.text_loss}")
         if self.text_weight < 0 or any(w < 0 for w in self.text_weights):
             raise ValueError(f"text weights must be >= 0, got {self.text_weight} and {list(self.text_weights)}")
         if not 0.0 <= self.id_warmup_frac < 1.0:

@@ -40,6 +40,7 @@ from recsys.objectives.base import REC, Batch, LossFn, Objective, RowsFn, retrie
 from recsys.train.schedules import warmup_cosine
 
 MLM = "mlm"
+TEXT = "text"  # a text + ID model's second loss, on the text summary alone (`text_loss`)
 log = logging.getLogger(__name__)
 
 
@@ -65,6 +66,10 @@ class TextModel(Protocol):
 
     def id_states(self, items: torch.Tensor) -> torch.Tensor:
         """The ID encoder's user states [B, L, D], one per position."""
+        ...
+
+    def user_parts(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the ID encoder's last state, the text summary over temperature) [B, D] each."""
         ...
 
     def id_parameters(self) -> list[torch.nn.Parameter]:
@@ -94,6 +99,8 @@ class TextSchedule(Protocol):
     id_warmup_frac: float
     id_batch: int
     id_bf16: bool
+    text_weight: float
+    text_loss: float
 
 
 class TextNextItem(Objective):
@@ -127,6 +134,11 @@ class TextNextItem(Objective):
             contrast = paired_softmax(F.normalize(summary, dim=-1), items, temperature=cfg.temperature, labels=targets)
             assert mlm is not None
             return {REC: contrast, MLM: cfg.mlm_weight * mlm}
+        if text.cfg.text_loss > 0:  # the text summary also ranks alone (cold items), beside the summed score
+            ids, summary = text.user_parts(history)
+            table = model.item_embeddings()
+            user = ids + text.cfg.text_weight * summary
+            return {REC: loss(user, table, targets), TEXT: text.cfg.text_loss * loss(summary, table, targets)}
         user = model.sequence_representation(history, history != 0)  # [B, D], cosine / temperature
         return {REC: loss(user, model.item_embeddings(), targets)}
 

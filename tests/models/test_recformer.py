@@ -147,8 +147,10 @@ def test_config_rejects_bad_values() -> None:
         RecformerConfig(id_len=5)
     with pytest.raises(ValueError, match="id_epochs=3 needs an ID encoder"):
         RecformerConfig(item_ids=True, id_epochs=3)
-    with pytest.raises(ValueError, match="text_weights weigh the text summary against the ID encoder's state"):
+    with pytest.raises(ValueError, match="text_weights and text_loss weigh the text summary"):
         RecformerConfig(text_weights=(0.0, 1.0))
+    with pytest.raises(ValueError, match="text_loss must be >= 0"):
+        RecformerConfig(item_ids=True, id_len=4, text_loss=-1.0)
     with pytest.raises(ValueError, match="text weights must be >= 0"):
         RecformerConfig(item_ids=True, id_len=4, text_weights=(-1.0, 1.0))
     with pytest.raises(ValueError, match="id_warmup_frac must be in"):
@@ -174,6 +176,23 @@ def test_the_user_vector_is_the_text_summary_plus_the_id_encoders_last_state(tin
     with torch.no_grad():
         torch.testing.assert_close(model.sequence_representation(history, history != 0), 0.25 * text + ids)
     assert model.trained_items().nonzero().flatten().tolist() == [1, 2, 3, 4, 5]
+
+
+def test_text_loss_adds_the_text_summarys_own_loss_beside_the_summed_one(tiny_text_backbone: Path) -> None:
+    model = _id_user_model(tiny_text_backbone, text_loss=0.5, text_weight=0.25).eval()
+    objective = build_objective(model.objective)
+    objective.on_epoch_start(model, [], 0)
+    rows = objective.train_rows([[1, 2, 3, 4, 5, 1, 2]] * 4, model.max_len, generator=torch.Generator().manual_seed(0))
+    batch = rows[[0, 1, 2, 3]]
+    loss_fn = build_loss(TrainConfig())
+    terms = training_losses(model, objective, batch, loss_fn).terms
+    history, targets = batch.items[:, :-1], batch.items[:, -1]
+    with torch.no_grad():
+        ids, text = model.user_parts(history)
+        table = model.item_embeddings()
+        torch.testing.assert_close(terms["rec"], loss_fn(ids + 0.25 * text, table, targets))
+        torch.testing.assert_close(terms["text"], 0.5 * loss_fn(text, table, targets))
+    assert set(training_losses(_id_user_model(tiny_text_backbone).eval(), objective, batch, loss_fn).terms) == {"rec"}
 
 
 def test_the_id_warm_up_trains_only_the_id_parts_and_never_scores_held_out_items(tiny_text_backbone: Path) -> None:
