@@ -211,30 +211,32 @@ def warm_up_ids(
     optimiser = torch.optim.Adam(params, lr=lr)
     schedule = warmup_cosine(optimiser, epochs * steps_per_pass, warmup_frac)
     absent = ~model.trained_items()  # [N + 1]: padding and items held out of training
-    tower_was_training = model.tower.training if model.tower is not None else False
-    if model.tower is not None:
-        model.tower.eval()
-    losses: list[float] = []
-    for epoch in range(epochs):
-        started = time.perf_counter()
-        running = 0.0
-        for chunk in torch.split(torch.randperm(len(rows), generator=generator), batch_size):
-            items = rows[chunk.tolist()].items.to(device)
-            targets = items[:, 1:]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                states = model.id_states(items[:, :-1])[targets != 0]  # [T, D]: the positions with a next item
-                logits = (states @ model.item_embeddings().T).masked_fill(absent, -torch.inf)  # [T, N + 1]
-            loss = F.cross_entropy(logits.float(), targets[targets != 0])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimiser.step()
-            schedule.step()
-            running += float(loss.detach())
-        losses.append(running / steps_per_pass)
-        seconds = time.perf_counter() - started
-        log.info("ID warm-up pass %d/%d: loss %.4f, %.1f s", epoch + 1, epochs, losses[-1], seconds)
-    if model.tower is not None:
-        model.tower.train(tower_was_training)
+    tower, losses = model.tower, []
+    was_training = tower is not None and tower.training
+    if tower is not None:
+        tower.eval()
+    try:
+        for epoch in range(epochs):
+            started = time.perf_counter()
+            running = 0.0
+            for chunk in torch.split(torch.randperm(len(rows), generator=generator), batch_size):
+                items = rows[chunk.tolist()].items.to(device)
+                targets = items[:, 1:]
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    states = model.id_states(items[:, :-1])[targets != 0]  # [T, D]: the positions with a next item
+                    logits = (states @ model.item_embeddings().T).masked_fill(absent, -torch.inf)  # [T, N + 1]
+                loss = F.cross_entropy(logits.float(), targets[targets != 0])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimiser.step()
+                schedule.step()
+                running += float(loss.detach())
+            losses.append(running / steps_per_pass)
+            seconds = time.perf_counter() - started
+            log.info("ID warm-up pass %d/%d: loss %.4f, %.1f s", epoch + 1, epochs, losses[-1], seconds)
+    finally:  # the tower's mode is restored even when a pass fails (e.g. a non-finite loss)
+        if tower is not None:
+            tower.train(was_training)
     return losses
 
 
