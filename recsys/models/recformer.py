@@ -104,6 +104,10 @@ class RecformerConfig:
     # the weight of a second loss on the text summary alone, so it stays a ranker of its own (cold items have
     # no ID row to lean on); 0: only the summed score trains
     text_loss: float = 0.0
+    # a learned score per trained item, added by the ID part (a user-side 1 against an item-side column of the
+    # table): the item's popularity, which unit item vectors cannot carry in their norm. Centred on the trained
+    # items' mean, so an item without an ID row (cold, added by text) scores as an average one; 0 = none
+    item_bias: bool = False
     # before fine-tuning, `id_epochs` passes over the users' training sequences train the ID encoder and the
     # ID rows alone as SASRec trains (one window per user, the next item at every position, softmax over the
     # trained items, Adam at `id_lr` rising over `id_warmup_frac` of the steps, then a cosine to 0): the many
@@ -149,6 +153,8 @@ class RecformerConfig:
             raise ValueError(
                 "text_weights and text_loss weigh the text summary against the ID encoder's state: they need id_len > 0"
             )
+        if self.item_bias and self.id_len == 0:
+            raise ValueError("item_bias is added by the ID encoder's state: it needs id_len > 0")
         if self.text_loss < 0:
             raise ValueError(f"text_loss must be >= 0, got {self.text_loss}")
         if self.text_weight < 0 or any(w < 0 for w in self.text_weights):
@@ -225,6 +231,8 @@ class Recformer(SequentialRecommender):
                 n_heads=cfg.id_heads,
                 dropout=cfg.id_encoder_dropout,
             )
+        # item_bias: [N + 1] each catalog item's learned score (`_bias_column`), trained with the ID parts
+        self.item_bias = nn.Parameter(torch.zeros(n_items + 1)) if cfg.item_bias else None
         if item_features is not None:
             self.set_item_text(item_features)
 
@@ -314,7 +322,8 @@ class Recformer(SequentialRecommender):
     @torch.no_grad()
     def add_items(self, items: list[dict[str, str | None]]) -> torch.Tensor:
         """Append new items by their text fields (no retraining): they become items N + 1 .. N + K of
-        the token and vector tables. Returns their unit vectors [K, D] (eval mode, no dropout)."""
+        the token and vector tables. Returns their rows of `item_embeddings` [K, D] (eval mode, no dropout):
+        unit vectors, with `item_bias` a 0 column after them."""
         if not items:
             raise ValueError("no items to add")
         self.item_embeddings()  # a table still to encode is encoded first: appending would freeze it empty
@@ -329,7 +338,7 @@ class Recformer(SequentialRecommender):
         self.item_table = torch.cat([self.item_table, vectors])
         if self.tower is not None:  # text only: an added item has no ID row
             self.tower.append_text_rows(vectors)
-        return vectors
+        return self._with_column(vectors, 0.0)  # item_bias: no ID row, the average trained item's 0
 
     def encode_tokens(
         self, ids: torch.Tensor, types: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, *, table: bool = False
@@ -409,10 +418,27 @@ class Recformer(SequentialRecommender):
         return ids + self.cfg.text_weight * text
 
     def _text_summary(self, items: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.encode_history(items)[0], dim=-1) / self.cfg.temperature
+        """The unit text summary over `temperature` [B, D] (with `item_bias` a 0 after it: text adds no bias)."""
+        return self._with_column(F.normalize(self.encode_history(items)[0], dim=-1) / self.cfg.temperature, 0.0)
+
+    def _with_column(self, vectors: torch.Tensor, value: float) -> torch.Tensor:
+        """`vectors` [..., D] with a column of `value` after them when the model has `item_bias`, else as is."""
+        if self.item_bias is None:
+            return vectors
+        return torch.cat([vectors, vectors.new_full((*vectors.shape[:-1], 1), value)], dim=-1)
+
+    def _bias_column(self) -> torch.Tensor:
+        """[N + 1, 1] the items' learned biases minus the trained items' mean; items without an ID row
+        (padding, held out of training, added by text) get 0, the average trained item's."""
+        assert self.item_bias is not None and self.tower is not None
+        has_id = self.tower.has_id
+        bias = F.pad(self.item_bias, (0, len(has_id) - len(self.item_bias)))  # added items: no learned bias
+        centre = bias[has_id].mean() if bool(has_id.any()) else bias.new_zeros(())
+        return torch.where(has_id, bias - centre, torch.zeros_like(bias))[:, None]
 
     def user_parts(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the ID encoder's last state, the text summary over `temperature`) [B, D] each (`part_weight`)."""
+        """(the ID encoder's last state, the text summary over `temperature`) [B, D] each (`part_weight`); with
+        `item_bias` [B, D + 1]: the ID state's extra column is 1 (it adds the item's bias), the text's 0."""
         return self.id_states(items)[:, -1], self._text_summary(items)
 
     def part_weights(self) -> tuple[float, ...]:
@@ -423,14 +449,15 @@ class Recformer(SequentialRecommender):
 
     def id_states(self, items: torch.Tensor) -> torch.Tensor:
         """The ID encoder's user states [B, L, D] of histories `items` [B, L], one per position (causal),
-        over the item table: dot products with its rows are the ID part of the scores."""
+        over the item table: dot products with its rows are the ID part of the scores (with `item_bias`
+        [B, L, D + 1], the last column 1, so the item's bias is part of it)."""
         if self.id_encoder is None or self.tower is None:
             raise ValueError("this Recformer has no ID encoder (id_len: 0)")
         items = items[:, -self.id_encoder.max_len :]
         self._ensure_table()
         rows = F.normalize(self.tower(items), dim=-1)  # [B, L, D]: the history's rows of `item_embeddings`
         states: torch.Tensor = self.id_encoder(items, rows)
-        return states
+        return self._with_column(states, 1.0)  # item_bias: a 1 that picks up each item's bias column
 
     def trained_items(self) -> torch.Tensor:
         """[N + 1] bool: the items with an ID row, those of the training sequences (text + ID models)."""
@@ -439,10 +466,11 @@ class Recformer(SequentialRecommender):
         return self.tower.has_id
 
     def id_parameters(self) -> list[nn.Parameter]:
-        """What the ID warm-up trains (`id_epochs`): the ID encoder and the item tower's ID rows."""
+        """What the ID warm-up trains (`id_epochs`): the ID encoder, the item tower's ID rows and `item_bias`."""
         if self.id_encoder is None or self.tower is None or self.tower.id_emb is None:
             return []
-        return [*self.id_encoder.parameters(), *self.tower.id_emb.parameters()]
+        bias = [] if self.item_bias is None else [self.item_bias]
+        return [*self.id_encoder.parameters(), *self.tower.id_emb.parameters(), *bias]
 
     def _ensure_table(self) -> None:
         """Encode the item table from text if it is still empty."""
@@ -451,8 +479,10 @@ class Recformer(SequentialRecommender):
 
     def item_embeddings(self) -> torch.Tensor:
         """The unit item table [N + 1, D] (encoded from text on first use; row 0 = padding, zeros); text + ID:
-        each trained item's text and ID vectors summed, then unit-normalised."""
+        each trained item's text and ID vectors summed, then unit-normalised; with `item_bias` [N + 1, D + 1],
+        the last column each item's centred bias (`_bias_column`)."""
         self._ensure_table()
         if self.tower is None:
             return self.item_table
-        return F.normalize(self.tower.item_weight(), dim=-1)
+        rows = F.normalize(self.tower.item_weight(), dim=-1)
+        return rows if self.item_bias is None else torch.cat([rows, self._bias_column().to(rows)], dim=-1)

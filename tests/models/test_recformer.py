@@ -155,6 +155,8 @@ def test_config_rejects_bad_values() -> None:
         RecformerConfig(item_ids=True, id_len=4, text_weights=(-1.0, 1.0))
     with pytest.raises(ValueError, match="id_warmup_frac must be in"):
         RecformerConfig(id_warmup_frac=1.0)
+    with pytest.raises(ValueError, match="item_bias is added by the ID encoder's state: it needs id_len > 0"):
+        RecformerConfig(item_ids=True, item_bias=True)
 
 
 def _id_user_model(backbone: Path, **params: Any) -> Recformer:
@@ -225,6 +227,32 @@ def test_the_id_warm_up_trains_only_the_id_parts_and_never_scores_held_out_items
         warm_up_ids(_model(tiny_text_backbone), seqs, epochs=1, lr=1e-2, batch_size=3)
     with pytest.raises(ValueError, match="needs the users' training sequences"):
         warm_up_ids(model, [], epochs=1, lr=1e-2, batch_size=3)
+
+
+def test_item_bias_adds_a_centred_learned_score_per_trained_item_through_the_id_part(tiny_text_backbone: Path) -> None:
+    plain = _id_user_model(tiny_text_backbone).eval()
+    model = _id_user_model(tiny_text_backbone, item_bias=True).eval()
+    assert model.item_bias is not None
+    with torch.no_grad():
+        model.item_bias.copy_(torch.tensor([9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, -4.0]))  # 0, 6, 7: no ID row
+        table = model.item_embeddings()
+        torch.testing.assert_close(table[:, :-1], plain.item_embeddings())  # the unit rows are unchanged
+        assert table[:, -1].tolist() == [0.0, -2.0, -1.0, 0.0, 1.0, 2.0, 0.0, 0.0]  # centred on the trained mean 3
+        history = torch.tensor([[4, 1, 2, 5, 3], [0, 0, 0, 2, 6]])
+        ids, text = model.user_parts(history)
+        plain_ids, plain_text = plain.user_parts(history)
+        # the scores: the plain model's (same seed, same weights), plus each item's bias through the ID part only
+        torch.testing.assert_close(ids @ table.T, plain_ids @ plain.item_embeddings().T + table[:, -1])
+        torch.testing.assert_close(text @ table.T, plain_text @ plain.item_embeddings().T)
+        user = model.sequence_representation(history, history != 0)
+        torch.testing.assert_close(user @ table.T, (ids + text) @ table.T)
+    assert any(p is model.item_bias for p in model.id_parameters())  # the warm-up trains it
+    seqs = [[2, 4, 1, 2, 3, 4, 5, 1], [3, 4, 5, 2]] * 4
+    warm_up_ids(model.train(), seqs, epochs=2, lr=1e-2, batch_size=3, generator=torch.Generator().manual_seed(0))
+    assert model.item_bias.grad is not None and model.item_bias.grad[[6, 7]].abs().sum() == 0  # held out: no class
+    added = model.eval().add_items([{"title": "Heat", "year": "1995", "genres": "Action"}])
+    torch.testing.assert_close(added, model.item_embeddings()[-1:])  # an added item: its unit text vector, bias 0
+    assert added[0, -1] == 0.0
 
 
 # the first components of two user vectors and of items 2 and 6 with `pooling: cls`, written by the
