@@ -429,7 +429,8 @@ class Recformer(SequentialRecommender):
 
     def _bias_column(self) -> torch.Tensor:
         """[N + 1, 1] the items' learned biases minus the trained items' mean; items without an ID row
-        (padding, held out of training, added by text) get 0, the average trained item's."""
+        (padding, held out of training, added by text) get 0, the average trained item's. An item whose ID row
+        `id_dropout` drops in a training step keeps its bias: the dropout trains the text + ID sum's text form only."""
         assert self.item_bias is not None and self.tower is not None
         has_id = self.tower.has_id
         bias = F.pad(self.item_bias, (0, len(has_id) - len(self.item_bias)))  # added items: no learned bias
