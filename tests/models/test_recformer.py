@@ -157,6 +157,10 @@ def test_config_rejects_bad_values() -> None:
         RecformerConfig(id_warmup_frac=1.0)
     with pytest.raises(ValueError, match="item_bias is added by the ID encoder's state: it needs id_len > 0"):
         RecformerConfig(item_ids=True, item_bias=True)
+    with pytest.raises(ValueError, match="id_rows must be one of \\['fused', 'free'\\], got 'wide'"):
+        RecformerConfig(item_ids=True, id_len=4, id_rows="wide")
+    with pytest.raises(ValueError, match="id_rows: free is read and scored by the ID encoder: it needs id_len > 0"):
+        RecformerConfig(item_ids=True, id_rows="free")
 
 
 def _id_user_model(backbone: Path, **params: Any) -> Recformer:
@@ -253,6 +257,44 @@ def test_item_bias_adds_a_centred_learned_score_per_trained_item_through_the_id_
     added = model.eval().add_items([{"title": "Heat", "year": "1995", "genres": "Action"}])
     torch.testing.assert_close(added, model.item_embeddings()[-1:])  # an added item: its unit text vector, bias 0
     assert added[0, -1] == 0.0
+
+
+def test_free_id_rows_sit_beside_the_text_table_and_only_the_id_state_scores_them(tiny_text_backbone: Path) -> None:
+    model = _id_user_model(tiny_text_backbone, id_rows="free", item_bias=True).eval()
+    assert model.tower is not None and model.item_bias is not None
+    with torch.no_grad():
+        model.item_bias.copy_(torch.tensor([9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, -4.0]))  # 0, 6, 7: no ID row
+        table = model.item_embeddings()
+        dim = model.item_table.shape[1]
+        assert table.shape == (8, 2 * dim + 1)
+        torch.testing.assert_close(table[:, :dim], model.item_table)  # the text half: unit text vectors, every item
+        # the ID half: each trained item's ID row, started at its text vector; held-out items and padding: zeros
+        torch.testing.assert_close(table[1:6, dim:-1], model.item_table[1:6])
+        assert table[[0, 6, 7], dim:-1].abs().sum() == 0
+        assert table[:, -1].tolist() == [0.0, -2.0, -1.0, 0.0, 1.0, 2.0, 0.0, 0.0]
+        model.tower.id_emb.weight[1:6] *= 3.0  # type: ignore[union-attr]
+        table = model.item_embeddings()
+        assert torch.allclose(table[1:6, dim:-1].norm(dim=-1), torch.full((5,), 3.0))  # not unit-normalised
+        history = torch.tensor([[4, 1, 2, 5, 3], [0, 0, 0, 2, 6]])
+        ids, text = model.user_parts(history)
+        state = model.id_encoder(history, model.tower.id_view(history))[:, -1]  # type: ignore[misc]
+        summary = F.normalize(model.encode_history(history[:, -3:])[0], dim=-1) / model.cfg.temperature
+        # the ID state scores the ID rows (plus each item's bias), the text summary the unit text vectors
+        torch.testing.assert_close(ids @ table.T, state @ table[:, dim:-1].T + table[:, -1])
+        torch.testing.assert_close(text @ table.T, summary @ model.item_table.T)
+        model.set_part_weight(0.5)
+        torch.testing.assert_close(model.sequence_representation(history, history != 0), ids + 0.5 * text)
+    seqs = [[2, 4, 1, 2, 3, 4, 5, 1], [3, 4, 5, 2]] * 4
+    before = model.item_table.clone()
+    warm_up_ids(model.train(), seqs, epochs=2, lr=1e-2, batch_size=3, generator=torch.Generator().manual_seed(0))
+    grad = model.tower.id_emb.weight.grad  # type: ignore[union-attr]
+    assert grad is not None and grad[1:6].abs().sum() > 0 and grad[6:].abs().sum() == 0  # held out: no class
+    torch.testing.assert_close(model.item_table, before)  # the text half is not trained by the warm-up
+    twin: dict[str, str | None] = {"title": "Heat", "year": None, "genres": "Action"}  # item 2's text
+    added = model.eval().add_items([twin])
+    torch.testing.assert_close(added, model.item_embeddings()[-1:])
+    torch.testing.assert_close(added[0, :dim], model.item_table[2])  # its twin's text vector, no ID half, bias 0
+    assert added[0, dim:].abs().sum() == 0
 
 
 # the first components of two user vectors and of items 2 and 6 with `pooling: cls`, written by the

@@ -80,16 +80,18 @@ def test_recformer_with_item_ids_keeps_text_only_cold_items(
         RecformerConfig(id_dropout=0.2)
 
 
-@pytest.mark.parametrize("item_bias", [False, True])
+@pytest.mark.parametrize(("item_bias", "id_rows"), [(False, "fused"), (True, "fused"), (True, "free")])
 def test_recformer_with_ids_on_the_user_side_warms_them_up_then_trains_and_reloads(
     tmp_path: Path,
     planted_experiment: Callable[..., Path],
     tiny_text_backbone: Path,
     caplog: pytest.LogCaptureFixture,
     item_bias: bool,
+    id_rows: str,
 ) -> None:
     params = {"refresh_epochs": 1, "item_ids": True, "id_len": 8, "id_hidden": 8, "id_epochs": 2, "id_batch": 16}
     params["item_bias"] = item_bias  # a learned score per trained item, through the ID part
+    params["id_rows"] = id_rows  # free: the ID rows beside the text table, their norm free
     params["text_weights"] = [0.0, 0.5, 1.0]  # the text summary's weight, chosen on validation after the fit
     path = planted_experiment(_tiny(tiny_text_backbone, **params), batch_size=32, max_epochs=2)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -106,7 +108,10 @@ def test_recformer_with_ids_on_the_user_side_warms_them_up_then_trains_and_reloa
         text = F.normalize(model.encode_history(history)[0], dim=-1) / model.cfg.temperature
         table = model.item_embeddings()
     assert not torch.allclose(user[:, : text.shape[1]], text)  # the ID encoder's state is part of the user vector
-    assert table.shape[1] == text.shape[1] + item_bias  # item_bias: the biases' column, learned in the warm-up
+    id_half = text.shape[1] if id_rows == "free" else 0
+    assert table.shape[1] == text.shape[1] + id_half + item_bias  # item_bias: the column of biases, learned
+    if id_rows == "free":  # the warm-up moved the trained items' ID rows off the unit sphere
+        assert float((table[1:, text.shape[1] : -1].norm(dim=-1) - 1).abs().max()) > 1e-3
     if item_bias:
         assert user[0, -1] == 1.0 and table[0, -1] == 0.0 and float(table[1:, -1].abs().max()) > 0
     # the weight chosen on every validation user is the one saved, and the final validation figure is its
