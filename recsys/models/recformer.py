@@ -350,6 +350,8 @@ class Recformer(SequentialRecommender):
         self.item_table = torch.cat([self.item_table, vectors])
         if self.tower is not None:  # text only: an added item has no ID row
             self.tower.append_text_rows(vectors)
+        if self.item_bias is not None:  # one (unused) bias per item, so the grown model saves and reloads
+            self.item_bias = nn.Parameter(F.pad(self.item_bias.detach(), (0, len(items))))
         self.eval()
         rows = self.item_embeddings()[-len(items) :]  # no ID row: its text vector, a zero ID half and bias 0
         self.train(was_training)
@@ -450,7 +452,7 @@ class Recformer(SequentialRecommender):
         `id_dropout` drops in a training step keeps its bias: the dropout trains the text + ID sum's text form only."""
         assert self.item_bias is not None and self.tower is not None
         has_id = self.tower.has_id
-        bias = F.pad(self.item_bias, (0, len(has_id) - len(self.item_bias)))  # added items: no learned bias
+        bias = self.item_bias
         centre = bias[has_id].mean() if bool(has_id.any()) else bias.new_zeros(())
         return torch.where(has_id, bias - centre, torch.zeros_like(bias))[:, None]
 

@@ -53,8 +53,10 @@ def _model(kind: str, root: Path, tiny_text_backbone: Path, tiny_llama_backbone:
             "max_item_tokens": 8,
             "max_tokens": 40,
             "refresh_epochs": 1,  # epoch 0 re-encodes the table, epoch 1 trains on with it frozen
-            "item_ids": kind == "recformer_id",
+            "item_ids": kind != "recformer",
         }
+        if kind == "recformer_id_free":  # IDs on the user side too, free ID rows beside the text table, a bias each
+            params |= {"id_len": 4, "id_hidden": 8, "id_heads": 2, "id_rows": "free", "item_bias": True}
         return {"name": "recformer", "params": params}
     tower = {
         "text": str(tiny_llama_backbone),
@@ -66,7 +68,7 @@ def _model(kind: str, root: Path, tiny_text_backbone: Path, tiny_llama_backbone:
     return {"name": "id_text_sasrec", "params": {"max_len": 4, "hidden": 16, "n_heads": 2, "item_tower": tower}}
 
 
-@pytest.fixture(scope="module", params=["recformer", "recformer_id", "text_only", "id_text"])
+@pytest.fixture(scope="module", params=["recformer", "recformer_id", "recformer_id_free", "text_only", "id_text"])
 def trained_recformer(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
@@ -136,7 +138,9 @@ def _assert_same_vector(model: torch.nn.Module, original: int, copy: int) -> Non
         tower = _id_tower(model)
         if tower is not None:  # compare the text vectors; the copy's whole vector is its text vector
             text = tower.text_view(torch.tensor(copy))
-            assert float(F.cosine_similarity(table[copy], text, dim=0)) >= 0.999
+            width = len(text)  # beyond it (a free ID half, a bias column): zeros for an item without an ID row
+            assert float(F.cosine_similarity(table[copy, :width], text, dim=0)) >= 0.999
+            assert float(table[copy, width:].abs().sum()) == 0.0
             assert not bool(tower.has_id[copy]) and bool(tower.has_id[original])
             table = tower.text_view(torch.arange(len(table)))
     cosine = float(F.cosine_similarity(table[original], table[copy], dim=0))
