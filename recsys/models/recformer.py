@@ -343,7 +343,6 @@ class Recformer(SequentialRecommender):
         was_training = self.training
         self.eval()
         vectors = self.item_vectors(ids, types, table=True)  # [K, D], as the catalog table was encoded
-        self.train(was_training)
         device = self.item_table.device
         self.item_tokens = torch.cat([self.item_tokens, ids.to(device)])
         self.item_types = torch.cat([self.item_types, types.to(device)])
@@ -352,7 +351,6 @@ class Recformer(SequentialRecommender):
             self.tower.append_text_rows(vectors)
         if self.item_bias is not None:  # one (unused) bias per item, so the grown model saves and reloads
             self.item_bias = nn.Parameter(F.pad(self.item_bias.detach(), (0, len(items))))
-        self.eval()
         rows = self.item_embeddings()[-len(items) :]  # no ID row: its text vector, a zero ID half and bias 0
         self.train(was_training)
         return rows
@@ -451,8 +449,7 @@ class Recformer(SequentialRecommender):
         (padding, held out of training, added by text) get 0, the average trained item's. An item whose ID row
         `id_dropout` drops in a training step keeps its bias: the dropout trains the text + ID sum's text form only."""
         assert self.item_bias is not None and self.tower is not None
-        has_id = self.tower.has_id
-        bias = self.item_bias
+        has_id, bias = self.tower.has_id, self.item_bias
         centre = bias[has_id].mean() if bool(has_id.any()) else bias.new_zeros(())
         return torch.where(has_id, bias - centre, torch.zeros_like(bias))[:, None]
 
