@@ -10,13 +10,17 @@ python bench/cold_start.py --seeds 0 1 2 --models pop text_knn sasrec recformer
 python bench/cold_start.py --split leave_one_out --models sasrec recformer   # the standard protocol
 python bench/cold_start.py --models recformer --set model.params.pretrained=false  # the random-init ablation
 python bench/cold_start.py --summary     # every record aggregated: bench/results/cold_start.{json,md}
+python bench/cold_start.py --models recformer_id_user_prior --reuse-fits  # a variant that trains as another
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,12 +37,16 @@ from recsys.data.processed import load_processed  # noqa: E402
 from recsys.data.schema import ITEMS  # noqa: E402
 from recsys.data.split import SplitConfig, split_sequences  # noqa: E402
 from recsys.eval.evaluate import evaluate  # noqa: E402
+from recsys.eval.part_weight import choose_part_weight  # noqa: E402
+from recsys.model_io import load_model  # noqa: E402
 from recsys.models.base import SequentialRecommender  # noqa: E402
-from recsys.models.recformer import backbone_path  # noqa: E402
+from recsys.models.recformer import Recformer, backbone_path  # noqa: E402
+from recsys.objectives import build_objective  # noqa: E402
 from recsys.tracking.config import DEFAULT_TRACKING_URI  # noqa: E402
+from recsys.tracking.mlflow import download_run_artifacts  # noqa: E402
 from recsys.tracking.records import base_record, now_iso, summarize, write_record  # noqa: E402
-from recsys.train.experiment import load_experiment  # noqa: E402
-from recsys.train.fit import ensure_processed  # noqa: E402
+from recsys.train.experiment import ExperimentConfig, load_experiment  # noqa: E402
+from recsys.train.fit import datamodule_for, ensure_processed, load_run_data  # noqa: E402
 from recsys.train.run import train_experiment  # noqa: E402
 
 EXPERIMENTS = {
@@ -50,9 +58,14 @@ EXPERIMENTS = {
     "recformer_id_user_sasrec": "recformer_id_user_sasrec_ml-1m_cold",  # the same, ID warm-up as SASRec trains
     "recformer_id_user_bias": "recformer_id_user_bias_ml-1m_cold",  # + a learned item bias, the text weight chosen
     "recformer_id_user_free": "recformer_id_user_free_ml-1m_cold",  # + ID rows of free norm beside the text table
+    "recformer_id_user_prior": "recformer_id_user_prior_ml-1m_cold",  # recformer_id_user_bias + a popularity prior
     "recformer_long": "recformer_long_ml-1m_cold",  # issue 45: 50-item histories, linear attention
 }
 OUT = ROOT / "bench/results/experiments/cold_start"
+# variants that train exactly as another (their extra part weighs 0 in training; its weight is chosen on validation
+# after the fit): with --reuse-fits the other's saved model of the same protocol and seed is given the part and
+# scored, instead of training it again. Their configs must differ in nothing else (`same_fit_config`)
+SAME_FIT = {"recformer_id_user_prior": ("recformer_id_user_bias", ("item_prior", "prior_weight", "prior_weights"))}
 # the shared 3-seed SASRec baseline (bench/baselines.py, leave-one-out): the summary's `sasrec` row on `loo`;
 # this script's own leave-one-out SASRec record (the early-stopping recipe, 110 epochs) is `sasrec_converged`
 BASELINES = ROOT / "bench/results/experiments/baselines"
@@ -153,25 +166,105 @@ def split_tag(split: SplitConfig) -> str:
     return "cold" if split.cold_item_share > 0 else "loo"
 
 
-def train_model(
-    name: str, split_kind: str, seed: int, extra: list[str], tracking_uri: str, threads: int
-) -> dict[str, float]:
+def experiment(name: str, split_kind: str, seed: int, extra: list[str], threads: int) -> ExperimentConfig:
     overrides = [f"train.seed={seed}", f"train.num_threads={threads}", "train.progress_bar=false", *extra]
     # the experiments are the cold-start configs: the standard protocol turns their cold share off
     if split_kind == "cold":
         overrides += ["split.cold_item_share=0.1", f"split.cold_seed={seed}"]
     else:
         overrides += ["split.cold_item_share=0.0"]
-    cfg = load_experiment(ROOT / f"configs/experiment/{EXPERIMENTS[name]}.yaml", overrides)
-    sets = [f"--set {o}" for o in extra]
-    args = ["--models", name, "--split", split_kind, "--seeds", str(seed), "--threads", str(threads), *sets]
-    command = " ".join(["python bench/cold_start.py", *args])
-    outcome = train_experiment(cfg, tracking_uri=tracking_uri, command=command)
-    assert outcome is not None
+    return load_experiment(ROOT / f"configs/experiment/{EXPERIMENTS[name]}.yaml", overrides)
+
+
+def record_path(name: str, split_kind: str, seed: int, extra: list[str]) -> Path:
     tag = "cold" if split_kind == "cold" else "loo"
     suffix = "" if not extra else "_" + "_".join(o.split("=")[0].split(".")[-1] + o.split("=")[1] for o in extra)
-    write_record(OUT / f"{name}{suffix}_{tag}_seed{seed}.json", outcome.record)
+    return OUT / f"{name}{suffix}_{tag}_seed{seed}.json"
+
+
+def bench_command(name: str, split_kind: str, seed: int, extra: list[str], threads: int, *flags: str) -> str:
+    sets = [f"--set {o}" for o in extra]
+    args = ["--models", name, "--split", split_kind, "--seeds", str(seed), "--threads", str(threads), *sets, *flags]
+    return " ".join(["python bench/cold_start.py", *args])
+
+
+def train_model(
+    name: str, split_kind: str, seed: int, extra: list[str], tracking_uri: str, threads: int
+) -> dict[str, float]:
+    cfg = experiment(name, split_kind, seed, extra, threads)
+    command = bench_command(name, split_kind, seed, extra, threads)
+    outcome = train_experiment(cfg, tracking_uri=tracking_uri, command=command)
+    assert outcome is not None
+    write_record(record_path(name, split_kind, seed, extra), outcome.record)
     return outcome.metrics
+
+
+def same_fit_config(cfg: ExperimentConfig, base: ExperimentConfig, parts: tuple[str, ...]) -> None:
+    """Raise unless the two experiments differ only in their names and the model parameters `parts`."""
+
+    def rest(c: ExperimentConfig) -> dict[str, Any]:
+        out = dataclasses.asdict(c) | {"name": None}
+        out["model"]["params"] = {k: v for k, v in out["model"]["params"].items() if k not in parts}
+        return out
+
+    mine, theirs = rest(cfg), rest(base)
+    if mine != theirs:
+        keys = sorted(k for k in mine if mine[k] != theirs[k])
+        raise ValueError(f"{cfg.name} does not train as {base.name}: they differ in {keys} beyond {list(parts)}")
+
+
+def reuse_fit(
+    name: str, split_kind: str, seed: int, extra: list[str], tracking_uri: str, threads: int
+) -> dict[str, Any]:
+    """Score `name` (a SAME_FIT variant) from its base variant's saved model of this protocol and seed: the part
+    added (a popularity prior: `Recformer.add_item_prior`, from the training counts of the same split), its weight
+    chosen on every validation user, then full-ranking val and test by the project's evaluator. The record is the
+    base's (its fit, its MLflow run) with these metrics and `fit_from`; it checks that the part at weight 0
+    reproduces the base's validation NDCG@k."""
+    started, t0 = now_iso(), time.perf_counter()
+    base_name, parts = SAME_FIT[name]
+    cfg = experiment(name, split_kind, seed, extra, threads)
+    same_fit_config(cfg, experiment(base_name, split_kind, seed, extra, threads), parts)
+    base_path = record_path(base_name, split_kind, seed, extra)
+    if not base_path.exists():
+        raise FileNotFoundError(f"{name} reuses {base_name}'s fit, but {base_path} is missing: train that first")
+    base = json.loads(base_path.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_model(download_run_artifacts(tracking_uri, base["mlflow_run_id"], "model", Path(tmp)))
+    if not isinstance(model, Recformer):
+        raise TypeError(f"{name} adds a popularity prior to a Recformer, not a {type(model).__name__}")
+    dm = datamodule_for(cfg, load_run_data(cfg.data, labelled=False), model, build_objective(model.objective))
+    assert isinstance(dm, SequenceDataModule)
+    dm.setup()
+    model.add_item_prior(dm.training_item_counts(), tuple(cfg.model.params["prior_weights"]))
+    k, seen, chunk = cfg.eval.monitor_k, cfg.eval.exclude_seen, cfg.eval.item_chunk
+    val = dm.val_dataloader(all_users=True)
+    weight, ndcg = choose_part_weight(model, "prior", val, k=k, exclude_seen=seen, item_chunk=chunk)
+    if 0.0 in ndcg and abs(ndcg[0.0] - base["metrics"][f"val/ndcg@{k}"]) > 1e-6:
+        raise RuntimeError(f"the prior at weight 0 gives val NDCG@{k} {ndcg[0.0]}, {base_name}'s record {base_path}")
+    metrics: dict[str, Any] = {"prior_weight": weight} | {
+        f"val/ndcg@{k}_prior_weight_{w:g}": v for w, v in ndcg.items()
+    }
+    protocol: dict[str, Any] = {}
+    for stage, loader in (("val", dm.val_dataloader(all_users=True)), ("test", dm.test_dataloader())):
+        result = evaluate(
+            model, loader, split=stage, ks=cfg.eval.ks, exclude_seen=seen, item_chunk=chunk, split_protocol=dm.protocol
+        )
+        metrics |= result.metrics
+        protocol = result.protocol
+    config = copy.deepcopy(base["config"])
+    config["name"] = cfg.name
+    config["model"]["params"] |= dataclasses.asdict(model.cfg) | {"prior_weights": list(model.cfg.prior_weights)}
+    command = bench_command(name, split_kind, seed, extra, threads, "--reuse-fits")
+    fit_from = {"variant": base_name, "record": str(base_path.relative_to(ROOT))} | {
+        key: base[key] for key in ("mlflow_run_id", "started_at", "wall_s")
+    }
+    # the base's fit (fit_s, epochs, stopping) with this command's name, wall time, metrics and config; the
+    # MLflow run is the base's model without the prior: it moves to `fit_from`
+    record = base | base_record(cfg.name, command, started, time.perf_counter() - t0)
+    record |= {"protocol": protocol, "metrics": metrics, "config": config, "mlflow_run_id": None, "fit_from": fit_from}
+    write_record(record_path(name, split_kind, seed, extra), record)
+    return metrics
 
 
 def write_summary(out_json: Path, out_md: Path) -> None:
@@ -235,6 +328,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value for the trained models")
     parser.add_argument("--summary", action="store_true", help="only aggregate the records into a table")
+    parser.add_argument(
+        "--reuse-fits", action="store_true", help=f"score {sorted(SAME_FIT)} from the saved fits they share"
+    )
     args = parser.parse_args()
     if args.summary:
         write_summary(ROOT / "bench/results/cold_start.json", ROOT / "bench/results/cold_start.md")
@@ -245,7 +341,9 @@ def main() -> None:
     for seed in args.seeds:
         for name in args.models:
             torch.manual_seed(seed)
-            if name in EXPERIMENTS:
+            if args.reuse_fits and name in SAME_FIT:
+                metrics = reuse_fit(name, args.split, seed, args.overrides, args.tracking_uri, args.threads)
+            elif name in EXPERIMENTS:
                 metrics = train_model(name, args.split, seed, args.overrides, args.tracking_uri, args.threads)
             else:
                 metrics = score_baseline(name, data_dir, split_config(args.split, seed), seed, command)

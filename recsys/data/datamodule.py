@@ -121,6 +121,14 @@ class SequenceDataModule(pl.LightningDataModule):
         items = self.sequence_split.train[ITEMS].explode().drop_nulls().unique().sort()
         return torch.tensor(items.to_list(), dtype=torch.long)
 
+    def training_item_counts(self) -> torch.Tensor:
+        """[N + 1] how often each item occurs in the training sequences (after `setup`; 0 for padding and for
+        items held out of training)."""
+        if self.sequence_split is None:
+            raise RuntimeError("training_item_counts() needs setup() first")
+        items = self.sequence_split.train[ITEMS].explode().drop_nulls()
+        return torch.bincount(torch.tensor(items.to_list(), dtype=torch.long), minlength=self.n_items + 1)
+
     def train_dataloader(self) -> DataLoader[TrainBatch | ViewBatch]:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         shuffle = ShardedShuffle(len(self.train_set), seed=self.seed, rank=rank, world_size=world)

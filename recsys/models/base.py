@@ -36,10 +36,11 @@ class SequentialRecommender(nn.Module):
         """One vector [B, D] per history, used to score the next item (last hidden state)."""
         return self.encode(items, mask)[:, -1]
 
-    def observe_training_items(self, items: torch.Tensor) -> None:
-        """Told the distinct item ids [K] of the training sequences before training starts; a model with
-        per-item state learned only from training (e.g. ID rows beside text) uses it; a no-op here."""
-        del items
+    def observe_training_items(self, items: torch.Tensor, counts: torch.Tensor | None = None) -> None:
+        """Told the distinct item ids [K] of the training sequences before training starts, and how often
+        each item occurs in them ([N + 1], where given); a model with per-item state taken only from training
+        (e.g. ID rows beside text, a popularity prior) uses them; a no-op here."""
+        del items, counts
 
     def score(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Scores [B, C] of `candidates` [B, C] (item ids) after the left-padded histories `items` [B, L].

@@ -84,8 +84,9 @@ class IDTextSASRec(SequentialRecommender):
         self.tower.add_items([sentence_of(fields, self.text_fields) for fields in items])
         return self.item_embeddings()[first:]
 
-    def observe_training_items(self, items: torch.Tensor) -> None:
+    def observe_training_items(self, items: torch.Tensor, counts: torch.Tensor | None = None) -> None:
         """Items never trained lose their ID row (`item_tower.ids_for`); e.g. the cold-item protocol's."""
+        del counts
         self.tower.keep_ids_of(items)
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ history items' table vectors and its state is added to the text summary; `id_epo
 training at every position warm it and the ID rows up before fine-tuning (`recsys.objectives.text`).
 With `id_rows: free` the ID encoder reads and scores each item's ID row alone, its norm free as SASRec's
 embeddings are, beside the unit text table ([text | ID] columns, still one dot product per item).
+`item_prior` adds a fixed popularity column (log training count), weighed on validation after training.
 
 Exception to "shared pieces come only from recsys/nn": the encoder is a pretrained model, used
 through `transformers` (imported lazily) and adapted here, as STYLE.md's habit 16 asks.
@@ -116,6 +117,14 @@ class RecformerConfig:
     # the text vector; zeros for items without one). With "free" the scoring table is [unit text | ID row]: the
     # text summary scores the text half, the ID state the ID half, still one dot product
     id_rows: str = "fused"
+    # a fixed popularity prior: a table column holding each item's log(1 + its count in the training sequences),
+    # centred on the trained items' mean (an item never trained, cold or added by text, gets 0: an average one),
+    # scored by a user-side `prior_weight`. With `prior_weights` the weight is chosen among them on validation
+    # after training (after the text weight; recsys.eval.part_weight) and saved with the model; it is 0 while
+    # training, so the prior changes no training step. What a learned `item_bias` learns is then a correction
+    item_prior: bool = False
+    prior_weight: float = 0.0
+    prior_weights: tuple[float, ...] = ()
     # before fine-tuning, `id_epochs` passes over the users' training sequences train the ID encoder and the
     # ID rows alone as SASRec trains (one window per user, the next item at every position, softmax over the
     # trained items, Adam at `id_lr` rising over `id_warmup_frac` of the steps, then a cosine to 0): the many
@@ -167,6 +176,13 @@ class RecformerConfig:
             raise ValueError("id_rows: free is read and scored by the ID encoder: it needs id_len > 0")
         if self.item_bias and self.id_len == 0:
             raise ValueError("item_bias is added by the ID encoder's state: it needs id_len > 0")
+        if (self.prior_weight or self.prior_weights) and not self.item_prior:
+            raise ValueError(
+                f"prior_weight={self.prior_weight} and prior_weights={list(self.prior_weights)} weigh the popularity "
+                "prior: they need item_prior: true"
+            )
+        if self.prior_weight < 0 or any(w < 0 for w in self.prior_weights):
+            raise ValueError(f"prior weights must be >= 0, got {self.prior_weight} and {list(self.prior_weights)}")
         if self.text_loss < 0:
             raise ValueError(f"text_loss must be >= 0, got {self.text_loss}")
         if self.text_weight < 0 or any(w < 0 for w in self.text_weights):
@@ -245,6 +261,9 @@ class Recformer(SequentialRecommender):
             )
         # item_bias: [N + 1] each catalog item's learned score (`_bias_column`), trained with the ID parts
         self.item_bias = nn.Parameter(torch.zeros(n_items + 1)) if cfg.item_bias else None
+        # item_prior: [N + 1] the fixed popularity column (`observe_training_items`), saved with the model
+        self.item_prior: torch.Tensor | None
+        self.register_buffer("item_prior", torch.zeros(n_items + 1) if cfg.item_prior else None)
         if item_features is not None:
             self.set_item_text(item_features)
 
@@ -351,7 +370,9 @@ class Recformer(SequentialRecommender):
             self.tower.append_text_rows(vectors)
         if self.item_bias is not None:  # one (unused) bias per item, so the grown model saves and reloads
             self.item_bias = nn.Parameter(F.pad(self.item_bias.detach(), (0, len(items))))
-        rows = self.item_embeddings()[-len(items) :]  # no ID row: its text vector, a zero ID half and bias 0
+        if self.item_prior is not None:  # never trained: prior 0, an average item's
+            self.item_prior = F.pad(self.item_prior, (0, len(items)))
+        rows = self.item_embeddings()[-len(items) :]  # no ID row: its text vector, a zero ID half, bias and prior 0
         self.train(was_training)
         return rows
 
@@ -410,13 +431,37 @@ class Recformer(SequentialRecommender):
             self.tower.set_text_table(self.item_table)
         self.train(was_training)
 
-    def observe_training_items(self, items: torch.Tensor) -> None:
-        """Text + ID: the items of the training sequences keep an ID row, initialised from their text vector."""
+    def observe_training_items(self, items: torch.Tensor, counts: torch.Tensor | None = None) -> None:
+        """Text + ID: the items of the training sequences keep an ID row, initialised from their text vector.
+        `item_prior`: the popularity column from the items' training `counts` [N + 1] (needed then)."""
+        if self.item_prior is not None:
+            self._set_item_prior(counts)
         if self.tower is None:
             return
         self.item_embeddings()  # the text table first
         self.tower.keep_ids_of(items)
         self.tower.init_ids_from_text()
+
+    def _set_item_prior(self, counts: torch.Tensor | None) -> None:
+        """The popularity column from the items' training `counts` [N + 1] (`item_prior`)."""
+        assert self.item_prior is not None
+        if counts is None or len(counts) != len(self.item_prior):
+            got = None if counts is None else len(counts)
+            raise ValueError(f"item_prior needs the training counts of all {len(self.item_prior)} rows, got {got}")
+        prior = torch.log1p(counts.to(self.item_prior).clamp(min=0))
+        trained = counts.to(self.item_prior.device) > 0
+        centre = prior[trained].mean() if bool(trained.any()) else prior.new_zeros(())
+        self.item_prior.copy_(torch.where(trained, prior - centre, torch.zeros_like(prior)))
+
+    def add_item_prior(self, counts: torch.Tensor, weights: tuple[float, ...]) -> None:
+        """Give a model trained without it the popularity prior (`item_prior`) from its training `counts` [N + 1],
+        its weight 0 until chosen among `weights` (recsys.eval.part_weight). As the prior weighs 0 in training,
+        this is the model that training with `item_prior` and `prior_weights` would have given."""
+        if self.item_prior is not None:
+            raise ValueError("this Recformer has its item_prior already")
+        self.cfg = dataclasses.replace(self.cfg, item_prior=True, prior_weight=0.0, prior_weights=tuple(weights))
+        self.register_buffer("item_prior", self.item_table.new_zeros(len(self.item_table)))
+        self._set_item_prior(counts)
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, 1, D]: one state summarises the whole history (scaled unit vector, see `item_embeddings`)."""
@@ -428,7 +473,8 @@ class Recformer(SequentialRecommender):
         plus the ID encoder's last state."""
         del mask  # the padding is 0 in `items`
         if self.id_encoder is None:
-            return self._text_summary(items)
+            summary = self._text_summary(items)
+            return summary + self.cfg.prior_weight * self._prior_unit(summary)
         ids, text = self.user_parts(items)
         return ids + self.cfg.text_weight * text
 
@@ -440,9 +486,18 @@ class Recformer(SequentialRecommender):
         return F.pad(summary, (0, self._id_extra()))
 
     def _id_extra(self) -> int:
-        """How many columns the scoring table has beyond the D of its text part: an ID half and a bias column."""
+        """How many columns the scoring table has beyond the D of its text part: an ID half, a bias column and
+        a prior column."""
         half = self.item_table.shape[1] if self.cfg.id_rows == "free" else 0
-        return half + (self.item_bias is not None)
+        return half + (self.item_bias is not None) + (self.item_prior is not None)
+
+    def _prior_unit(self, like: torch.Tensor) -> torch.Tensor:
+        """[B, W] a user-side 1 against the table's prior column (its last), zeros elsewhere, shaped as `like`
+        [B, W]; all zeros without `item_prior`."""
+        unit = torch.zeros_like(like)
+        if self.item_prior is not None:
+            unit[:, -1] = 1.0
+        return unit
 
     def _bias_column(self) -> torch.Tensor:
         """[N + 1, 1] the items' learned biases minus the trained items' mean; items without an ID row
@@ -454,19 +509,40 @@ class Recformer(SequentialRecommender):
         return torch.where(has_id, bias - centre, torch.zeros_like(bias))[:, None]
 
     def user_parts(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the ID encoder's last state, the text summary over `temperature`) [B, D] each (`part_weight`); with
-        `item_bias` [B, D + 1]: the ID state's extra column is 1 (it adds the item's bias), the text's 0; with
-        `id_rows: free` each is as wide as the scoring table, zeros against the other part's columns."""
+        """(the ID encoder's last state, the text summary over `temperature`) [B, D] each: the user vector is the
+        first plus `text_weight` times the second. With `item_bias` [B, D + 1]: the ID state's extra column is 1
+        (it adds the item's bias), the text's 0; with `id_rows: free` each is as wide as the scoring table, zeros
+        against the other part's columns; with `item_prior` the ID state's last column is `prior_weight`."""
         ids = self.id_states(items)[:, -1]
         if self.cfg.id_rows == "free":  # the ID state scores the table's ID half: zeros against the text half
             ids = F.pad(ids, (self.item_table.shape[1], 0))
+        if self.item_prior is not None:
+            ids = F.pad(ids, (0, 1), value=self.cfg.prior_weight)
         return ids, self._text_summary(items)
 
-    def part_weights(self) -> tuple[float, ...]:
-        return self.cfg.text_weights
+    def part_weights(self) -> dict[str, tuple[float, ...]]:
+        """The parts whose weight validation chooses (recsys.eval.part_weight): `text`, then `prior`."""
+        parts = {"text": self.cfg.text_weights, "prior": self.cfg.prior_weights}
+        return {part: weights for part, weights in parts.items() if weights}
 
-    def set_part_weight(self, weight: float) -> None:
-        self.cfg = dataclasses.replace(self.cfg, text_weight=weight)
+    def split_user(self, items: torch.Tensor, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the user vector without `part`, `part` at weight 1) [B, W]: `text`, the text summary; `prior`, a 1
+        against the popularity column."""
+        if part == "text" and self.id_encoder is not None:
+            return self.user_parts(items)
+        if part == "prior" and self.item_prior is not None:
+            user = self.sequence_representation(items, items != 0)
+            unit = self._prior_unit(user)
+            return user - self.cfg.prior_weight * unit, unit
+        raise ValueError(f"no part {part!r} to weigh in this Recformer; expected one of {list(self.part_weights())}")
+
+    def set_part_weight(self, part: str, weight: float) -> None:
+        if part not in ("text", "prior"):
+            raise ValueError(f"no part {part!r} to weigh in this Recformer; expected 'text' or 'prior'")
+        if part == "text":
+            self.cfg = dataclasses.replace(self.cfg, text_weight=weight)
+        else:
+            self.cfg = dataclasses.replace(self.cfg, prior_weight=weight)
 
     def id_states(self, items: torch.Tensor) -> torch.Tensor:
         """The ID encoder's user states [B, L, D] of histories `items` [B, L], one per position (causal),
@@ -503,13 +579,18 @@ class Recformer(SequentialRecommender):
     def item_embeddings(self) -> torch.Tensor:
         """The scoring table (encoded from text on first use; row 0 = padding, zeros): text only, the unit item
         table [N + 1, D]; text + ID, `id_table` ([N + 1, D], [N + 1, D + 1] with `item_bias`), which the text
-        summary scores too; with `id_rows: free`, the unit text table and `id_table` side by side [N + 1, 2D (+1)]."""
+        summary scores too; with `id_rows: free`, the unit text table and `id_table` side by side [N + 1, 2D (+1)];
+        with `item_prior`, one more column: the popularity prior."""
         self._ensure_table()
         if self.tower is None:
-            return self.item_table
-        if self.cfg.id_rows == "free":
-            return torch.cat([self.item_table, self.id_table()], dim=-1)
-        return self.id_table()
+            table = self.item_table
+        elif self.cfg.id_rows == "free":
+            table = torch.cat([self.item_table, self.id_table()], dim=-1)
+        else:
+            table = self.id_table()
+        if self.item_prior is None:
+            return table
+        return torch.cat([table, self.item_prior[:, None].to(table)], dim=-1)  # item_prior: the last column
 
     def id_table(self) -> torch.Tensor:
         """What the ID encoder's states score [N + 1, D]: each trained item's text and ID vectors summed, then

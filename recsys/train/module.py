@@ -95,7 +95,7 @@ class RecModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if isinstance(datamodule, SequenceDataModule) and isinstance(self.model, SequentialRecommender):
             trained = datamodule.training_items()
-            self.model.observe_training_items(trained)
+            self.model.observe_training_items(trained, datamodule.training_item_counts())
             if self.train_cfg.negatives == "trained":
                 self.loss = over_classes(build_loss(self.train_cfg), trained)
         elif self.train_cfg.negatives == "trained":

@@ -22,7 +22,7 @@ from recsys.data.datamodule import SequenceDataModule
 from recsys.data.labelled_datamodule import LabelledDataModule
 from recsys.eval.evaluate import evaluate
 from recsys.eval.labelled import labelled_split_metrics
-from recsys.eval.part_weight import WeightedParts, choose_part_weight
+from recsys.eval.part_weight import WeightedParts, choose_part_weights
 from recsys.eval.per_user import ITEMS_TABLE, item_stats, log_tables, per_user_results
 from recsys.eval.two_stage import choose_stage1_weight, score_lists, stage1_only, two_stage_metrics
 from recsys.model_io import resolved_config, write_model
@@ -116,7 +116,7 @@ def evaluate_and_log(
         if not isinstance(model, SequentialRecommender):
             raise TypeError(f"full ranking needs a retrieval model, not a {type(model).__name__}")
         module.objective.on_fit_end(model)  # e.g. a text model's item table encoded by the final weights
-        chosen = _choose_part_weight(ctx, model, dm)
+        chosen = _choose_part_weights(ctx, model, dm)
         if chosen:  # the model's config changed: it is saved as chosen
             ctx = dataclasses.replace(ctx, model_spec={**ctx.model_spec, "config": resolved_config(model)})
         metrics, protocol, per_user = _rank_val_test(ctx, model, dm)
@@ -161,21 +161,24 @@ def _two_stage_val_test(model: Ranker, dm: CandidateListDataModule, k: int, ks: 
     return metrics
 
 
-def _choose_part_weight(ctx: RunContext, model: SequentialRecommender, dm: SequenceDataModule) -> dict[str, float]:
-    """For a model with a part weight to choose (`recsys.eval.part_weight`): choose it on every validation
-    user and return it with each weight's validation NDCG@k; otherwise nothing."""
+def _choose_part_weights(ctx: RunContext, model: SequentialRecommender, dm: SequenceDataModule) -> dict[str, float]:
+    """For a model with part weights to choose (`recsys.eval.part_weight`): choose them on every validation
+    user and return each (`<part>_weight`) with each weight's validation NDCG@k; otherwise nothing."""
     if not (isinstance(model, WeightedParts) and model.part_weights()):
         return {}
     k = ctx.cfg.eval.monitor_k
-    weight, ndcg = choose_part_weight(
+    chosen = choose_part_weights(
         model,
         dm.val_dataloader(all_users=True),
         k=k,
         exclude_seen=ctx.cfg.eval.exclude_seen,
         item_chunk=ctx.cfg.eval.item_chunk,
     )
-    log.info("part weight %g chosen on validation NDCG@%d: %s", weight, k, ndcg)
-    return {"part_weight": weight} | {f"val/ndcg@{k}_part_weight_{w:g}": v for w, v in ndcg.items()}
+    metrics: dict[str, float] = {}
+    for part, (weight, ndcg) in chosen.items():
+        log.info("%s weight %g chosen on validation NDCG@%d: %s", part, weight, k, ndcg)
+        metrics |= {f"{part}_weight": weight} | {f"val/ndcg@{k}_{part}_weight_{w:g}": v for w, v in ndcg.items()}
+    return metrics
 
 
 def _rank_val_test(

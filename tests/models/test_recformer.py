@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -161,11 +162,15 @@ def test_config_rejects_bad_values() -> None:
         RecformerConfig(item_ids=True, id_len=4, id_rows="wide")
     with pytest.raises(ValueError, match="id_rows: free is read and scored by the ID encoder: it needs id_len > 0"):
         RecformerConfig(item_ids=True, id_rows="free")
+    with pytest.raises(ValueError, match="prior_weight=0.5 and prior_weights=\\[\\] weigh .* need item_prior: true"):
+        RecformerConfig(prior_weight=0.5)
+    with pytest.raises(ValueError, match="prior weights must be >= 0, got 0.0 and \\[-1.0\\]"):
+        RecformerConfig(item_prior=True, prior_weights=(-1.0,))
 
 
-def _id_user_model(backbone: Path, **params: Any) -> Recformer:
+def _id_user_model(backbone: Path, counts: torch.Tensor | None = None, **params: Any) -> Recformer:
     model = _model(backbone, item_ids=True, id_len=5, id_hidden=8, id_heads=2, id_encoder_dropout=0.0, **params)
-    model.observe_training_items(torch.arange(1, 6))  # items 6 and 7 held out of training: text only
+    model.observe_training_items(torch.arange(1, 6), counts)  # items 6 and 7 held out of training: text only
     return model
 
 
@@ -178,7 +183,7 @@ def test_the_user_vector_is_the_text_summary_plus_the_id_encoders_last_state(tin
         text = F.normalize(model.encode_history(history[:, -3:])[0], dim=-1) / model.cfg.temperature
         ids = model.id_encoder(history, model.item_embeddings()[history])[:, -1]  # type: ignore[misc]
     torch.testing.assert_close(user, text + ids)
-    model.set_part_weight(0.25)  # the text summary's weight, as chosen on validation (recsys.eval.part_weight)
+    model.set_part_weight("text", 0.25)  # the text summary's weight, as chosen on validation (recsys.eval.part_weight)
     with torch.no_grad():
         torch.testing.assert_close(model.sequence_representation(history, history != 0), 0.25 * text + ids)
     assert model.trained_items().nonzero().flatten().tolist() == [1, 2, 3, 4, 5]
@@ -282,7 +287,7 @@ def test_free_id_rows_sit_beside_the_text_table_and_only_the_id_state_scores_the
         # the ID state scores the ID rows (plus each item's bias), the text summary the unit text vectors
         torch.testing.assert_close(ids @ table.T, state @ table[:, dim:-1].T + table[:, -1])
         torch.testing.assert_close(text @ table.T, summary @ model.item_table.T)
-        model.set_part_weight(0.5)
+        model.set_part_weight("text", 0.5)
         torch.testing.assert_close(model.sequence_representation(history, history != 0), ids + 0.5 * text)
     seqs = [[2, 4, 1, 2, 3, 4, 5, 1], [3, 4, 5, 2]] * 4
     before = model.item_table.clone()
@@ -295,6 +300,59 @@ def test_free_id_rows_sit_beside_the_text_table_and_only_the_id_state_scores_the
     torch.testing.assert_close(added, model.item_embeddings()[-1:])
     torch.testing.assert_close(added[0, :dim], model.item_table[2])  # its twin's text vector, no ID half, bias 0
     assert added[0, dim:].abs().sum() == 0
+
+
+def test_item_prior_is_a_fixed_centred_log_count_column_weighed_by_the_user(tiny_text_backbone: Path) -> None:
+    counts = torch.tensor([0, 4, 1, 9, 3, 2, 0, 0])  # 6 and 7: never in training
+    plain = _id_user_model(tiny_text_backbone, item_bias=True).eval()
+    params: dict[str, Any] = {"item_bias": True, "item_prior": True, "prior_weights": (0.0, 2.0)}
+    model = _id_user_model(tiny_text_backbone, counts, **params).eval()
+    with pytest.raises(ValueError, match="item_prior needs the training counts of all 8 rows, got None"):
+        model.observe_training_items(torch.arange(1, 6))
+    with pytest.raises(ValueError, match="item_prior needs the training counts of all 8 rows, got 7"):
+        model.observe_training_items(torch.arange(1, 6), counts[:-1])
+    log_counts = torch.log1p(counts.float())
+    expected = torch.where(counts > 0, log_counts - log_counts[1:6].mean(), torch.zeros(8))
+    history = torch.tensor([[4, 1, 2, 5, 3], [0, 0, 0, 2, 6]])
+    with torch.no_grad():
+        table = model.item_embeddings()
+        torch.testing.assert_close(table[:, :-1], plain.item_embeddings())  # the other columns are unchanged
+        torch.testing.assert_close(table[:, -1], expected)
+        scores = plain.sequence_representation(history, history != 0) @ plain.item_embeddings().T
+        # prior_weight is 0 until chosen: the model scores as without the prior (training included)
+        torch.testing.assert_close(model.sequence_representation(history, history != 0) @ table.T, scores)
+        assert model.part_weights() == {"prior": (0.0, 2.0)}
+        base, unit = model.split_user(history, "prior")
+        torch.testing.assert_close(base @ table.T, scores)
+        assert unit[:, -1].tolist() == [1.0, 1.0] and unit[:, :-1].abs().sum() == 0
+        model.set_part_weight("prior", 2.0)
+        user = model.sequence_representation(history, history != 0)
+        assert user[:, -1].tolist() == [2.0, 2.0]
+        torch.testing.assert_close(user @ table.T, scores + 2.0 * expected)
+        torch.testing.assert_close(model.split_user(history, "prior")[0], base)
+    with pytest.raises(ValueError, match="no part 'genre' to weigh in this Recformer; expected 'text' or 'prior'"):
+        model.set_part_weight("genre", 1.0)
+    # a model trained without the prior, given it afterwards: the model trained with it (its weight 0 in training)
+    plain.add_item_prior(counts, (0.0, 2.0))
+    assert plain.cfg == dataclasses.replace(model.cfg, prior_weight=0.0) and plain.part_weights() == {
+        "prior": (0.0, 2.0)
+    }
+    with torch.no_grad():
+        torch.testing.assert_close(plain.item_embeddings(), model.item_embeddings())
+    with pytest.raises(ValueError, match="has its item_prior already"):
+        plain.add_item_prior(counts, (1.0,))
+    added = model.add_items([{"title": "Heat", "year": "1995", "genres": "Action"}])
+    assert added[0, -1] == 0.0 and model.item_prior is not None and len(model.item_prior) == 9  # an average item
+    # a text-only model takes the prior too: its summary, then the prior weight against the last column
+    text_only = _model(tiny_text_backbone, item_prior=True, prior_weight=1.0).eval()
+    text_only.observe_training_items(torch.arange(1, 6), counts)
+    with torch.no_grad():
+        table = text_only.item_embeddings()
+        user = text_only.sequence_representation(history, history != 0)
+        summary = F.normalize(text_only.encode_history(history[:, -3:])[0], dim=-1) / text_only.cfg.temperature
+    torch.testing.assert_close(user @ table.T, summary @ text_only.item_table.T + expected)
+    with pytest.raises(ValueError, match="no part 'text' to weigh in this Recformer"):
+        text_only.split_user(history, "text")
 
 
 # the first components of two user vectors and of items 2 and 6 with `pooling: cls`, written by the

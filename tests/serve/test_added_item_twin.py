@@ -55,8 +55,10 @@ def _model(kind: str, root: Path, tiny_text_backbone: Path, tiny_llama_backbone:
             "refresh_epochs": 1,  # epoch 0 re-encodes the table, epoch 1 trains on with it frozen
             "item_ids": kind != "recformer",
         }
-        if kind == "recformer_id_free":  # IDs on the user side too, free ID rows beside the text table, a bias each
+        if kind == "recformer_id_free":  # IDs on the user side too, free ID rows beside the text table, a bias and
+            # a popularity prior each (an added item: neither)
             params |= {"id_len": 4, "id_hidden": 8, "id_heads": 2, "id_rows": "free", "item_bias": True}
+            params |= {"item_prior": True, "prior_weight": 0.5}
         return {"name": "recformer", "params": params}
     tower = {
         "text": str(tiny_llama_backbone),
@@ -138,7 +140,7 @@ def _assert_same_vector(model: torch.nn.Module, original: int, copy: int) -> Non
         tower = _id_tower(model)
         if tower is not None:  # compare the text vectors; the copy's whole vector is its text vector
             text = tower.text_view(torch.tensor(copy))
-            width = len(text)  # beyond it (a free ID half, a bias column): zeros for an item without an ID row
+            width = len(text)  # beyond it (a free ID half, a bias, a prior column): zeros for an item without ID row
             assert float(F.cosine_similarity(table[copy, :width], text, dim=0)) >= 0.999
             assert float(table[copy, width:].abs().sum()) == 0.0
             assert not bool(tower.has_id[copy]) and bool(tower.has_id[original])

@@ -80,7 +80,9 @@ def test_recformer_with_item_ids_keeps_text_only_cold_items(
         RecformerConfig(id_dropout=0.2)
 
 
-@pytest.mark.parametrize(("item_bias", "id_rows"), [(False, "fused"), (True, "fused"), (True, "free")])
+@pytest.mark.parametrize(
+    ("item_bias", "id_rows", "item_prior"), [(False, "fused", False), (True, "fused", True), (True, "free", False)]
+)
 def test_recformer_with_ids_on_the_user_side_warms_them_up_then_trains_and_reloads(
     tmp_path: Path,
     planted_experiment: Callable[..., Path],
@@ -88,11 +90,14 @@ def test_recformer_with_ids_on_the_user_side_warms_them_up_then_trains_and_reloa
     caplog: pytest.LogCaptureFixture,
     item_bias: bool,
     id_rows: str,
+    item_prior: bool,
 ) -> None:
     params = {"refresh_epochs": 1, "item_ids": True, "id_len": 8, "id_hidden": 8, "id_epochs": 2, "id_batch": 16}
     params["item_bias"] = item_bias  # a learned score per trained item, through the ID part
     params["id_rows"] = id_rows  # free: the ID rows beside the text table, their norm free
     params["text_weights"] = [0.0, 0.5, 1.0]  # the text summary's weight, chosen on validation after the fit
+    if item_prior:  # a fixed popularity column, its weight chosen on validation after the text weight
+        params |= {"item_prior": True, "prior_weights": [0.0, 0.5, 2.0]}
     path = planted_experiment(_tiny(tiny_text_backbone, **params), batch_size=32, max_epochs=2)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with caplog.at_level("INFO", logger="recsys.objectives.text"):
@@ -109,16 +114,26 @@ def test_recformer_with_ids_on_the_user_side_warms_them_up_then_trains_and_reloa
         table = model.item_embeddings()
     assert not torch.allclose(user[:, : text.shape[1]], text)  # the ID encoder's state is part of the user vector
     id_half = text.shape[1] if id_rows == "free" else 0
-    assert table.shape[1] == text.shape[1] + id_half + item_bias  # item_bias: the column of biases, learned
+    # item_bias: the column of biases, learned; item_prior: the popularity column, last
+    assert table.shape[1] == text.shape[1] + id_half + item_bias + item_prior
     if id_rows == "free":  # the warm-up moved the trained items' ID rows off the unit sphere
         trained_rows = table[model.trained_items(), text.shape[1] : -1]  # untrained items' zero rows would pass too
         assert float((trained_rows.norm(dim=-1) - 1).abs().max()) > 1e-3
     if item_bias:
-        assert user[0, -1] == 1.0 and table[0, -1] == 0.0 and float(table[1:, -1].abs().max()) > 0
-    # the weight chosen on every validation user is the one saved, and the final validation figure is its
-    weight = outcome.metrics["part_weight"]
-    assert weight in (0.0, 0.5, 1.0) and model.cfg.text_weight == weight
-    assert outcome.record["config"]["model"]["params"]["text_weight"] == weight
-    chosen = outcome.metrics[f"val/ndcg@10_part_weight_{weight:g}"]
+        column = -2 if item_prior else -1
+        assert user[0, column] == 1.0 and table[0, column] == 0.0 and float(table[1:, column].abs().max()) > 0
+    # each weight chosen on every validation user is the one saved; the final validation figure is the last's
+    parts = {"text": (0.0, 0.5, 1.0)} | ({"prior": (0.0, 0.5, 2.0)} if item_prior else {})
+    for part, weights in parts.items():
+        weight = outcome.metrics[f"{part}_weight"]
+        assert weight in weights and getattr(model.cfg, f"{part}_weight") == weight
+        assert outcome.record["config"]["model"]["params"][f"{part}_weight"] == weight
+        chosen = outcome.metrics[f"val/ndcg@10_{part}_weight_{weight:g}"]
+        assert chosen == max(outcome.metrics[f"val/ndcg@10_{part}_weight_{w:g}"] for w in weights)
     assert outcome.metrics["val/ndcg@10"] == pytest.approx(chosen, abs=1e-9)
-    assert chosen == max(outcome.metrics[f"val/ndcg@10_part_weight_{w:g}"] for w in (0.0, 0.5, 1.0))
+    if item_prior:  # log(1 + training count), centred on the trained items, saved with the model
+        counts = torch.tensor([0, *outcome.per_user["items"].sort("item_idx")["train_count"].to_list()])
+        prior = torch.log1p(counts.float())
+        expected = torch.where(counts > 0, prior - prior[counts > 0].mean(), torch.zeros_like(prior))
+        torch.testing.assert_close(table[:, -1], expected)
+        assert user[0, -1] == model.cfg.prior_weight
