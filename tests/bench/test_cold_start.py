@@ -22,7 +22,8 @@ def _bench() -> ModuleType:
 
 
 @pytest.mark.parametrize("split_kind", ["cold", "leave_one_out"])
-def test_a_reused_fit_is_checked_to_differ_only_in_its_part(split_kind: str) -> None:
+def test_a_reused_fit_is_checked_to_differ_only_in_its_part(split_kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # the experiment configs name their `_base` from the repository root, as the bench runs
     bench = _bench()
     for name, (base, parts) in bench.SAME_FIT.items():
         cfg = bench.experiment(name, split_kind, 1, ["train.max_epochs=1"], 1)
