@@ -121,7 +121,7 @@ class RecformerConfig:
     # centred on the trained items' mean (an item never trained, cold or added by text, gets 0: an average one),
     # scored by a user-side `prior_weight`. With `prior_weights` the weight is chosen among them on validation
     # after training (after the text weight; recsys.eval.part_weight) and saved with the model; it is 0 while
-    # training, so the prior changes no training step. What a learned `item_bias` learns is then a correction
+    # training, so the prior changes no training step (`add_item_prior` gives it to a model trained without it)
     item_prior: bool = False
     prior_weight: float = 0.0
     prior_weights: tuple[float, ...] = ()
@@ -470,7 +470,7 @@ class Recformer(SequentialRecommender):
     def sequence_representation(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The history's unit summary vector over `temperature` [B, D]: a dot product with the unit
         item table is the cosine score the model trains on. With an ID encoder: `text_weight` times that,
-        plus the ID encoder's last state."""
+        plus the ID encoder's last state; with `item_prior`, plus `prior_weight` against the prior column."""
         del mask  # the padding is 0 in `items`
         if self.id_encoder is None:
             summary = self._text_summary(items)
