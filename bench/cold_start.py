@@ -37,7 +37,7 @@ from recsys.data.processed import load_processed  # noqa: E402
 from recsys.data.schema import ITEMS  # noqa: E402
 from recsys.data.split import SplitConfig, split_sequences  # noqa: E402
 from recsys.eval.evaluate import evaluate  # noqa: E402
-from recsys.eval.part_weight import choose_part_weight  # noqa: E402
+from recsys.eval.part_weight import choose_part_weights  # noqa: E402
 from recsys.model_io import load_model  # noqa: E402
 from recsys.models.base import SequentialRecommender  # noqa: E402
 from recsys.models.recformer import Recformer, backbone_path  # noqa: E402
@@ -59,13 +59,18 @@ EXPERIMENTS = {
     "recformer_id_user_bias": "recformer_id_user_bias_ml-1m_cold",  # + a learned item bias, the text weight chosen
     "recformer_id_user_free": "recformer_id_user_free_ml-1m_cold",  # + ID rows of free norm beside the text table
     "recformer_id_user_prior": "recformer_id_user_prior_ml-1m_cold",  # recformer_id_user_bias + a popularity prior
+    "recformer_id_user_borrow": "recformer_id_user_borrow_ml-1m_cold",  # + borrowed ID rows for items without one
     "recformer_long": "recformer_long_ml-1m_cold",  # issue 45: 50-item histories, linear attention
 }
 OUT = ROOT / "bench/results/experiments/cold_start"
 # variants that train exactly as another (their extra part weighs 0 in training; its weight is chosen on validation
 # after the fit): with --reuse-fits the other's saved model of the same protocol and seed is given the part and
 # scored, instead of training it again. Their configs must differ in nothing else (`same_fit_config`)
-SAME_FIT = {"recformer_id_user_prior": ("recformer_id_user_bias", ("item_prior", "prior_weight", "prior_weights"))}
+PRIOR = ("item_prior", "prior_weight", "prior_weights")
+SAME_FIT = {
+    "recformer_id_user_prior": ("recformer_id_user_bias", PRIOR),
+    "recformer_id_user_borrow": ("recformer_id_user_bias", (*PRIOR, "borrow_ids", "text_weights")),
+}
 # the shared 3-seed SASRec baseline (bench/baselines.py, leave-one-out): the summary's `sasrec` row on `loo`;
 # this script's own leave-one-out SASRec record (the early-stopping recipe, 110 epochs) is `sasrec_converged`
 BASELINES = ROOT / "bench/results/experiments/baselines"
@@ -213,14 +218,25 @@ def same_fit_config(cfg: ExperimentConfig, base: ExperimentConfig, parts: tuple[
         raise ValueError(f"{cfg.name} does not train as {base.name}: they differ in {keys} beyond {list(parts)}")
 
 
+def add_scoring_parts(model: Recformer, params: dict[str, Any], counts: torch.Tensor) -> None:
+    """Give `model` the scoring-only parts that the experiment's model `params` name and it lacks: the popularity
+    prior (from the training `counts`), borrowed ID rows (`borrow_ids`) and the text weights to choose among."""
+    if params.get("item_prior") and model.item_prior is None:
+        model.add_item_prior(counts, tuple(params.get("prior_weights", ())))
+    if params.get("borrow_ids", 0) != model.cfg.borrow_ids:
+        model.add_id_borrowing(int(params["borrow_ids"]))
+    if "text_weights" in params:
+        model.cfg = dataclasses.replace(model.cfg, text_weights=tuple(params["text_weights"]))
+
+
 def reuse_fit(
     name: str, split_kind: str, seed: int, extra: list[str], tracking_uri: str, threads: int
 ) -> dict[str, Any]:
-    """Score `name` (a SAME_FIT variant) from its base variant's saved model of this protocol and seed: the part
-    added (a popularity prior: `Recformer.add_item_prior`, from the training counts of the same split), its weight
-    chosen on every validation user, then full-ranking val and test by the project's evaluator. The record is the
-    base's (its fit, its MLflow run) with these metrics and `fit_from`; it checks that the part at weight 0
-    reproduces the base's validation NDCG@k."""
+    """Score `name` (a SAME_FIT variant) from its base variant's saved model of this protocol and seed: first the
+    saved model as it is, which must give the base record's validation NDCG@k; then with the parts added
+    (`add_scoring_parts`, the prior's counts from the training sequences of the same split), every part's weight
+    chosen in order on every validation user, then full-ranking val and test by the project's evaluator. The
+    record is the base's (its fit, its MLflow run) with these metrics and `fit_from`."""
     started, t0 = now_iso(), time.perf_counter()
     base_name, parts = SAME_FIT[name]
     cfg = experiment(name, split_kind, seed, extra, threads)
@@ -232,21 +248,22 @@ def reuse_fit(
     with tempfile.TemporaryDirectory() as tmp:
         model = load_model(download_run_artifacts(tracking_uri, base["mlflow_run_id"], "model", Path(tmp)))
     if not isinstance(model, Recformer):
-        raise TypeError(f"{name} adds a popularity prior to a Recformer, not a {type(model).__name__}")
+        raise TypeError(f"{name} adds scoring parts to a Recformer, not a {type(model).__name__}")
+    model.eval()
     dm = datamodule_for(cfg, load_run_data(cfg.data, labelled=False), model, build_objective(model.objective))
     assert isinstance(dm, SequenceDataModule)
     dm.setup()
-    model.add_item_prior(dm.training_item_counts(), tuple(cfg.model.params["prior_weights"]))
     k, seen, chunk = cfg.eval.monitor_k, cfg.eval.exclude_seen, cfg.eval.item_chunk
-    val = dm.val_dataloader(all_users=True)
-    weight, ndcg = choose_part_weight(model, "prior", val, k=k, exclude_seen=seen, item_chunk=chunk)
-    if 0.0 in ndcg and abs(ndcg[0.0] - base["metrics"][f"val/ndcg@{k}"]) > 1e-6:
-        raise RuntimeError(f"the prior at weight 0 gives val NDCG@{k} {ndcg[0.0]}, {base_name}'s record {base_path}")
-    metrics: dict[str, Any] = {"prior_weight": weight} | {
-        f"val/ndcg@{k}_prior_weight_{w:g}": v for w, v in ndcg.items()
-    }
+    val = list(dm.val_dataloader(all_users=True))
+    saved = evaluate(model, val, split="val", ks=(k,), exclude_seen=seen, item_chunk=chunk).metrics[f"val/ndcg@{k}"]
+    if abs(saved - base["metrics"][f"val/ndcg@{k}"]) > 1e-6:
+        raise RuntimeError(f"{base_name}'s saved model gives val NDCG@{k} {saved}, its record {base_path} another")
+    add_scoring_parts(model, cfg.model.params, dm.training_item_counts())
+    metrics: dict[str, Any] = {}
+    for part, (weight, ndcg) in choose_part_weights(model, val, k=k, exclude_seen=seen, item_chunk=chunk).items():
+        metrics |= {f"{part}_weight": weight} | {f"val/ndcg@{k}_{part}_weight_{w:g}": v for w, v in ndcg.items()}
     protocol: dict[str, Any] = {}
-    for stage, loader in (("val", dm.val_dataloader(all_users=True)), ("test", dm.test_dataloader())):
+    for stage, loader in (("val", val), ("test", dm.test_dataloader())):
         result = evaluate(
             model, loader, split=stage, ks=cfg.eval.ks, exclude_seen=seen, item_chunk=chunk, split_protocol=dm.protocol
         )
@@ -254,13 +271,14 @@ def reuse_fit(
         protocol = result.protocol
     config = copy.deepcopy(base["config"])
     config["name"] = cfg.name
-    config["model"]["params"] |= dataclasses.asdict(model.cfg) | {"prior_weights": list(model.cfg.prior_weights)}
+    weights = {key: list(getattr(model.cfg, key)) for key in ("text_weights", "prior_weights")}
+    config["model"]["params"] |= dataclasses.asdict(model.cfg) | weights
     command = bench_command(name, split_kind, seed, extra, threads, "--reuse-fits")
     fit_from = {"variant": base_name, "record": str(base_path.relative_to(ROOT))} | {
         key: base[key] for key in ("mlflow_run_id", "started_at", "wall_s")
     }
     # the base's fit (fit_s, epochs, stopping) with this command's name, wall time, metrics and config; the
-    # MLflow run is the base's model without the prior: it moves to `fit_from`
+    # MLflow run is the base's model without the parts: it moves to `fit_from`
     record = base | base_record(cfg.name, command, started, time.perf_counter() - t0)
     record |= {"protocol": protocol, "metrics": metrics, "config": config, "mlflow_run_id": None, "fit_from": fit_from}
     write_record(record_path(name, split_kind, seed, extra), record)

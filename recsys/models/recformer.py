@@ -24,6 +24,8 @@ training at every position warm it and the ID rows up before fine-tuning (`recsy
 With `id_rows: free` the ID encoder reads and scores each item's ID row alone, its norm free as SASRec's
 embeddings are, beside the unit text table ([text | ID] columns, still one dot product per item).
 `item_prior` adds a fixed popularity column (log training count), weighed on validation after training.
+`borrow_ids: k` scores an item without an ID row by the mean ID row and bias of its k nearest text
+neighbours (scoring only), so the ID part ranks a cold item as it ranks the items like it.
 
 Exception to "shared pieces come only from recsys/nn": the encoder is a pretrained model, used
 through `transformers` (imported lazily) and adapted here, as STYLE.md's habit 16 asks.
@@ -125,6 +127,11 @@ class RecformerConfig:
     item_prior: bool = False
     prior_weight: float = 0.0
     prior_weights: tuple[float, ...] = ()
+    # text + ID, scoring only: an item without an ID row (cold, added by text) borrows the mean ID row and bias of
+    # its k nearest text neighbours that have one (cosine over the item table, found again whenever the table is
+    # encoded), so the ID part scores it as it scores items like it; training is unchanged (an item id_dropout
+    # drops is still its text alone: `add_id_borrowing` gives borrowing to a model trained without it); 0 = none
+    borrow_ids: int = 0
     # before fine-tuning, `id_epochs` passes over the users' training sequences train the ID encoder and the
     # ID rows alone as SASRec trains (one window per user, the next item at every position, softmax over the
     # trained items, Adam at `id_lr` rising over `id_warmup_frac` of the steps, then a cosine to 0): the many
@@ -183,6 +190,10 @@ class RecformerConfig:
             )
         if self.prior_weight < 0 or any(w < 0 for w in self.prior_weights):
             raise ValueError(f"prior weights must be >= 0, got {self.prior_weight} and {list(self.prior_weights)}")
+        if self.borrow_ids < 0:
+            raise ValueError(f"borrow_ids must be >= 0, got {self.borrow_ids}")
+        if self.borrow_ids > 0 and not self.item_ids:
+            raise ValueError(f"borrow_ids={self.borrow_ids} borrows ID rows: it needs item_ids: true")
         if self.text_loss < 0:
             raise ValueError(f"text_loss must be >= 0, got {self.text_loss}")
         if self.text_weight < 0 or any(w < 0 for w in self.text_weights):
@@ -247,7 +258,14 @@ class Recformer(SequentialRecommender):
         self.register_buffer("item_table", torch.zeros(n_items + 1, dim))
         self.tower: ItemTower | None = None  # text + ID: the item table as the tower's text view
         if cfg.item_ids:
-            tower = ItemTowerConfig(text=cfg.backbone, adapter="identity", fields=cfg.fields, id_dropout=cfg.id_dropout)
+            tower = ItemTowerConfig(
+                text=cfg.backbone,
+                adapter="identity",
+                fields=cfg.fields,
+                id_dropout=cfg.id_dropout,
+                borrow_ids=cfg.borrow_ids,
+                borrow_training=False,
+            )
             self.tower = ItemTower(tower, n_items, dim)
         self.id_encoder: TableHistoryEncoder | None = None  # text + ID, user side (id_len > 0)
         if cfg.id_len > 0:
@@ -463,6 +481,14 @@ class Recformer(SequentialRecommender):
         self.register_buffer("item_prior", self.item_table.new_zeros(len(self.item_table)))
         self._set_item_prior(counts)
 
+    def add_id_borrowing(self, k: int) -> None:
+        """Give a model trained without it `borrow_ids: k`. As borrowing is for scoring only, this is the model
+        that training with `borrow_ids: k` would have given."""
+        if self.tower is None:
+            raise ValueError("a text-only Recformer has no ID rows to borrow (item_ids: false)")
+        self.cfg = dataclasses.replace(self.cfg, borrow_ids=k)  # validated as a config is
+        self.tower.set_borrow_ids(k)
+
     def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, 1, D]: one state summarises the whole history (scaled unit vector, see `item_embeddings`)."""
         return self.sequence_representation(items, mask)[:, None]
@@ -501,12 +527,14 @@ class Recformer(SequentialRecommender):
 
     def _bias_column(self) -> torch.Tensor:
         """[N + 1, 1] the items' learned biases minus the trained items' mean; items without an ID row
-        (padding, held out of training, added by text) get 0, the average trained item's. An item whose ID row
+        (padding, held out of training, added by text) get 0, the average trained item's, or with `borrow_ids` the
+        mean of their text neighbours' (padding: 0). An item whose ID row
         `id_dropout` drops in a training step keeps its bias: the dropout trains the text + ID sum's text form only."""
         assert self.item_bias is not None and self.tower is not None
         has_id, bias = self.tower.has_id, self.item_bias
         centre = bias[has_id].mean() if bool(has_id.any()) else bias.new_zeros(())
-        return torch.where(has_id, bias - centre, torch.zeros_like(bias))[:, None]
+        centred = torch.where(has_id, bias - centre, torch.zeros_like(bias))  # borrow_ids: the neighbours' mean
+        return self.tower.borrow(centred, torch.arange(len(has_id), device=has_id.device), has_id)[:, None]
 
     def user_parts(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the ID encoder's last state, the text summary over `temperature`) [B, D] each: the user vector is the

@@ -21,6 +21,7 @@ Padding (id 0) is always zeros.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -66,9 +67,13 @@ class ItemTowerConfig:
     # so the model also learns to rank items that have no ID row (DropoutNet; Volkovs et al., 2017)
     id_dropout: float = 0.0
     # both views: k > 0 gives an item without an ID row (cold, added, or dropped by id_dropout) the mean ID
-    # row of its k nearest text neighbours that have one (cosine over the text table), fixed when the
-    # trained items are known (`keep_ids_of`) or an item is added; 0: such an item is its text part only
+    # row of its k nearest text neighbours that have one (cosine over the text table), found again when the
+    # text table is set, the trained items are known (`keep_ids_of`) or an item is added; 0: such an item is
+    # its text part only
     borrow_ids: int = 0
+    # borrow_ids > 0: whether training borrows too (an item that id_dropout drops takes its neighbours' rows);
+    # False: only scoring (eval mode) borrows, so training runs as without borrowing
+    borrow_training: bool = True
     cache_dir: str = "data/cache"  # converted checkpoints and cached vectors (git-ignored)
 
     def __post_init__(self) -> None:
@@ -191,6 +196,14 @@ class ItemTower(nn.Module):
                 raise ValueError(f"text reduction must be [E] and [E, {table.shape[1]}], got {tuple(proj.shape)}")
             self.text_mean = mean.to(self.text_table).clone()
             self.text_proj = proj.to(self.text_table).clone()
+        self.find_id_neighbours(torch.arange(1, len(self.has_id), device=self.has_id.device))  # the new text's
+
+    @torch.no_grad()
+    def set_borrow_ids(self, k: int) -> None:
+        """Borrow from `k` text neighbours from now on (`borrow_ids`; 0: none), found anew for every item."""
+        self.cfg = dataclasses.replace(self.cfg, borrow_ids=k)  # validated as a config is
+        self.id_neighbours = self.id_neighbours.new_zeros(len(self.has_id), k)
+        self.find_id_neighbours(torch.arange(1, len(self.has_id), device=self.has_id.device))
 
     @torch.no_grad()
     def add_items(self, texts: list[str]) -> Tensor:
@@ -277,17 +290,28 @@ class ItemTower(nn.Module):
                 top.values.isfinite(), donors[top.indices], 0
             )
 
+    @property
+    def borrowing(self) -> bool:
+        """Whether an item without its ID row borrows its neighbours' rows now (`borrow_ids`, `borrow_training`)."""
+        return self.cfg.borrow_ids > 0 and (self.cfg.borrow_training or not self.training)
+
+    def borrow(self, values: Tensor, items: Tensor, uses: Tensor) -> Tensor:
+        """Per-item `values` [N + 1, ...] (row 0 zeros) of `items` [...]: each item's own where `uses` [...], else
+        (`borrowing`) the mean of its text neighbours' values, or zeros."""
+        own = values[items]
+        keep = uses.reshape(*uses.shape, *[1] * (own.dim() - uses.dim()))
+        if not self.borrowing:
+            return own * keep
+        neighbours = self.id_neighbours[items]  # [..., k], 0 = none
+        real = (neighbours != 0).reshape(*neighbours.shape, *[1] * (own.dim() - uses.dim()))
+        total = (values[neighbours] * real).sum(uses.dim())  # masked: row 0 (padding) neither adds nor learns
+        return torch.where(keep, own, total / real.sum(uses.dim()).clamp(min=1))
+
     def _id_rows(self, items: Tensor, uses: Tensor) -> Tensor:
-        """ID rows [..., D] of `items` [...]: their own where `uses` [...], else (`borrow_ids`) the mean of
+        """ID rows [..., D] of `items` [...]: their own where `uses` [...], else (`borrowing`) the mean of
         their text neighbours' rows, or zeros."""
         assert self.id_emb is not None
-        own: Tensor = self.id_emb(items)  # [..., D]
-        if self.cfg.borrow_ids == 0:
-            return own * uses[..., None]
-        neighbours = self.id_neighbours[items]  # [..., k], 0 = none (padding row: zeros)
-        count = (neighbours != 0).sum(-1, keepdim=True).clamp(min=1)  # [..., 1]
-        borrowed = self.id_emb(neighbours).sum(-2) / count  # [..., D]
-        return torch.where(uses[..., None], own, borrowed)
+        return self.borrow(self.id_emb.weight, items, uses)
 
     def uses_id(self, items: Tensor) -> Tensor:
         """Whether each of `items` [...] is represented with its ID row [...] bool: it has one and, when

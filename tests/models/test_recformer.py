@@ -355,6 +355,62 @@ def test_item_prior_is_a_fixed_centred_log_count_column_weighed_by_the_user(tiny
         text_only.split_user(history, "text")
 
 
+def _slow_borrowed(values: torch.Tensor, text: torch.Tensor, item: int, donors: list[int], k: int) -> torch.Tensor:
+    """The mean of `values` over `item`'s `k` nearest `donors` by cosine over the `text` table (the slow reference)."""
+    unit = F.normalize(text, dim=-1)
+    nearest = sorted((d for d in donors if d != item), key=lambda d: -float(unit[item] @ unit[d]))[:k]
+    return values[nearest].mean(0)
+
+
+def test_borrow_ids_scores_an_item_without_an_id_row_by_its_text_neighbours_rows_and_bias(
+    tiny_text_backbone: Path,
+) -> None:
+    params: dict[str, Any] = {"item_bias": True, "id_dropout": 0.5}
+    plain = _id_user_model(tiny_text_backbone, **params)
+    model = _id_user_model(tiny_text_backbone, borrow_ids=2, **params)
+    assert model.tower is not None and model.item_bias is not None and model.tower.id_emb is not None
+    with torch.no_grad():
+        for m in (plain, model):
+            assert m.item_bias is not None
+            m.item_bias.copy_(torch.tensor([9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, -4.0]))  # 0, 6, 7: no ID row
+        model.eval()
+        table, plain_table = model.item_embeddings(), plain.eval().item_embeddings()
+        torch.testing.assert_close(table[:6], plain_table[:6])  # the trained items (and padding) are unchanged
+        rows, text = model.tower.id_emb.weight, model.item_table
+        centred = torch.tensor([0.0, -2.0, -1.0, 0.0, 1.0, 2.0])
+        for item in (6, 7):  # held out: the text + the neighbours' mean ID row, unit-normalised; their mean bias
+            expected = F.normalize(text[item] + _slow_borrowed(rows, text, item, [1, 2, 3, 4, 5], 2), dim=-1)
+            torch.testing.assert_close(table[item, :-1], expected)
+            torch.testing.assert_close(table[item, -1], _slow_borrowed(centred, text, item, [1, 2, 3, 4, 5], 2))
+        assert not torch.allclose(table[6:], plain_table[6:])
+    # training is unchanged: an item that id_dropout drops (and a held-out one) is its text alone, as without
+    # borrowing (same draws, same rows)
+    assert plain.tower is not None
+    model.tower.train()
+    plain.tower.train()
+    torch.manual_seed(0)
+    trained = model.tower(torch.arange(8))
+    torch.manual_seed(0)
+    torch.testing.assert_close(trained, plain.tower(torch.arange(8)))
+    model.tower.eval()
+    plain.tower.eval()
+    # a model trained without borrowing, given it afterwards: the model configured with it
+    plain.eval().add_id_borrowing(2)
+    assert plain.cfg == model.cfg
+    with torch.no_grad():
+        torch.testing.assert_close(plain.item_embeddings(), model.eval().item_embeddings())
+    # the neighbours follow the table: re-encoding it finds them again
+    model.tower.id_neighbours.zero_()
+    model.refresh_items()
+    assert model.tower.id_neighbours[6:].ne(0).all()
+    with pytest.raises(ValueError, match="borrow_ids=2 borrows ID rows: it needs item_ids: true"):
+        RecformerConfig(borrow_ids=2)
+    with pytest.raises(ValueError, match="borrow_ids must be >= 0, got -1"):
+        RecformerConfig(item_ids=True, borrow_ids=-1)
+    with pytest.raises(ValueError, match="a text-only Recformer has no ID rows to borrow"):
+        _model(tiny_text_backbone).add_id_borrowing(2)
+
+
 # the first components of two user vectors and of items 2 and 6 with `pooling: cls`, written by the
 # code before pooling was configurable (the summary token's state): cls must stay exactly that
 GOLDEN_CLS_USERS = [

@@ -166,6 +166,41 @@ def test_an_item_without_an_id_row_borrows_its_text_neighbours_rows(kw: dict[str
         ItemTowerConfig(borrow_ids=-1)
 
 
+def test_borrowing_for_scoring_only_leaves_training_as_without_it() -> None:
+    trained = torch.tensor([2, 5, 7, 11])
+    plain, tower = _tower(id_dropout=0.5), _tower(borrow_ids=2, borrow_training=False, id_dropout=0.5)
+    for t in (plain, tower):
+        t.keep_ids_of(trained)
+    assert tower.id_emb is not None
+    rows, items = tower.id_emb.weight.detach(), torch.arange(N_ITEMS + 1)
+    torch.manual_seed(0)
+    views = tower.id_view(items)  # training: an item without its row (dropped or untrained) has zeros
+    torch.manual_seed(0)
+    torch.testing.assert_close(views, plain.id_view(items))
+    assert not tower.borrowing
+    tower.eval()
+    assert tower.borrowing
+    for item in (1, 3, 10):  # scoring: an item without an ID row borrows
+        torch.testing.assert_close(
+            tower.id_view(torch.tensor(item)), rows[_nearest(tower, item, [2, 5, 7, 11], 2)].mean(0)
+        )
+    views = tower.id_view(items)
+    views.sum().backward()  # the padding row neither adds to a borrowed row nor learns from one
+    assert tower.id_emb.weight.grad is not None and tower.id_emb.weight.grad[0].abs().sum() == 0
+    # borrowing given afterwards finds every item's neighbours; a new text table finds them again
+    plain.eval().set_borrow_ids(3)
+    assert plain.cfg.borrow_ids == 3 and plain.id_neighbours.shape == (N_ITEMS + 1, 3)
+    torch.testing.assert_close(
+        plain.id_view(torch.tensor(1)), plain.id_emb.weight.detach()[_nearest(plain, 1, [2, 5, 7, 11], 3)].mean(0)
+    )  # type: ignore[union-attr]
+    table = torch.randn(N_ITEMS + 1, DIM)
+    table[0] = 0
+    plain.set_text_table(table)
+    assert plain.id_neighbours[1].tolist() == _nearest(plain, 1, [2, 5, 7, 11], 3)
+    with pytest.raises(ValueError, match="borrow_ids must be >= 0"):
+        plain.set_borrow_ids(-1)
+
+
 def _features(n_items: int) -> ItemFeatures:
     titles = [None, *[f"Item {i} {['red', 'blue', 'green'][i % 3]}" for i in range(1, n_items + 1)]]
     return ItemFeatures(n_items, ["", *map(str, range(1, n_items + 1))], {"title": titles}, None, 0)
