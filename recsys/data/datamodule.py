@@ -116,16 +116,13 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def training_items(self) -> torch.Tensor:
         """The distinct item ids [K] of the training sequences (after `setup`), ascending."""
-        if self.sequence_split is None:
-            raise RuntimeError("training_items() needs setup() first")
-        items = self.sequence_split.train[ITEMS].explode().drop_nulls().unique().sort()
-        return torch.tensor(items.to_list(), dtype=torch.long)
+        return self.training_item_counts().nonzero().flatten()
 
     def training_item_counts(self) -> torch.Tensor:
         """[N + 1] how often each item occurs in the training sequences (after `setup`; 0 for padding and for
         items held out of training)."""
         if self.sequence_split is None:
-            raise RuntimeError("training_item_counts() needs setup() first")
+            raise RuntimeError("training_items() and training_item_counts() need setup() first")
         items = self.sequence_split.train[ITEMS].explode().drop_nulls()
         return torch.bincount(torch.tensor(items.to_list(), dtype=torch.long), minlength=self.n_items + 1)
 

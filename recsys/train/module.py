@@ -94,8 +94,9 @@ class RecModule(pl.LightningModule):
     def on_train_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if isinstance(datamodule, SequenceDataModule) and isinstance(self.model, SequentialRecommender):
-            trained = datamodule.training_items()
-            self.model.observe_training_items(trained, datamodule.training_item_counts())
+            counts = datamodule.training_item_counts()
+            trained = counts.nonzero().flatten()  # the items of the training sequences (training_items())
+            self.model.observe_training_items(trained, counts)
             if self.train_cfg.negatives == "trained":
                 self.loss = over_classes(build_loss(self.train_cfg), trained)
         elif self.train_cfg.negatives == "trained":
