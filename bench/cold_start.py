@@ -63,9 +63,10 @@ EXPERIMENTS = {
     "recformer_long": "recformer_long_ml-1m_cold",  # issue 45: 50-item histories, linear attention
 }
 OUT = ROOT / "bench/results/experiments/cold_start"
-# variants that train exactly as another (their extra part weighs 0 in training; its weight is chosen on validation
-# after the fit): with --reuse-fits the other's saved model of the same protocol and seed is given the part and
-# scored, instead of training it again. Their configs must differ in nothing else (`same_fit_config`)
+# variants that train exactly as another (their extra parts only score: a prior that weighs 0 in training, borrowed
+# ID rows, weights chosen on validation after the fit): with --reuse-fits the other's saved model of the same
+# protocol and seed is given the parts and scored, instead of training it again. Their configs must differ in
+# nothing else (`same_fit_config`)
 PRIOR = ("item_prior", "prior_weight", "prior_weights")
 SAME_FIT = {
     "recformer_id_user_prior": ("recformer_id_user_bias", PRIOR),

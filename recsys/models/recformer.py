@@ -372,7 +372,8 @@ class Recformer(SequentialRecommender):
     def add_items(self, items: list[dict[str, str | None]]) -> torch.Tensor:
         """Append new items by their text fields (no retraining): they become items N + 1 .. N + K of
         the token and vector tables. Returns their rows of `item_embeddings` [K, D] (eval mode, no dropout):
-        their unit text vectors, with zeros where trained items have an ID part (`id_rows: free`, `item_bias`)."""
+        their unit text vectors, with zeros where trained items have an ID part (`id_rows: free`, `item_bias`);
+        with `borrow_ids`, as a cold item's: the ID rows and bias their text neighbours lend."""
         if not items:
             raise ValueError("no items to add")
         self.item_embeddings()  # a table still to encode is encoded first: appending would freeze it empty

@@ -399,6 +399,15 @@ def test_borrow_ids_scores_an_item_without_an_id_row_by_its_text_neighbours_rows
     assert plain.cfg == model.cfg
     with torch.no_grad():
         torch.testing.assert_close(plain.item_embeddings(), model.eval().item_embeddings())
+    # an item added by text borrows as a cold item does: its neighbours (its catalog twin first) lend rows and bias
+    added = model.add_items([{"title": "Heat", "year": None, "genres": "Action"}])  # item 2's text
+    with torch.no_grad():
+        text = model.item_table
+        torch.testing.assert_close(text[8], text[2])
+        assert model.tower.id_neighbours[8, 0] == 2
+        expected = F.normalize(text[8] + _slow_borrowed(rows, text, 8, [1, 2, 3, 4, 5], 2), dim=-1)
+        torch.testing.assert_close(added[0, :-1], expected)
+        torch.testing.assert_close(added[0, -1], _slow_borrowed(centred, text, 8, [1, 2, 3, 4, 5], 2))
     # the neighbours follow the table: re-encoding it finds them again
     model.tower.id_neighbours.zero_()
     model.refresh_items()
