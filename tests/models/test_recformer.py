@@ -158,10 +158,12 @@ def test_config_rejects_bad_values() -> None:
         RecformerConfig(id_warmup_frac=1.0)
     with pytest.raises(ValueError, match="item_bias is added by the ID encoder's state: it needs id_len > 0"):
         RecformerConfig(item_ids=True, item_bias=True)
-    with pytest.raises(ValueError, match="id_rows must be one of \\['fused', 'free'\\], got 'wide'"):
+    with pytest.raises(ValueError, match="id_rows must be one of \\['fused', 'free', 'compact'\\], got 'wide'"):
         RecformerConfig(item_ids=True, id_len=4, id_rows="wide")
     with pytest.raises(ValueError, match="id_rows: free is read and scored by the ID encoder: it needs id_len > 0"):
         RecformerConfig(item_ids=True, id_rows="free")
+    with pytest.raises(ValueError, match="id_rows: compact is read and scored by the ID encoder: it needs id_len > 0"):
+        RecformerConfig(item_ids=True, id_rows="compact")
     with pytest.raises(ValueError, match="prior_weight=0.5 and prior_weights=\\[\\] weigh .* need item_prior: true"):
         RecformerConfig(prior_weight=0.5)
     with pytest.raises(ValueError, match="prior weights must be >= 0, got 0.0 and \\[-1.0\\]"):
@@ -264,22 +266,30 @@ def test_item_bias_adds_a_centred_learned_score_per_trained_item_through_the_id_
     assert added[0, -1] == 0.0
 
 
-def test_free_id_rows_sit_beside_the_text_table_and_only_the_id_state_scores_them(tiny_text_backbone: Path) -> None:
-    model = _id_user_model(tiny_text_backbone, id_rows="free", item_bias=True).eval()
+@pytest.mark.parametrize("id_rows", ["free", "compact"])
+def test_free_id_rows_sit_beside_the_text_table_and_only_the_id_state_scores_them(
+    tiny_text_backbone: Path, id_rows: str
+) -> None:
+    model = _id_user_model(tiny_text_backbone, id_rows=id_rows, item_bias=True).eval()
     assert model.tower is not None and model.item_bias is not None
     with torch.no_grad():
         model.item_bias.copy_(torch.tensor([9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, -4.0]))  # 0, 6, 7: no ID row
         table = model.item_embeddings()
         dim = model.item_table.shape[1]
-        assert table.shape == (8, 2 * dim + 1)
+        width = dim if id_rows == "free" else model.cfg.id_hidden  # compact: SASRec's width
+        assert table.shape == (8, dim + width + 1)
         torch.testing.assert_close(table[:, :dim], model.item_table)  # the text half: unit text vectors, every item
-        # the ID half: each trained item's ID row, started at its text vector; held-out items and padding: zeros
-        torch.testing.assert_close(table[1:6, dim:-1], model.item_table[1:6])
-        assert table[[0, 6, 7], dim:-1].abs().sum() == 0
+        if id_rows == "free":  # the ID half: each trained item's ID row, started at its text vector
+            torch.testing.assert_close(table[1:6, dim:-1], model.item_table[1:6])
+        else:  # started at the 5 text vectors' 4 whitened components times 0.02: Gram = 0.02^2 (5 - 1) (I - J / 5)
+            gram = table[1:6, dim:-1] @ table[1:6, dim:-1].T
+            torch.testing.assert_close(gram, 0.02**2 * 4 * (torch.eye(5) - 1 / 5), atol=1e-6, rtol=1e-4)
+        assert table[[0, 6, 7], dim:-1].abs().sum() == 0  # held-out items and padding: zeros
         assert table[:, -1].tolist() == [0.0, -2.0, -1.0, 0.0, 1.0, 2.0, 0.0, 0.0]
+        started = table[1:6, dim:-1].clone()
         model.tower.id_emb.weight[1:6] *= 3.0  # type: ignore[union-attr]
         table = model.item_embeddings()
-        assert torch.allclose(table[1:6, dim:-1].norm(dim=-1), torch.full((5,), 3.0))  # not unit-normalised
+        torch.testing.assert_close(table[1:6, dim:-1], 3.0 * started)  # not unit-normalised
         history = torch.tensor([[4, 1, 2, 5, 3], [0, 0, 0, 2, 6]])
         ids, text = model.user_parts(history)
         state = model.id_encoder(history, model.tower.id_view(history))[:, -1]  # type: ignore[misc]

@@ -127,6 +127,33 @@ def test_identity_text_view_ids_from_text_and_appended_rows() -> None:
         build_text_view(ItemTowerConfig(adapter="identity"), _features(3), DIM)
 
 
+def test_a_narrower_id_view_starts_from_the_text_reduced_and_is_read_alone() -> None:
+    tower = _tower(adapter="identity", id_width=3)
+    trained = torch.tensor([1, 2, 4, 5, 8, 9])
+    tower.keep_ids_of(trained)
+    tower.init_ids_from_text()
+    rows = tower.id_view(torch.arange(N_ITEMS + 1))
+    assert rows.shape == (N_ITEMS + 1, 3) and rows[~tower.has_id].abs().sum() == 0  # untrained, padding: no row
+    # whitened principal components times the init std: orthogonal columns, each of variance INIT_STD ** 2 over
+    # the trained items (slow reference: the covariance of the rows)
+    centred = rows[trained] - rows[trained].mean(0)
+    torch.testing.assert_close(centred.T @ centred / (len(trained) - 1), 0.02**2 * torch.eye(3))
+    text = tower.text_table[trained] - tower.text_table[trained].mean(0)  # the leading direction is the text's
+    top = torch.linalg.svd(text, full_matrices=False).U[:, 0]
+    assert abs(F.cosine_similarity(centred[:, 0], top, dim=0)) > 0.999
+    with pytest.raises(ValueError, match="3 wide \\(id_width\\) and the text view 8"):
+        tower(torch.tensor([1]))
+    added = torch.randn(2, DIM)
+    torch.testing.assert_close(tower.append_text_rows(added), added)  # nothing to fuse: the text views
+    assert tower.id_view(torch.tensor([N_ITEMS + 1, N_ITEMS + 2])).abs().sum() == 0
+    few = _tower(adapter="identity", id_width=4)
+    few.keep_ids_of(torch.tensor([3, 6]))
+    few.init_ids_from_text()  # two items span one component: the others start at 0
+    assert few.id_view(torch.tensor([3, 6]))[:, 1:].abs().sum() == 0 and few.id_view(torch.tensor([3])).abs().sum() > 0
+    with pytest.raises(ValueError, match="id_width must be >= 0"):
+        ItemTowerConfig(id_width=-1)
+
+
 def _nearest(tower: ItemTower, item: int, donors: list[int], k: int) -> list[int]:
     """The `k` donors nearest to `item` by cosine over the text table (the slow reference)."""
     text = F.normalize(tower.text_table, dim=-1)

@@ -55,9 +55,9 @@ def _model(kind: str, root: Path, tiny_text_backbone: Path, tiny_llama_backbone:
             "refresh_epochs": 1,  # epoch 0 re-encodes the table, epoch 1 trains on with it frozen
             "item_ids": kind != "recformer",
         }
-        if kind == "recformer_id_free":  # IDs on the user side too, free ID rows beside the text table, a bias and
-            # a popularity prior each (an added item: neither)
-            params |= {"id_len": 4, "id_hidden": 8, "id_heads": 2, "id_rows": "free", "item_bias": True}
+        if kind.startswith("recformer_id_"):  # IDs on the user side too, free or compact ID rows beside the text
+            # table, a bias and a popularity prior each (an added item: neither)
+            params |= {"id_len": 4, "id_hidden": 8, "id_heads": 2, "id_rows": kind.split("_")[-1], "item_bias": True}
             params |= {"item_prior": True, "prior_weight": 0.5}
         return {"name": "recformer", "params": params}
     tower = {
@@ -70,7 +70,10 @@ def _model(kind: str, root: Path, tiny_text_backbone: Path, tiny_llama_backbone:
     return {"name": "id_text_sasrec", "params": {"max_len": 4, "hidden": 16, "n_heads": 2, "item_tower": tower}}
 
 
-@pytest.fixture(scope="module", params=["recformer", "recformer_id", "recformer_id_free", "text_only", "id_text"])
+TWIN_KINDS = ["recformer", "recformer_id", "recformer_id_free", "recformer_id_compact", "text_only", "id_text"]
+
+
+@pytest.fixture(scope="module", params=TWIN_KINDS)
 def trained_recformer(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,

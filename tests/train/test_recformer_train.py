@@ -81,7 +81,8 @@ def test_recformer_with_item_ids_keeps_text_only_cold_items(
 
 
 @pytest.mark.parametrize(
-    ("item_bias", "id_rows", "item_prior"), [(False, "fused", False), (True, "fused", True), (True, "free", False)]
+    ("item_bias", "id_rows", "item_prior"),
+    [(False, "fused", False), (True, "fused", True), (True, "free", False), (True, "compact", True)],
 )
 def test_recformer_with_ids_on_the_user_side_warms_them_up_then_trains_and_reloads(
     tmp_path: Path,
@@ -94,7 +95,7 @@ def test_recformer_with_ids_on_the_user_side_warms_them_up_then_trains_and_reloa
 ) -> None:
     params = {"refresh_epochs": 1, "item_ids": True, "id_len": 8, "id_hidden": 8, "id_epochs": 2, "id_batch": 16}
     params["item_bias"] = item_bias  # a learned score per trained item, through the ID part
-    params["id_rows"] = id_rows  # free: the ID rows beside the text table, their norm free
+    params["id_rows"] = id_rows  # free, compact: the ID rows beside the text table, their norm free
     params["text_weights"] = [0.0, 0.5, 1.0]  # the text summary's weight, chosen on validation after the fit
     if item_prior:  # a fixed popularity column, its weight chosen on validation after the text weight
         params |= {"item_prior": True, "prior_weights": [0.0, 0.5, 2.0]}
@@ -113,12 +114,15 @@ def test_recformer_with_ids_on_the_user_side_warms_them_up_then_trains_and_reloa
         text = F.normalize(model.encode_history(history)[0], dim=-1) / model.cfg.temperature
         table = model.item_embeddings()
     assert not torch.allclose(user[:, : text.shape[1]], text)  # the ID encoder's state is part of the user vector
-    id_half = text.shape[1] if id_rows == "free" else 0
+    id_half = {"fused": 0, "free": text.shape[1], "compact": 8}[id_rows]  # compact: id_hidden wide
     # item_bias: the column of biases, learned; item_prior: the popularity column, last
     assert table.shape[1] == text.shape[1] + id_half + item_bias + item_prior
     if id_rows == "free":  # the warm-up moved the trained items' ID rows off the unit sphere
         trained_rows = table[model.trained_items(), text.shape[1] : -1]  # untrained items' zero rows would pass too
         assert float((trained_rows.norm(dim=-1) - 1).abs().max()) > 1e-3
+    if id_rows == "compact":  # the ID rows beside the text table, then the bias and prior columns
+        assert model.tower is not None and model.tower.id_emb is not None
+        torch.testing.assert_close(table[:, text.shape[1] : text.shape[1] + 8], model.id_table()[:, :8])
     if item_bias:
         column = -2 if item_prior else -1
         assert user[0, column] == 1.0 and table[0, column] == 0.0 and float(table[1:, column].abs().max()) > 0
