@@ -260,6 +260,7 @@ class Recformer(SequentialRecommender):
         self.register_buffer("item_types", torch.full((n_items + 1, cfg.max_item_tokens), VALUE))
         self.register_buffer("item_table", torch.zeros(n_items + 1, dim))
         self.tower: ItemTower | None = None  # text + ID: the item table as the tower's text view
+        id_width = cfg.id_hidden if cfg.id_rows == "compact" else dim  # what the ID encoder reads and scores
         if cfg.item_ids:
             tower = ItemTowerConfig(
                 text=cfg.backbone,
@@ -268,13 +269,13 @@ class Recformer(SequentialRecommender):
                 id_dropout=cfg.id_dropout,
                 borrow_ids=cfg.borrow_ids,
                 borrow_training=False,
-                id_width=cfg.id_hidden if cfg.id_rows == "compact" else 0,
+                id_width=id_width,
             )
             self.tower = ItemTower(tower, n_items, dim)
         self.id_encoder: TableHistoryEncoder | None = None  # text + ID, user side (id_len > 0)
         if cfg.id_len > 0:
             self.id_encoder = TableHistoryEncoder(
-                cfg.id_hidden if cfg.id_rows == "compact" else dim,
+                id_width,
                 cfg.id_len,
                 hidden=cfg.id_hidden,
                 n_layers=cfg.id_layers,

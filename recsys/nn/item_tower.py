@@ -165,6 +165,7 @@ class ItemTower(nn.Module):
     def __init__(self, cfg: ItemTowerConfig, n_items: int, dim: int) -> None:
         super().__init__()
         self.cfg = cfg
+        self.dim = dim
         self.id_emb = ItemEmbedding(n_items, cfg.id_width or dim) if cfg.id_embedding else None
         self.text_table: Tensor  # [N + 1, W] frozen, row 0 zeros
         width = cfg.table_width(dim) if cfg.text else 0
@@ -247,12 +248,7 @@ class ItemTower(nn.Module):
     @property
     def fusable(self) -> bool:
         """Whether `forward` can fuse the views: one view, or both of the model's width (no narrower `id_width`)."""
-        return self.id_emb is None or not self.cfg.text or self.id_emb.weight.shape[1] == self.text_view_width
-
-    @property
-    def text_view_width(self) -> int:
-        """The text view's width D (the model's)."""
-        return self.adapter.out_features if isinstance(self.adapter, nn.Linear) else self.text_table.shape[1]
+        return self.id_emb is None or not self.cfg.text or self.id_emb.weight.shape[1] == self.dim
 
     @torch.no_grad()
     def init_ids_from_text(self) -> None:
